@@ -40,7 +40,11 @@ pub fn structural_violations(crd: &CustomResourceDefinition) -> Vec<String> {
     let mut violations = Vec::new();
     for version in &crd.spec.versions {
         let path = format!("{}/{}", crd.spec.names.plural, version.name);
-        match version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()) {
+        match version
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+        {
             Some(schema) => check_node(schema, &path, false, &mut violations),
             None => violations.push(format!("{path}: no openAPIV3Schema")),
         }
@@ -65,13 +69,18 @@ fn check_node(node: &JSONSchemaProps, path: &str, in_junctor: bool, out: &mut Ve
             ));
         }
     } else if node.type_.as_deref().is_none_or(str::is_empty) && !escapes {
-        out.push(format!("{path}: no type (an untyped schema is not structural)"));
+        out.push(format!(
+            "{path}: no type (an untyped schema is not structural)"
+        ));
     }
     if node.ref_path.is_some() {
         out.push(format!("{path}: $ref is not allowed"));
     }
     if node.properties.is_some()
-        && matches!(node.additional_properties, Some(JSONSchemaPropsOrBool::Schema(_)))
+        && matches!(
+            node.additional_properties,
+            Some(JSONSchemaPropsOrBool::Schema(_))
+        )
     {
         out.push(format!("{path}: both properties and additionalProperties"));
     }
@@ -117,7 +126,11 @@ mod tests {
     fn every_crd_is_structural() {
         for crd in all() {
             let violations = structural_violations(&crd);
-            assert!(violations.is_empty(), "{}: {violations:#?}", crd.spec.names.kind);
+            assert!(
+                violations.is_empty(),
+                "{}: {violations:#?}",
+                crd.spec.names.kind
+            );
         }
     }
 
@@ -133,6 +146,9 @@ mod tests {
             props.insert("broken".into(), JSONSchemaProps::default());
         }
         let violations = structural_violations(&crd);
-        assert_eq!(violations, vec!["scaledjobs/v1alpha1.broken: no type (an untyped schema is not structural)"]);
+        assert_eq!(
+            violations,
+            vec!["scaledjobs/v1alpha1.broken: no type (an untyped schema is not structural)"]
+        );
     }
 }

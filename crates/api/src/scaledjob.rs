@@ -222,7 +222,8 @@ pub enum AuthenticationKind {
 impl AuthenticationRef {
     /// The kind, with KEDA's default.
     pub fn kind_or_default(&self) -> AuthenticationKind {
-        self.kind.unwrap_or(AuthenticationKind::TriggerAuthentication)
+        self.kind
+            .unwrap_or(AuthenticationKind::TriggerAuthentication)
     }
 }
 
@@ -277,11 +278,14 @@ pub struct Condition {
 impl ScaledJobSpec {
     /// `pollingInterval` with KEDA's default.
     pub fn polling_interval_seconds(&self) -> i32 {
-        self.polling_interval.unwrap_or(DEFAULT_POLLING_INTERVAL_SECONDS)
+        self.polling_interval
+            .unwrap_or(DEFAULT_POLLING_INTERVAL_SECONDS)
     }
 
     /// The name of the container whose env resolves `*FromEnv` parameters, if set and non-empty.
     pub fn env_source_container(&self) -> Option<&str> {
-        self.env_source_container_name.as_deref().filter(|name| !name.is_empty())
+        self.env_source_container_name
+            .as_deref()
+            .filter(|name| !name.is_empty())
     }
 }

@@ -132,7 +132,10 @@ mod tests {
 
     #[test]
     fn offset_reset_policy_parses_only_exact_spellings() {
-        assert_eq!(OffsetResetPolicy::from_keda("earliest"), Some(OffsetResetPolicy::Earliest));
+        assert_eq!(
+            OffsetResetPolicy::from_keda("earliest"),
+            Some(OffsetResetPolicy::Earliest)
+        );
         assert_eq!(OffsetResetPolicy::from_keda("latest,earliest"), None);
         assert_eq!(OffsetResetPolicy::from_keda("Latest"), None);
     }

@@ -45,7 +45,10 @@ pub fn resolve_container_env(
                 }
                 None if reference.optional == Some(true) => {}
                 None => problem(
-                    format!("envFrom ConfigMap \"{namespace}/{}\" not found", reference.name),
+                    format!(
+                        "envFrom ConfigMap \"{namespace}/{}\" not found",
+                        reference.name
+                    ),
                     warnings,
                 )?,
             }
@@ -58,7 +61,10 @@ pub fn resolve_container_env(
                 }
                 None if reference.optional == Some(true) => {}
                 None => problem(
-                    format!("envFrom Secret \"{namespace}/{}\" not found", reference.name),
+                    format!(
+                        "envFrom Secret \"{namespace}/{}\" not found",
+                        reference.name
+                    ),
                     warnings,
                 )?,
             }
@@ -143,10 +149,17 @@ fn find_container<'a>(
     name: Option<&str>,
 ) -> Result<&'a Container, ResolveError> {
     match name.filter(|n| !n.is_empty()) {
-        Some(name) => pod_spec.containers.iter().find(|c| c.name == name).ok_or_else(|| {
-            ResolveError::ContainerNotFound { name: name.to_owned() }
-        }),
-        None => pod_spec.containers.first().ok_or(ResolveError::NoContainers),
+        Some(name) => pod_spec
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| ResolveError::ContainerNotFound {
+                name: name.to_owned(),
+            }),
+        None => pod_spec
+            .containers
+            .first()
+            .ok_or(ResolveError::NoContainers),
     }
 }
 

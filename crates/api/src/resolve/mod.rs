@@ -110,7 +110,10 @@ fn describe_fields(fields: &[&'static str]) -> String {
         [one] => format!("spec.{one} is"),
         many => format!(
             "{} are",
-            many.iter().map(|f| format!("spec.{f}")).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|f| format!("spec.{f}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -140,20 +143,20 @@ pub fn resolve_trigger_inputs(
         let kind = reference.kind_or_default();
         let (spec, secrets_namespace) = match kind {
             AuthenticationKind::TriggerAuthentication => (
-                lookup.trigger_authentication(namespace, &reference.name).ok_or_else(|| {
-                    ResolveError::TriggerAuthenticationNotFound {
+                lookup
+                    .trigger_authentication(namespace, &reference.name)
+                    .ok_or_else(|| ResolveError::TriggerAuthenticationNotFound {
                         namespace: namespace.to_owned(),
                         name: reference.name.clone(),
-                    }
-                })?,
+                    })?,
                 namespace,
             ),
             AuthenticationKind::ClusterTriggerAuthentication => (
-                lookup.cluster_trigger_authentication(&reference.name).ok_or_else(|| {
-                    ResolveError::ClusterTriggerAuthenticationNotFound {
+                lookup
+                    .cluster_trigger_authentication(&reference.name)
+                    .ok_or_else(|| ResolveError::ClusterTriggerAuthenticationNotFound {
                         name: reference.name.clone(),
-                    }
-                })?,
+                    })?,
                 cluster_object_namespace,
             ),
         };
@@ -177,7 +180,11 @@ pub fn resolve_trigger_inputs(
         };
         context.collect(&spec, &mut auth_params, &mut warnings)?;
     }
-    Ok(TriggerInputs { auth_params, resolved_env, warnings })
+    Ok(TriggerInputs {
+        auth_params,
+        resolved_env,
+        warnings,
+    })
 }
 
 struct AuthContext<'a> {
@@ -214,7 +221,10 @@ impl AuthContext<'_> {
                 }
                 None => self.resolved_env.get(&entry.name).cloned(),
             };
-            params.insert(entry.parameter.clone(), value.unwrap_or_else(|| Secret::new("")));
+            params.insert(
+                entry.parameter.clone(),
+                value.unwrap_or_else(|| Secret::new("")),
+            );
         }
         for entry in spec.config_map_target_ref.iter().flatten() {
             let value = match self.lookup.config_map(self.secrets_namespace, &entry.name) {
@@ -257,7 +267,10 @@ impl AuthContext<'_> {
 
     fn missing(&self, what: &str, name: &str, key: Option<&str>, parameter: &str) -> String {
         let object = match key {
-            Some(key) => format!("key \"{key}\" of {what} \"{}/{name}\"", self.secrets_namespace),
+            Some(key) => format!(
+                "key \"{key}\" of {what} \"{}/{name}\"",
+                self.secrets_namespace
+            ),
             None => format!("{what} \"{}/{name}\"", self.secrets_namespace),
         };
         format!(

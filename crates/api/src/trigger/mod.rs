@@ -1,0 +1,256 @@
+//! Trigger metadata → typed trigger configs, with KEDA's parsing rules (keda-compat §6).
+//!
+//! A trigger is parsed once, at the edge, into a [`TriggerConfig`]; nothing downstream sees a
+//! string map. A forgotten trigger type is a compile error: [`TriggerType`] is matched
+//! exhaustively.
+
+mod apache_kafka;
+mod aws;
+pub mod connection;
+mod kafka;
+pub mod params;
+
+use std::fmt;
+
+use serde_json::Value;
+use thiserror::Error;
+
+pub use apache_kafka::ApacheKafkaTrigger;
+pub use kafka::{KafkaTrigger, parse_partition_limitation};
+
+use crate::resolve::TriggerInputs;
+use crate::scaledjob::ScaleTrigger;
+use crate::secret::{REDACTED, Secret};
+use params::Params;
+
+/// The trigger types jobtide understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TriggerType {
+    /// `kafka`: KEDA's main Kafka scaler.
+    Kafka,
+    /// `apache-kafka`: KEDA's experimental kafka-go scaler.
+    ApacheKafka,
+}
+
+impl TriggerType {
+    /// Every supported type, in the order error messages list them.
+    pub const ALL: [Self; 2] = [Self::Kafka, Self::ApacheKafka];
+
+    /// The `type` value in manifests.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Kafka => "kafka",
+            Self::ApacheKafka => "apache-kafka",
+        }
+    }
+
+    /// Parses a manifest's `type`.
+    pub fn from_manifest(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == value)
+    }
+
+    /// The metadata keys this trigger type reads.
+    pub fn metadata_keys(self) -> &'static [&'static str] {
+        match self {
+            Self::Kafka => kafka::METADATA_KEYS,
+            Self::ApacheKafka => apache_kafka::METADATA_KEYS,
+        }
+    }
+}
+
+impl fmt::Display for TriggerType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A parsed, valid trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TriggerConfig {
+    /// `type: kafka`.
+    Kafka(KafkaTrigger),
+    /// `type: apache-kafka`.
+    ApacheKafka(ApacheKafkaTrigger),
+}
+
+impl TriggerConfig {
+    /// The trigger's type.
+    pub fn trigger_type(&self) -> TriggerType {
+        match self {
+            Self::Kafka(_) => TriggerType::Kafka,
+            Self::ApacheKafka(_) => TriggerType::ApacheKafka,
+        }
+    }
+}
+
+/// Why a trigger did not parse.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum TriggerError {
+    /// The `type` is not one jobtide supports.
+    #[error(
+        "unknown trigger type \"{type_}\": jobtide supports {}",
+        supported_list()
+    )]
+    UnknownType {
+        /// The type as written.
+        type_: String,
+    },
+    /// KEDA would reject the metadata. Displayed as KEDA displays it, prefixed once (D6).
+    #[error("error parsing kafka metadata: {}", .errors.join("\n"))]
+    InvalidMetadata {
+        /// The trigger type.
+        trigger_type: TriggerType,
+        /// Every field error, then the first validation error, as KEDA collects them.
+        errors: Vec<String>,
+    },
+    /// KEDA accepts this, jobtide cannot run it yet.
+    #[error("{feature} is not supported by jobtide yet")]
+    NotSupported {
+        /// What is not supported.
+        feature: &'static str,
+    },
+}
+
+impl TriggerError {
+    /// The individual messages (for listing one per line).
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            Self::InvalidMetadata { errors, .. } => errors.clone(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+fn supported_list() -> String {
+    TriggerType::ALL
+        .iter()
+        .map(|t| format!("\"{t}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The outcome of parsing one trigger.
+#[derive(Debug, Clone)]
+pub struct ParsedTrigger {
+    /// The typed config, or why there is none.
+    pub config: Result<TriggerConfig, TriggerError>,
+    /// What parsed, under KEDA's parameter names, secrets as `"<redacted>"`; `None` when not
+    /// even the type is known.
+    pub view: Option<Value>,
+    /// The external metric name (`s<index>-kafka-<topic>`), when the fields it needs parsed.
+    pub metric_name: Option<String>,
+    /// Metadata keys the trigger type doesn't read (KEDA's `Unmatched input property`).
+    pub warnings: Vec<String>,
+}
+
+/// Internal failure shape of the per-type parsers.
+pub(crate) enum Rejected {
+    Invalid {
+        errors: Vec<String>,
+        view: Option<Value>,
+    },
+    NotSupported {
+        feature: &'static str,
+        view: Option<Value>,
+    },
+}
+
+pub(crate) fn redacted(secret: Option<&Secret>) -> Value {
+    secret.map_or(Value::Null, |_| Value::String(REDACTED.to_owned()))
+}
+
+/// Parses trigger number `index` of a ScaledJob with its resolved inputs.
+pub fn parse_trigger(
+    index: usize,
+    trigger: &ScaleTrigger,
+    inputs: &TriggerInputs,
+) -> ParsedTrigger {
+    let Some(trigger_type) = TriggerType::from_manifest(&trigger.type_) else {
+        return ParsedTrigger {
+            config: Err(TriggerError::UnknownType {
+                type_: trigger.type_.clone(),
+            }),
+            view: None,
+            metric_name: None,
+            warnings: Vec::new(),
+        };
+    };
+    let mut params = Params::new(&trigger.metadata, &inputs.auth_params, &inputs.resolved_env);
+    let metric_name = metric_name(trigger_type, index, &params);
+    let warnings = trigger
+        .metadata
+        .keys()
+        .filter(|key| !trigger_type.metadata_keys().contains(&key.as_str()))
+        .map(|key| match &trigger.name {
+            Some(name) => {
+                format!("Unmatched input property {key} in scaler {trigger_type} ({name})")
+            }
+            None => format!("Unmatched input property {key} in scaler {trigger_type}"),
+        })
+        .collect();
+    let result = match trigger_type {
+        TriggerType::Kafka => {
+            kafka::parse(&mut params).map(|(config, view)| (TriggerConfig::Kafka(config), view))
+        }
+        TriggerType::ApacheKafka => apache_kafka::parse(&mut params)
+            .map(|(config, view)| (TriggerConfig::ApacheKafka(config), view)),
+    };
+    let (config, view) = match result {
+        Ok((config, view)) => (Ok(config), Some(view)),
+        Err(Rejected::Invalid { errors, view }) => (
+            Err(TriggerError::InvalidMetadata {
+                trigger_type,
+                errors,
+            }),
+            view,
+        ),
+        Err(Rejected::NotSupported { feature, view }) => {
+            (Err(TriggerError::NotSupported { feature }), view)
+        }
+    };
+    ParsedTrigger {
+        config,
+        view,
+        metric_name,
+        warnings,
+    }
+}
+
+/// KEDA's external metric name: `s<index>-` + normalize(`kafka-<topic>`), or without a topic
+/// normalize(`kafka-<consumerGroup>-topics`). `None` when neither topic nor group is known.
+fn metric_name(trigger_type: TriggerType, index: usize, params: &Params<'_>) -> Option<String> {
+    let topic = params
+        .lookup("topic", params::META_ENV)
+        .map(|topic| match trigger_type {
+            TriggerType::Kafka => topic,
+            TriggerType::ApacheKafka => topic
+                .split(',')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(","),
+        });
+    let base = match topic {
+        Some(topic) => format!("kafka-{topic}"),
+        None => format!(
+            "kafka-{}-topics",
+            params.lookup("consumerGroup", params::META_ENV)?
+        ),
+    };
+    Some(format!("s{index}-{}", normalize_metric_name(&base)))
+}
+
+/// KEDA's `NormalizeString` as used for metric names: each of `/ . : % ( )` becomes `-`.
+pub fn normalize_metric_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if matches!(c, '/' | '.' | ':' | '%' | '(' | ')') {
+                '-'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
