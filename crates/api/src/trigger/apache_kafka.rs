@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::connection::{ClientCert, Credentials, KafkaConnection, Sasl, Tls};
 use super::params::{AUTH, META, META_AUTH, META_ENV, Params, Source};
-use super::{Rejected, aws, redacted};
+use super::{ParamError, Rejected, aws, redacted};
 use crate::secret::Secret;
 
 /// A parsed, valid `apache-kafka` trigger.
@@ -101,14 +101,14 @@ pub(super) fn parse(params: &mut Params<'_>) -> Result<(ApacheKafkaTrigger, Valu
         // KEDA's kafka-go client refuses GSSAPI when it is built: no KEDA user runs this.
         Some("gssapi") => {
             return Err(Rejected::Invalid {
-                errors: vec!["err sasl type \"gssapi\" given".into()],
+                errors: vec![ParamError::new("sasl", "err sasl type \"gssapi\" given")],
                 view: Some(view),
             });
         }
         Some("aws_msk_iam") => {
             if let Err(message) = aws::authorization(params) {
                 return Err(Rejected::Invalid {
-                    errors: vec![message],
+                    errors: vec![ParamError::new("awsAccessKeyID", message)],
                     view: Some(view),
                 });
             }
@@ -230,46 +230,64 @@ fn read_fields(p: &mut Params<'_>) -> Draft {
 }
 
 /// The apache-kafka scaler's validation, in jobtide's documented order (first failure only).
-fn validate(d: &Draft) -> Result<(), String> {
+fn validate(d: &Draft) -> Result<(), ParamError> {
     let zero = |v: Option<bool>| v.unwrap_or_default();
     let has_topic = d.topics.as_ref().is_some_and(|t| !t.is_empty());
     if d.lag_threshold.unwrap_or_default() <= 0 {
-        return Err("lagThreshold must be a positive number".into());
+        return Err(ParamError::new(
+            "lagThreshold",
+            "lagThreshold must be a positive number",
+        ));
     }
     if d.activation_lag_threshold.unwrap_or_default() < 0 {
-        return Err("activationLagThreshold must be a positive number".into());
+        return Err(ParamError::new(
+            "activationLagThreshold",
+            "activationLagThreshold must be a positive number",
+        ));
     }
     if zero(d.allow_idle_consumers) && zero(d.limit_to_partitions_with_lag) {
-        return Err(
-            "allowIdleConsumers and limitToPartitionsWithLag cannot be set simultaneously".into(),
-        );
+        return Err(ParamError::new(
+            "limitToPartitionsWithLag",
+            "allowIdleConsumers and limitToPartitionsWithLag cannot be set simultaneously",
+        ));
     }
     if zero(d.limit_to_partitions_with_lag) && !has_topic {
-        return Err("topic must be specified when using limitToPartitionsWithLag".into());
+        return Err(ParamError::new(
+            "topic",
+            "topic must be specified when using limitToPartitionsWithLag",
+        ));
     }
     if d.sasl_in_both {
-        return Err(
-            "unable to set `sasl` in both ScaledObject and TriggerAuthentication together".into(),
-        );
+        return Err(ParamError::new(
+            "sasl",
+            "unable to set `sasl` in both ScaledObject and TriggerAuthentication together",
+        ));
     }
     if d.tls_in_both {
-        return Err(
-            "unable to set `tls` in both ScaledObject and TriggerAuthentication together".into(),
-        );
+        return Err(ParamError::new(
+            "tls",
+            "unable to set `tls` in both ScaledObject and TriggerAuthentication together",
+        ));
     }
     if d.tls == Some("enable") && d.cert.is_some() != d.key.is_some() {
-        return Err("can't set only one of cert or key when using TLS".into());
+        return Err(ParamError::new(
+            "cert",
+            "can't set only one of cert or key when using TLS",
+        ));
     }
     match d.sasl {
-        Some("plaintext") if d.username.is_none() || d.password.is_none() => {
-            Err("username and password must be set when using SASL/PLAINTEXT".into())
-        }
-        Some("aws_msk_iam") if d.aws_region.is_none() => {
-            Err("awsRegion must be set when using AWS MSK IAM".into())
-        }
-        Some("aws_msk_iam") if d.tls != Some("enable") => {
-            Err("TLS must be enabled when using AWS MSK IAM".into())
-        }
+        Some("plaintext") if d.username.is_none() || d.password.is_none() => Err(ParamError::new(
+            "username",
+            "username and password must be set when using SASL/PLAINTEXT",
+        )),
+        Some("aws_msk_iam") if d.aws_region.is_none() => Err(ParamError::new(
+            "awsRegion",
+            "awsRegion must be set when using AWS MSK IAM",
+        )),
+        Some("aws_msk_iam") if d.tls != Some("enable") => Err(ParamError::new(
+            "tls",
+            "TLS must be enabled when using AWS MSK IAM",
+        )),
         _ => Ok(()),
     }
 }

@@ -11,7 +11,7 @@ use super::connection::{
     ClientCert, Credentials, Gssapi, GssapiCredential, KafkaConnection, OAuthBearer, Sasl, Tls,
 };
 use super::params::{AUTH, META, META_AUTH, META_ENV, Params};
-use super::{Rejected, aws, redacted};
+use super::{ParamError, Rejected, aws, redacted};
 use crate::secret::Secret;
 
 /// A parsed, valid `kafka` trigger.
@@ -119,8 +119,9 @@ pub(super) fn parse(params: &mut Params<'_>) -> Result<(KafkaTrigger, Value), Re
     let version = draft.version.clone().unwrap_or_default();
     if !is_sarama_version(&version) {
         return Err(Rejected::Invalid {
-            errors: vec![format!(
-                "error parsing kafka version: invalid version `{version}`"
+            errors: vec![ParamError::new(
+                "version",
+                format!("error parsing kafka version: invalid version `{version}`"),
             )],
             view: Some(view),
         });
@@ -129,8 +130,9 @@ pub(super) fn parse(params: &mut Params<'_>) -> Result<(KafkaTrigger, Value), Re
         (Some("oauthbearer"), Some("aws_msk_iam")) => {
             if let Err(message) = aws::authorization(params) {
                 return Err(Rejected::Invalid {
-                    errors: vec![format!(
-                        "error parsing OAuth token provider configuration: {message}"
+                    errors: vec![ParamError::new(
+                        "awsAccessKeyID",
+                        format!("error parsing OAuth token provider configuration: {message}"),
                     )],
                     view: Some(view),
                 });
@@ -287,105 +289,136 @@ fn read_fields(p: &mut Params<'_>) -> Draft {
 /// KEDA's custom validation, in its order; only the first failure is reported. It sees the
 /// zero value of any field that failed to parse, as Go does. It also completes the derived
 /// fields (`partitionLimitation`, `oauthExtensions`).
-fn validate(d: &Draft) -> Result<(), String> {
+fn validate(d: &Draft) -> Result<(), ParamError> {
     let zero = |v: Option<bool>| v.unwrap_or_default();
     let has_topic = d.topic.is_some();
     if d.lag_threshold.unwrap_or_default() <= 0 {
-        return Err("\"lagThreshold\" must be positive number".into());
+        return Err(ParamError::new(
+            "lagThreshold",
+            "\"lagThreshold\" must be positive number",
+        ));
     }
     if d.activation_lag_threshold.unwrap_or_default() < 0 {
-        return Err("\"activationLagThreshold\" must be a non-negative number".into());
+        return Err(ParamError::new(
+            "activationLagThreshold",
+            "\"activationLagThreshold\" must be a non-negative number",
+        ));
     }
     if let Some(raw) = &d.partition_limitation_raw {
-        parse_partition_limitation(raw)?;
+        parse_partition_limitation(raw).map_err(|m| ParamError::new("partitionLimitation", m))?;
     }
     let allow_idle = zero(d.allow_idle_consumers);
     let limit = zero(d.limit_to_partitions_with_lag);
     let even = zero(d.ensure_even_distribution_of_partitions);
     if allow_idle && limit {
-        return Err(
-            "allowIdleConsumers and limitToPartitionsWithLag cannot be set simultaneously".into(),
-        );
+        return Err(ParamError::new(
+            "limitToPartitionsWithLag",
+            "allowIdleConsumers and limitToPartitionsWithLag cannot be set simultaneously",
+        ));
     }
     if limit && !has_topic {
-        return Err("topic must be specified when using limitToPartitionsWithLag".into());
+        return Err(ParamError::new(
+            "topic",
+            "topic must be specified when using limitToPartitionsWithLag",
+        ));
     }
     if limit && even {
-        return Err(
+        return Err(ParamError::new(
+            "ensureEvenDistributionOfPartitions",
             "limitToPartitionsWithLag and ensureEvenDistributionOfPartitions cannot be set \
-             simultaneously"
-                .into(),
-        );
+             simultaneously",
+        ));
     }
     if even && !has_topic {
-        return Err("topic must be specified when using ensureEvenDistributionOfPartitions".into());
+        return Err(ParamError::new(
+            "topic",
+            "topic must be specified when using ensureEvenDistributionOfPartitions",
+        ));
     }
     if !zero(d.full_metadata) && !has_topic {
-        return Err("topic must be specified when fullMetadata is false".into());
+        return Err(ParamError::new(
+            "topic",
+            "topic must be specified when fullMetadata is false",
+        ));
     }
     if d.tls == Some("enable") {
         match (&d.cert, &d.key) {
-            (Some(_), None) => return Err("key must be provided with cert".into()),
-            (None, Some(_)) => return Err("cert must be provided with key".into()),
+            (Some(_), None) => {
+                return Err(ParamError::new("key", "key must be provided with cert"));
+            }
+            (None, Some(_)) => {
+                return Err(ParamError::new("cert", "cert must be provided with key"));
+            }
             _ => {}
         }
     }
     validate_sasl(d)
 }
 
-fn validate_sasl(d: &Draft) -> Result<(), String> {
+fn validate_sasl(d: &Draft) -> Result<(), ParamError> {
     match d.sasl {
         Some("plaintext" | "scram_sha256" | "scram_sha512") => {
             if d.username.is_none() {
-                return Err("no username given".into());
+                return Err(ParamError::new("username", "no username given"));
             }
             if d.password.is_none() {
-                return Err("no password given".into());
+                return Err(ParamError::new("password", "no password given"));
             }
         }
         Some("oauthbearer") => {
-            let oauth = |m: &str| format!("error parsing OAuth token provider configuration: {m}");
+            let oauth = |param: &str, m: &str| {
+                ParamError::new(
+                    param,
+                    format!("error parsing OAuth token provider configuration: {m}"),
+                )
+            };
             match d.sasl_token_provider {
                 Some("aws_msk_iam") => {
                     if d.tls != Some("enable") {
-                        return Err(oauth("TLS is required for AWS MSK authentication"));
+                        return Err(oauth("tls", "TLS is required for AWS MSK authentication"));
                     }
                     if d.aws_region.is_none() {
-                        return Err(oauth("no awsRegion given"));
+                        return Err(oauth("awsRegion", "no awsRegion given"));
                     }
                 }
                 _ => {
                     if d.username.is_none() {
-                        return Err(oauth("no username given"));
+                        return Err(oauth("username", "no username given"));
                     }
                     if d.password.is_none() {
-                        return Err(oauth("no password given"));
+                        return Err(oauth("password", "no password given"));
                     }
                     if d.oauth_token_endpoint_uri.is_none() {
-                        return Err(oauth("no oauth token endpoint uri given"));
+                        return Err(oauth(
+                            "oauthTokenEndpointUri",
+                            "no oauth token endpoint uri given",
+                        ));
                     }
                     if let Some(raw) = &d.oauth_extensions_raw {
-                        parse_extensions(raw).map_err(|m| oauth(&m))?;
+                        parse_extensions(raw).map_err(|m| oauth("oauthExtensions", &m))?;
                     }
                 }
             }
         }
         Some("gssapi") => {
             if d.username.is_none() {
-                return Err("no username given".into());
+                return Err(ParamError::new("username", "no username given"));
             }
             if d.password.is_some() == d.keytab.is_some() {
-                return Err(
+                return Err(ParamError::new(
+                    "keytab",
                     "exactly one of 'password' or 'keytab' must be provided for GSSAPI \
-                     authentication"
-                        .into(),
-                );
+                     authentication",
+                ));
             }
             if d.realm.is_none() {
-                return Err("no realm given".into());
+                return Err(ParamError::new("realm", "no realm given"));
             }
             if d.kerberos_config.is_none() {
-                return Err("no Kerberos configuration file (kerberosConfig) given".into());
+                return Err(ParamError::new(
+                    "kerberosConfig",
+                    "no Kerberos configuration file (kerberosConfig) given",
+                ));
             }
         }
         _ => {}

@@ -96,12 +96,12 @@ pub enum TriggerError {
         type_: String,
     },
     /// KEDA would reject the metadata. Displayed as KEDA displays it, prefixed once (D6).
-    #[error("error parsing kafka metadata: {}", .errors.join("\n"))]
+    #[error("error parsing kafka metadata: {}", join_messages(.errors))]
     InvalidMetadata {
         /// The trigger type.
         trigger_type: TriggerType,
         /// Every field error, then the first validation error, as KEDA collects them.
-        errors: Vec<String>,
+        errors: Vec<ParamError>,
     },
     /// KEDA accepts this, jobtide cannot run it yet.
     #[error("{feature} is not supported by jobtide yet")]
@@ -114,11 +114,35 @@ pub enum TriggerError {
 impl TriggerError {
     /// The individual messages (for listing one per line).
     pub fn messages(&self) -> Vec<String> {
+        self.param_errors().into_iter().map(|e| e.message).collect()
+    }
+
+    /// The individual problems, each with the parameter it is about when there is one.
+    pub fn param_errors(&self) -> Vec<ParamError> {
         match self {
             Self::InvalidMetadata { errors, .. } => errors.clone(),
-            other => vec![other.to_string()],
+            Self::UnknownType { .. } => {
+                vec![ParamError {
+                    parameter: "type".into(),
+                    message: self.to_string(),
+                }]
+            }
+            Self::NotSupported { .. } => {
+                vec![ParamError {
+                    parameter: "sasl".into(),
+                    message: self.to_string(),
+                }]
+            }
         }
     }
+}
+
+fn join_messages(errors: &[ParamError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.message.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn supported_list() -> String {
@@ -143,10 +167,34 @@ pub struct ParsedTrigger {
     pub warnings: Vec<String>,
 }
 
+/// One problem with one parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamError {
+    /// The parameter (KEDA's name) the problem is about.
+    pub parameter: String,
+    /// KEDA's message.
+    pub message: String,
+}
+
+impl ParamError {
+    pub(crate) fn new(parameter: &str, message: impl Into<String>) -> Self {
+        Self {
+            parameter: parameter.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ParamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Internal failure shape of the per-type parsers.
 pub(crate) enum Rejected {
     Invalid {
-        errors: Vec<String>,
+        errors: Vec<ParamError>,
         view: Option<Value>,
     },
     NotSupported {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use super::ParamError;
 use crate::secret::Secret;
 
 /// Where a parameter may come from, in KEDA's spelling.
@@ -44,7 +45,7 @@ pub struct Params<'a> {
     auth: &'a BTreeMap<String, Secret>,
     env: &'a BTreeMap<String, Secret>,
     /// Field errors in the order the fields were parsed.
-    pub errors: Vec<String>,
+    pub errors: Vec<ParamError>,
 }
 
 impl<'a> Params<'a> {
@@ -103,8 +104,9 @@ impl<'a> Params<'a> {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(" ");
-        self.errors.push(format!(
-            "missing required parameter \"{name}\" in [{order}]"
+        self.errors.push(ParamError::new(
+            name,
+            format!("missing required parameter \"{name}\" in [{order}]"),
         ));
     }
 
@@ -148,9 +150,12 @@ impl<'a> Params<'a> {
         match parse_go_json_int(&value, "int64", i64::MIN.into(), i64::MAX.into()) {
             Ok(parsed) => i64::try_from(parsed).ok(),
             Err(reason) => {
-                self.errors.push(format!(
-                    "unable to set param \"{name}\" value \"{value}\": unable to unmarshal to \
+                self.errors.push(ParamError::new(
+                    name,
+                    format!(
+                        "unable to set param \"{name}\" value \"{value}\": unable to unmarshal to \
                      field type int64: {reason}"
+                    ),
                 ));
                 None
             }
@@ -166,9 +171,12 @@ impl<'a> Params<'a> {
         match parse_go_bool(&value) {
             Some(parsed) => Some(parsed),
             None => {
-                self.errors.push(format!(
-                    "unable to set param \"{name}\" value \"{value}\": unable to parse boolean \
+                self.errors.push(ParamError::new(
+                    name,
+                    format!(
+                        "unable to set param \"{name}\" value \"{value}\": unable to parse boolean \
                      value \"{value}\""
+                    ),
                 ));
                 None
             }
@@ -194,14 +202,18 @@ impl<'a> Params<'a> {
         let set = allowed.join(" ");
         let elements_all_allowed = value.split(',').all(|part| allowed.contains(&part.trim()));
         if elements_all_allowed {
-            self.errors.push(format!(
-                "parameter \"{name}\" value \"{value}\" must be exactly one of [{set}]: \
+            self.errors.push(ParamError::new(
+                name,
+                format!(
+                    "parameter \"{name}\" value \"{value}\" must be exactly one of [{set}]: \
                  comma-separated values are not accepted (KEDA accepts them and then behaves \
                  like neither; jobtide difference D5)"
+                ),
             ));
         } else {
-            self.errors.push(format!(
-                "parameter \"{name}\" value \"{value}\" must be one of [{set}]"
+            self.errors.push(ParamError::new(
+                name,
+                format!("parameter \"{name}\" value \"{value}\" must be one of [{set}]"),
             ));
         }
         None
@@ -222,9 +234,9 @@ impl<'a> Params<'a> {
             match result {
                 Ok(values) => out.extend(values.into_iter().filter_map(|v| i32::try_from(v).ok())),
                 Err(reason) => {
-                    self.errors.push(format!(
+                    self.errors.push(ParamError::new(name, format!(
                         "unable to set param \"{name}\" value \"{value}\": slice element {i}: {reason}"
-                    ));
+                    )));
                     return None;
                 }
             }
@@ -338,6 +350,10 @@ fn parse_go_json_int(value: &str, type_name: &str, min: i128, max: i128) -> Resu
 mod tests {
     use super::*;
 
+    fn messages(errors: &[ParamError]) -> Vec<String> {
+        errors.iter().map(|e| e.message.clone()).collect()
+    }
+
     fn metadata(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -373,7 +389,7 @@ mod tests {
         let mut params = Params::new(&empty, &none, &none);
         assert_eq!(params.required("consumerGroup", META_ENV), None);
         assert_eq!(
-            params.errors,
+            messages(&params.errors),
             vec!["missing required parameter \"consumerGroup\" in [triggerMetadata resolvedEnv]"]
         );
     }
@@ -430,7 +446,7 @@ mod tests {
             let mut params = Params::new(&meta, &none, &none);
             params.int64("lagThreshold", META, 10);
             assert_eq!(
-                params.errors,
+                messages(&params.errors),
                 vec![format!(
                     "unable to set param \"lagThreshold\" value \"{value}\": unable to unmarshal \
                      to field type int64: {reason}"
@@ -464,7 +480,9 @@ mod tests {
             None
         );
         assert!(
-            params.errors[0].contains("must be exactly one of [latest earliest]"),
+            params.errors[0]
+                .message
+                .contains("must be exactly one of [latest earliest]"),
             "{:?}",
             params.errors
         );
@@ -476,7 +494,7 @@ mod tests {
             None
         );
         assert_eq!(
-            params.errors,
+            messages(&params.errors),
             vec![
                 "parameter \"offsetResetPolicy\" value \"newest\" must be one of [latest earliest]"
             ]
@@ -496,7 +514,7 @@ mod tests {
         let mut params = Params::new(&meta, &none, &none);
         assert_eq!(params.int32_ranges("partitionLimitation", META), None);
         assert_eq!(
-            params.errors,
+            messages(&params.errors),
             vec![
                 "unable to set param \"partitionLimitation\" value \"1-2-3\": slice element 0: expected format start-end, got \"1-2-3\""
             ]
