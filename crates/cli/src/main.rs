@@ -1,1 +1,9 @@
-fn main() {}
+//! The `jobtide` binary. Thin by design: everything happens in [`cli::Cli::parse_and_run`].
+
+mod cli;
+mod crd;
+mod validate;
+
+fn main() -> std::process::ExitCode {
+    cli::Cli::parse_and_run()
+}

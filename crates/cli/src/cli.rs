@@ -1,0 +1,50 @@
+//! Command-line interface: one subcommand per module.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::{crd, validate};
+
+/// jobtide: event-driven batch Jobs for Kubernetes, serving KEDA's ScaledJob API.
+#[derive(Debug, Parser)]
+#[command(name = "jobtide", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions jobtide serves (ScaledJob, TriggerAuthentication,
+    /// ClusterTriggerAuthentication) as multi-document YAML, or write/check them as files.
+    Crd(crd::CrdArgs),
+    /// Check manifests: ScaledJobs and their triggers, resolved against the
+    /// TriggerAuthentications, Secrets and ConfigMaps found among the same inputs, exactly as the
+    /// operator would. Exit 0 when every ScaledJob is valid, 1 when any is not, 2 when the input
+    /// can't be read or isn't YAML.
+    Validate(validate::ValidateArgs),
+}
+
+impl Cli {
+    /// Parses the process arguments and runs the command.
+    pub fn parse_and_run() -> ExitCode {
+        let Self { command } = Self::parse();
+        match command {
+            Command::Crd(args) => crd::run(&args),
+            Command::Validate(args) => validate::run(&args),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

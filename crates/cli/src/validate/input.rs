@@ -1,0 +1,222 @@
+//! Reading `-f` inputs: files, directories (their `.yaml`, `.yml` and `.json` files, sorted;
+//! recursively with `-R`) and `-` for stdin, split into YAML documents the way kubectl splits
+//! them (a line that is `---`, optionally followed by a comment).
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// Where a document came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The file as given (or `-` for stdin).
+    pub file: String,
+    /// 1-based document index within the file (empty documents count, as kubectl counts them).
+    pub document: usize,
+    /// The line the document starts on (1-based).
+    pub line: usize,
+    /// The item within a `kind: List` document, 0-based.
+    pub item: Option<usize>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: document {} (line {})",
+            self.file, self.document, self.line
+        )?;
+        if let Some(item) = self.item {
+            write!(f, " item {item}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One parsed YAML document.
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub location: Location,
+    pub value: Value,
+}
+
+/// Why the inputs could not be read (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{location}: not valid YAML: {message}")]
+    Yaml { location: Location, message: String },
+    #[error("{path}: no .yaml, .yml or .json files in this directory")]
+    EmptyDirectory { path: String },
+}
+
+/// Reads every input in order.
+pub fn read_all(inputs: &[String], recursive: bool) -> Result<Vec<Document>, InputError> {
+    let mut documents = Vec::new();
+    for input in inputs {
+        if input == "-" {
+            let mut text = String::new();
+            io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|source| InputError::Read {
+                    path: "-".into(),
+                    source,
+                })?;
+            documents.extend(parse_documents("-", &text)?);
+            continue;
+        }
+        let path = Path::new(input);
+        let meta = fs::metadata(path).map_err(|source| InputError::Read {
+            path: input.clone(),
+            source,
+        })?;
+        let files = if meta.is_dir() {
+            let files = manifest_files(path, recursive).map_err(|source| InputError::Read {
+                path: input.clone(),
+                source,
+            })?;
+            if files.is_empty() {
+                return Err(InputError::EmptyDirectory {
+                    path: input.clone(),
+                });
+            }
+            files
+        } else {
+            vec![path.to_path_buf()]
+        };
+        for file in files {
+            let name = file.display().to_string();
+            let bytes = fs::read(&file).map_err(|source| InputError::Read {
+                path: name.clone(),
+                source,
+            })?;
+            let text = String::from_utf8(bytes).map_err(|_| InputError::Read {
+                path: name.clone(),
+                source: io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"),
+            })?;
+            documents.extend(parse_documents(&name, &text)?);
+        }
+    }
+    Ok(documents)
+}
+
+fn manifest_files(dir: &Path, recursive: bool) -> io::Result<Vec<PathBuf>> {
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<io::Result<_>>()?;
+    entries.sort();
+    let mut files = Vec::new();
+    for path in entries {
+        if path.is_dir() {
+            if recursive {
+                files.extend(manifest_files(&path, true)?);
+            }
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+/// Splits `text` into documents and parses each; empty and null documents are skipped but
+/// counted.
+pub fn parse_documents(file: &str, text: &str) -> Result<Vec<Document>, InputError> {
+    let mut documents = Vec::new();
+    for (index, (line, chunk)) in split(text).into_iter().enumerate() {
+        let location = Location {
+            file: file.to_owned(),
+            document: index + 1,
+            line,
+            item: None,
+        };
+        let meaningful = chunk.lines().any(|l| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with('#') && t != "..."
+        });
+        if !meaningful {
+            continue;
+        }
+        let value: Value = serde_saphyr::from_str(&chunk).map_err(|error| InputError::Yaml {
+            location: location.clone(),
+            message: error.to_string(),
+        })?;
+        if value.is_null() {
+            continue;
+        }
+        documents.push(Document { location, value });
+    }
+    Ok(documents)
+}
+
+/// kubectl's document separator: a line starting with `---` followed by nothing but whitespace
+/// or a comment. Returns (first line number, text) per document.
+fn split(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (i, line) in text.lines().enumerate() {
+        let is_separator = line.strip_prefix("---").is_some_and(|rest| {
+            let rest = rest.trim();
+            rest.is_empty() || rest.starts_with('#')
+        });
+        if is_separator {
+            out.push((start, std::mem::take(&mut current)));
+            start = i + 2;
+        } else {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    out.push((start, current));
+    // A leading separator opens the first document; it does not end an empty one.
+    if out.len() > 1 && out[0].1.trim().is_empty() && text.trim_start().starts_with("---") {
+        out.remove(0);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_are_split_on_separator_lines_and_counted_like_kubectl() {
+        let text = "---\na: 1\n--- # second\n\n---\nb: [1, 2]\n";
+        let docs = parse_documents("f.yaml", text).expect("parse");
+        assert_eq!(docs.len(), 2);
+        assert_eq!((docs[0].location.document, docs[0].location.line), (1, 2));
+        assert_eq!((docs[1].location.document, docs[1].location.line), (3, 6));
+        assert_eq!(docs[1].value["b"][1], 2);
+    }
+
+    #[test]
+    fn a_separator_inside_a_block_scalar_line_is_not_a_separator() {
+        let text = "a: |\n  x\n  ---\nb: 1\n";
+        let docs = parse_documents("f.yaml", text).expect("parse");
+        assert_eq!(docs.len(), 1);
+    }
+
+    #[test]
+    fn invalid_yaml_names_file_and_document() {
+        let error = parse_documents("bad.yaml", "a: 1\n---\nb: [1,\n")
+            .err()
+            .map(|e| e.to_string());
+        let error = error.unwrap_or_default();
+        assert!(
+            error.starts_with("bad.yaml: document 2 (line 3): not valid YAML"),
+            "{error}"
+        );
+    }
+}

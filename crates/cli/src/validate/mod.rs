@@ -1,0 +1,396 @@
+//! `jobtide validate`: does this KEDA manifest work with jobtide?
+//!
+//! The inputs are the world: ScaledJobs are checked against the TriggerAuthentications,
+//! ClusterTriggerAuthentications, Secrets and ConfigMaps found among the same documents, with
+//! the operator's own resolution code ([`jobtide_api::resolve`]). A Secret or ConfigMap that is
+//! referenced but not among the inputs is a warning (its values count as empty, as KEDA treats
+//! a missing Secret); a missing TriggerAuthentication is an error (difference D13).
+
+mod input;
+mod objects;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use jobtide_api::resolve::{
+    DEFAULT_CLUSTER_OBJECT_NAMESPACE, MissingEnvSource, TriggerInputs, resolve_trigger_inputs,
+};
+use jobtide_api::secret::Secret;
+use jobtide_api::trigger::parse_trigger;
+use jobtide_api::validation::check_scaled_job;
+use jobtide_api::{ClusterTriggerAuthentication, ScaledJob, TriggerAuthentication};
+use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret as K8sSecret};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use input::{Document, Location};
+use objects::Objects;
+use report::{DocumentError, Report, ScaledJobReport, TriggerReport};
+
+/// Arguments of `jobtide validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// A file, a directory (its .yaml/.yml/.json files) or `-` for stdin. Repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    files: Vec<String>,
+    /// Read directories recursively.
+    #[arg(short = 'R', long, env = "JOBTIDE_VALIDATE_RECURSIVE")]
+    recursive: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text, env = "JOBTIDE_VALIDATE_OUTPUT")]
+    output: Output,
+    /// Namespace of objects that don't set one (as kubectl's current namespace).
+    #[arg(
+        short = 'n',
+        long,
+        default_value = "default",
+        env = "JOBTIDE_NAMESPACE"
+    )]
+    namespace: String,
+    /// Namespace whose Secrets and ConfigMaps ClusterTriggerAuthentications read.
+    #[arg(long, default_value = DEFAULT_CLUSTER_OBJECT_NAMESPACE, env = "KEDA_CLUSTER_OBJECT_NAMESPACE")]
+    cluster_object_namespace: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// One line per finding.
+    Text,
+    /// The documented JSON report.
+    Json,
+}
+
+pub fn run(args: &ValidateArgs) -> ExitCode {
+    let ValidateArgs {
+        files,
+        recursive,
+        output,
+        namespace,
+        cluster_object_namespace,
+    } = args;
+    let documents = match input::read_all(files, *recursive) {
+        Ok(documents) => documents,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = validate_documents(documents, namespace, cluster_object_namespace);
+    match output {
+        Output::Text => print!("{}", report.to_text()),
+        Output::Json => match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(error) => {
+                eprintln!("error: rendering the report: {error}");
+                return ExitCode::from(2);
+            }
+        },
+    }
+    if report.scaled_jobs.is_empty() {
+        eprintln!("note: no ScaledJob (keda.sh/v1alpha1) found in the inputs");
+    }
+    if report.is_valid() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// A ScaledJob document, not yet checked.
+struct PendingScaledJob {
+    location: Location,
+    value: Value,
+}
+
+fn validate_documents(
+    documents: Vec<Document>,
+    default_namespace: &str,
+    cluster_object_namespace: &str,
+) -> Report {
+    let mut report = Report::default();
+    let mut objects = Objects::default();
+    let mut scaled_jobs = Vec::new();
+    let mut queue: Vec<(Location, Value)> = documents
+        .into_iter()
+        .map(|d| (d.location, d.value))
+        .collect();
+    queue.reverse();
+    while let Some((location, value)) = queue.pop() {
+        let mut fail = |message: String| {
+            report.document_errors.push(DocumentError {
+                file: location.file.clone(),
+                document: location.document,
+                message,
+                location: location.clone(),
+            });
+        };
+        let Some(object) = value.as_object() else {
+            fail("not a Kubernetes object (expected a mapping with apiVersion and kind)".into());
+            continue;
+        };
+        let api_version = object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let kind = object
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let namespace = object
+            .get("metadata")
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .unwrap_or(default_namespace)
+            .to_owned();
+        let name = object
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        match (api_version, kind) {
+            ("", _) | (_, "") => {
+                fail("not a Kubernetes object: apiVersion and kind are required".into());
+            }
+            ("v1", "List") => {
+                let items = object.get("items").and_then(Value::as_array).cloned();
+                for (i, item) in items.unwrap_or_default().into_iter().enumerate().rev() {
+                    queue.push((
+                        Location {
+                            item: Some(i),
+                            ..location.clone()
+                        },
+                        item,
+                    ));
+                }
+            }
+            ("keda.sh/v1alpha1", "ScaledJob") => {
+                scaled_jobs.push(PendingScaledJob { location, value });
+            }
+            ("keda.sh/v1alpha1", "TriggerAuthentication") => {
+                match typed::<TriggerAuthentication>(&value) {
+                    Ok(ta) => {
+                        objects
+                            .trigger_authentications
+                            .insert((namespace, name), ta.spec);
+                    }
+                    Err(error) => {
+                        fail(format!("TriggerAuthentication {namespace}/{name}: {error}"));
+                    }
+                }
+            }
+            ("keda.sh/v1alpha1", "ClusterTriggerAuthentication") => {
+                match typed::<ClusterTriggerAuthentication>(&value) {
+                    Ok(cta) => {
+                        objects
+                            .cluster_trigger_authentications
+                            .insert(name, cta.spec.0);
+                    }
+                    Err(error) => fail(format!("ClusterTriggerAuthentication {name}: {error}")),
+                }
+            }
+            ("v1", "Secret") => match typed::<K8sSecret>(&value) {
+                Ok(secret) => {
+                    let mut data: std::collections::BTreeMap<String, Secret> = secret
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, Secret::new(String::from_utf8_lossy(&v.0).into_owned())))
+                        .collect();
+                    for (k, v) in secret.string_data.unwrap_or_default() {
+                        data.insert(k, Secret::new(v));
+                    }
+                    objects.secrets.insert((namespace, name), data);
+                }
+                // serde's message for a bad base64 value names no data, only the position.
+                Err(error) => fail(format!("Secret {namespace}/{name}: {error}")),
+            },
+            ("v1", "ConfigMap") => match typed::<ConfigMap>(&value) {
+                Ok(config_map) => {
+                    objects
+                        .config_maps
+                        .insert((namespace, name), config_map.data.unwrap_or_default());
+                }
+                Err(error) => fail(format!("ConfigMap {namespace}/{name}: {error}")),
+            },
+            (
+                version,
+                kind @ ("ScaledJob" | "TriggerAuthentication" | "ClusterTriggerAuthentication"),
+            ) if version != "keda.sh/v1alpha1" => {
+                fail(format!(
+                    "{kind} {namespace}/{name}: apiVersion {version} is not served; jobtide (like \
+                     KEDA 2.x) serves {kind} as keda.sh/v1alpha1"
+                ));
+            }
+            _ => {}
+        }
+    }
+    for pending in scaled_jobs {
+        report.scaled_jobs.push(check(
+            &pending,
+            &objects,
+            default_namespace,
+            cluster_object_namespace,
+        ));
+    }
+    report
+}
+
+/// Deserializes with the path of the failing field in the message, e.g.
+/// `spec.pollingInterval: invalid type: string "ten", expected i32`.
+fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        if path == "." {
+            error.inner().to_string()
+        } else {
+            format!("{path}: {}", error.inner())
+        }
+    })
+}
+
+fn check(
+    pending: &PendingScaledJob,
+    objects: &Objects,
+    default_namespace: &str,
+    cluster_object_namespace: &str,
+) -> ScaledJobReport {
+    let metadata = pending.value.get("metadata");
+    let name = metadata
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let namespace = metadata
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .unwrap_or(default_namespace)
+        .to_owned();
+    let mut report = ScaledJobReport {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        valid: false,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        file: pending.location.file.clone(),
+        document: pending.location.document,
+        triggers: Vec::new(),
+        location: pending.location.clone(),
+    };
+    if name.is_empty() {
+        report
+            .errors
+            .push("metadata.name: Required value: name is required".into());
+    }
+    let scaled_job = match typed::<ScaledJob>(&pending.value) {
+        Ok(scaled_job) => scaled_job,
+        Err(error) => {
+            report.errors.push(error);
+            return report;
+        }
+    };
+    report.errors.extend(unknown_fields(
+        pending.value.get("spec"),
+        &serde_json::to_value(&scaled_job.spec).unwrap_or(Value::Null),
+        "spec",
+    ));
+    let spec = &scaled_job.spec;
+    let findings = check_scaled_job(&name, spec);
+    report.errors.extend(findings.errors.iter().cloned());
+    report.warnings.extend(findings.warnings.iter().cloned());
+    let pod_spec = spec
+        .job_target_ref
+        .template
+        .spec
+        .clone()
+        .unwrap_or_else(PodSpec::default);
+    for (index, trigger) in spec.triggers.iter().enumerate() {
+        let extra = findings.triggers.get(index).cloned().unwrap_or_default();
+        let mut trigger_report = TriggerReport {
+            index,
+            type_: trigger.type_.clone(),
+            name: trigger.name.clone(),
+            metric_name: None,
+            valid: false,
+            errors: Vec::new(),
+            warnings: extra.warnings,
+            config: None,
+            error_parameters: Vec::new(),
+        };
+        for error in extra.errors {
+            trigger_report.errors.push(error);
+            trigger_report
+                .error_parameters
+                .push(Some("metricType".into()));
+        }
+        match resolve_trigger_inputs(
+            objects,
+            &namespace,
+            &pod_spec,
+            spec.env_source_container(),
+            trigger,
+            cluster_object_namespace,
+            MissingEnvSource::Warn,
+        ) {
+            Ok(inputs) => {
+                trigger_report
+                    .warnings
+                    .extend(inputs.warnings.iter().cloned());
+                let parsed = parse_trigger(index, trigger, &inputs);
+                trigger_report.metric_name = parsed.metric_name;
+                trigger_report.warnings.extend(parsed.warnings);
+                trigger_report.config = parsed.view;
+                if let Err(error) = parsed.config {
+                    for param_error in error.param_errors() {
+                        trigger_report.errors.push(param_error.message);
+                        trigger_report
+                            .error_parameters
+                            .push(Some(param_error.parameter));
+                    }
+                }
+            }
+            Err(error) => {
+                let metadata_only = parse_trigger(index, trigger, &TriggerInputs::default());
+                trigger_report.metric_name = metadata_only.metric_name;
+                trigger_report.errors.push(error.to_string());
+                trigger_report
+                    .error_parameters
+                    .push(Some("authenticationRef".into()));
+            }
+        }
+        trigger_report.valid = trigger_report.errors.is_empty();
+        report.triggers.push(trigger_report);
+    }
+    report.valid = report.errors.is_empty() && report.triggers.iter().all(|t| t.valid);
+    report
+}
+
+/// Fields of `raw` that the typed round trip dropped: kubectl's strict field validation (its
+/// default) rejects them.
+fn unknown_fields(raw: Option<&Value>, typed: &Value, path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let (Some(Value::Object(raw)), Value::Object(typed)) = (raw, typed) {
+        for (key, value) in raw {
+            let child = format!("{path}.{key}");
+            match typed.get(key) {
+                None if !value.is_null() => out.push(format!(
+                    "{child}: unknown field (kubectl apply rejects it under its default strict \
+                     field validation)"
+                )),
+                Some(typed_child) => out.extend(unknown_fields(Some(value), typed_child, &child)),
+                None => {}
+            }
+        }
+    } else if let (Some(Value::Array(raw)), Value::Array(typed)) = (raw, typed) {
+        for (i, (raw, typed)) in raw.iter().zip(typed).enumerate() {
+            out.extend(unknown_fields(Some(raw), typed, &format!("{path}[{i}]")));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

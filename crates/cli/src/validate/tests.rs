@@ -1,0 +1,105 @@
+use super::*;
+
+fn validate_yaml(text: &str) -> Report {
+    let documents = input::parse_documents("test.yaml", text).expect("yaml");
+    validate_documents(documents, "default", DEFAULT_CLUSTER_OBJECT_NAMESPACE)
+}
+
+const JOB: &str = "  jobTargetRef:\n    template:\n      spec:\n        containers:\n          - name: main\n            image: busybox\n";
+
+fn scaled_job(extra_spec: &str, triggers: &str) -> String {
+    format!(
+        "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata:\n  name: sj\nspec:\n{JOB}{extra_spec}  triggers:\n{triggers}"
+    )
+}
+
+const KAFKA: &str = "    - type: kafka\n      metadata:\n        bootstrapServers: b:9092\n        consumerGroup: g\n        topic: t\n";
+
+#[test]
+fn a_valid_scaled_job_reports_its_metric_and_config() {
+    let report = validate_yaml(&scaled_job("", KAFKA));
+    assert!(report.is_valid(), "{}", report.to_text());
+    let trigger = &report.scaled_jobs[0].triggers[0];
+    assert_eq!(trigger.metric_name.as_deref(), Some("s0-kafka-t"));
+    assert_eq!(
+        trigger.config.as_ref().map(|c| c["lagThreshold"].clone()),
+        Some(10.into())
+    );
+}
+
+#[test]
+fn wrong_types_name_the_field() {
+    let report = validate_yaml(&scaled_job("  pollingInterval: ten\n", KAFKA));
+    assert!(!report.is_valid());
+    let errors = &report.scaled_jobs[0].errors;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("spec.pollingInterval: invalid type: string \"ten\""),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn unknown_spec_fields_are_errors() {
+    let report = validate_yaml(&scaled_job("  pollingIntervall: 10\n", KAFKA));
+    let errors = &report.scaled_jobs[0].errors;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("spec.pollingIntervall: unknown field"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn auth_is_resolved_from_the_documents() {
+    let text = format!(
+        "{}      authenticationRef:\n        name: kafka-auth\n---\n\
+apiVersion: keda.sh/v1alpha1\nkind: TriggerAuthentication\nmetadata:\n  name: kafka-auth\nspec:\n  secretTargetRef:\n    - parameter: sasl\n      name: kafka-secret\n      key: sasl\n    - parameter: username\n      name: kafka-secret\n      key: username\n    - parameter: password\n      name: kafka-secret\n      key: password\n---\n\
+apiVersion: v1\nkind: Secret\nmetadata:\n  name: kafka-secret\ndata:\n  sasl: cGxhaW50ZXh0\n  username: YWRtaW4=\nstringData:\n  password: s3cr3t\n",
+        scaled_job("", KAFKA)
+    );
+    let report = validate_yaml(&text);
+    assert!(report.is_valid(), "{}", report.to_text());
+    let config = report.scaled_jobs[0].triggers[0]
+        .config
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(config["sasl"], "plaintext");
+    assert_eq!(config["username"], "admin");
+    assert_eq!(config["password"], "<redacted>");
+    let json = serde_json::to_string(&report).unwrap_or_default();
+    assert!(!json.contains("s3cr3t"));
+    assert!(!report.to_text().contains("s3cr3t"));
+}
+
+#[test]
+fn a_missing_trigger_authentication_is_an_error_d13() {
+    let text = format!(
+        "{}      authenticationRef:\n        name: nowhere\n",
+        scaled_job("", KAFKA)
+    );
+    let report = validate_yaml(&text);
+    let trigger = &report.scaled_jobs[0].triggers[0];
+    assert_eq!(
+        trigger.errors,
+        vec!["TriggerAuthentication \"nowhere\" not found in namespace \"default\""]
+    );
+    assert_eq!(trigger.metric_name.as_deref(), Some("s0-kafka-t"));
+}
+
+#[test]
+fn lists_are_flattened_and_old_api_versions_refused() {
+    let text = format!(
+        "apiVersion: v1\nkind: List\nitems:\n  - apiVersion: keda.k8s.io/v1alpha1\n    kind: ScaledJob\n    metadata:\n      name: old\n---\n{}",
+        scaled_job("", KAFKA)
+    );
+    let report = validate_yaml(&text);
+    assert_eq!(report.scaled_jobs.len(), 1);
+    assert_eq!(report.document_errors.len(), 1);
+    assert_eq!(report.document_errors[0].location.item, Some(0));
+    assert!(
+        report.document_errors[0]
+            .message
+            .contains("apiVersion keda.k8s.io/v1alpha1 is not served")
+    );
+}
