@@ -148,10 +148,26 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<Document>, InputErr
         if !meaningful {
             continue;
         }
-        let value: Value = serde_saphyr::from_str(&chunk).map_err(|error| InputError::Yaml {
-            location: location.clone(),
-            message: error.to_string(),
-        })?;
+        // No snippets: an error in a Secret's document must not echo its lines.
+        let options = serde_saphyr::options! { with_snippet: false };
+        let value: Value =
+            serde_saphyr::from_str_with_options(&chunk, options).map_err(|error| {
+                let text = error.without_snippet().to_string();
+                let message = match error.location() {
+                    // The parser counts lines within the document; report them within the file.
+                    Some(at) => format!(
+                        "line {}, column {}: {}",
+                        at.line() + line as u64 - 1,
+                        at.column(),
+                        text.split(" at line ").next().unwrap_or(&text)
+                    ),
+                    None => text,
+                };
+                InputError::Yaml {
+                    location: location.clone(),
+                    message,
+                }
+            })?;
         if value.is_null() {
             continue;
         }

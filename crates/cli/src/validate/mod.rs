@@ -204,8 +204,10 @@ fn validate_documents(
                     }
                     objects.secrets.insert((namespace, name), data);
                 }
-                // serde's message for a bad base64 value names no data, only the position.
-                Err(error) => fail(format!("Secret {namespace}/{name}: {error}")),
+                Err(error) => fail(format!(
+                    "Secret {namespace}/{name}: {}",
+                    secret_error(&error)
+                )),
             },
             ("v1", "ConfigMap") => match typed::<ConfigMap>(&value) {
                 Ok(config_map) => {
@@ -236,6 +238,16 @@ fn validate_documents(
         ));
     }
     report
+}
+
+/// A Secret's deserialization error without anything of its data: the field path only.
+fn secret_error(error: &str) -> String {
+    match error.split_once(": ") {
+        Some((path, _)) if path.starts_with("data") || path.starts_with("stringData") => {
+            format!("{path}: invalid value (not shown: Secret data; `data` values must be base64)")
+        }
+        _ => error.to_owned(),
+    }
 }
 
 /// Deserializes with the path of the failing field in the message, e.g.

@@ -103,3 +103,87 @@ fn lists_are_flattened_and_old_api_versions_refused() {
             .contains("apiVersion keda.k8s.io/v1alpha1 is not served")
     );
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn arbitrary_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "\\PC{0,16}".prop_map(Value::String),
+            prop::sample::select(vec![
+                "kafka",
+                "apache-kafka",
+                "true",
+                "-1",
+                "0",
+                "1-4",
+                "enable",
+                "gssapi"
+            ])
+            .prop_map(|s| Value::String(s.to_owned())),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        prop::sample::select(vec![
+                            "spec",
+                            "triggers",
+                            "metadata",
+                            "type",
+                            "jobTargetRef",
+                            "template",
+                            "containers",
+                            "env",
+                            "authenticationRef",
+                            "name",
+                            "pollingInterval",
+                            "secretTargetRef",
+                            "items",
+                            "data",
+                            "stringData"
+                        ])
+                        .prop_map(str::to_owned),
+                        "[a-z]{1,8}",
+                    ],
+                    inner,
+                    0..5,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            if let Ok(documents) = input::parse_documents("fuzz.yaml", &text) {
+                let _ = validate_documents(documents, "default", "keda").to_text();
+            }
+        }
+
+        #[test]
+        fn arbitrary_objects_of_served_kinds_never_panic(
+            spec in arbitrary_json(),
+            kind in prop::sample::select(vec!["ScaledJob", "TriggerAuthentication", "ClusterTriggerAuthentication", "Secret", "ConfigMap", "List"]),
+        ) {
+            let api_version = match kind { "Secret" | "ConfigMap" | "List" => "v1", _ => "keda.sh/v1alpha1" };
+            let object = json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": "x"},
+                "spec": spec.clone(), "data": spec.clone(), "items": [spec]});
+            // JSON is YAML: go through the same text path a user's file takes.
+            let text = serde_json::to_string(&object).unwrap_or_default();
+            let documents = input::parse_documents("fuzz.yaml", &text);
+            prop_assert!(documents.is_ok());
+            let report = validate_documents(documents.unwrap_or_default(), "default", "keda");
+            let _ = serde_json::to_string(&report);
+            let _ = report.to_text();
+        }
+    }
+}
