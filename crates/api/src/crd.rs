@@ -134,6 +134,150 @@ mod tests {
         }
     }
 
+    fn schema_of(crd: &CustomResourceDefinition, path: &[&str]) -> JSONSchemaProps {
+        let mut node = crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.clone())
+            .expect("schema");
+        for key in path {
+            node = if *key == "[]" {
+                match node.items {
+                    Some(JSONSchemaPropsOrArray::Schema(item)) => *item,
+                    other => panic!("no items at {key}: {other:?}"),
+                }
+            } else {
+                node.properties
+                    .and_then(|p| p.get(*key).cloned())
+                    .unwrap_or_else(|| panic!("no {key}"))
+            };
+        }
+        node
+    }
+
+    #[test]
+    fn scaled_job_crd_has_kedas_names_columns_and_subresource() {
+        let crd = ScaledJob::crd();
+        assert_eq!(crd.metadata.name.as_deref(), Some("scaledjobs.keda.sh"));
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.short_names, Some(vec!["sj".to_owned()]));
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, "v1alpha1");
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .is_some_and(|s| s.status.is_some())
+        );
+        let columns: Vec<&str> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                "Min",
+                "Max",
+                "Ready",
+                "Active",
+                "Paused",
+                "Triggers",
+                "Authentications",
+                "Age"
+            ]
+        );
+    }
+
+    #[test]
+    fn scaled_job_schema_has_kedas_minimums_enums_and_required_fields() {
+        let crd = ScaledJob::crd();
+        for (field, minimum) in [
+            ("pollingInterval", 1.0),
+            ("successfulJobsHistoryLimit", 0.0),
+            ("failedJobsHistoryLimit", 0.0),
+            ("minReplicaCount", 0.0),
+            ("maxReplicaCount", 1.0),
+        ] {
+            assert_eq!(
+                schema_of(&crd, &["spec", field]).minimum,
+                Some(minimum),
+                "{field}"
+            );
+        }
+        let enum_of = |path: &[&str]| -> Vec<String> {
+            schema_of(&crd, path)
+                .enum_
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.0.as_str().map(str::to_owned))
+                .collect()
+        };
+        assert_eq!(
+            enum_of(&["spec", "rollout", "strategy"]),
+            ["gradual", "immediate"]
+        );
+        assert_eq!(
+            enum_of(&["spec", "rollout", "propagationPolicy"]),
+            ["foreground", "background"]
+        );
+        assert_eq!(
+            enum_of(&["spec", "rolloutStrategy"]),
+            ["gradual", "immediate"]
+        );
+        assert_eq!(
+            enum_of(&["spec", "scalingStrategy", "strategy"]),
+            ["default", "custom", "accurate", "eager"]
+        );
+        assert_eq!(
+            enum_of(&["spec", "scalingStrategy", "multipleScalersCalculation"]),
+            ["min", "avg", "sum", "max"]
+        );
+        assert_eq!(
+            enum_of(&["spec", "triggers", "[]", "authenticationRef", "kind"]),
+            ["TriggerAuthentication", "ClusterTriggerAuthentication"]
+        );
+        assert_eq!(schema_of(&crd, &["spec", "triggers"]).min_items, Some(1));
+        assert_eq!(
+            schema_of(&crd, &["spec", "triggers", "[]", "type"]).min_length,
+            Some(1)
+        );
+        let mut required = schema_of(&crd, &["spec"]).required.unwrap_or_default();
+        required.sort();
+        assert_eq!(required, ["jobTargetRef", "triggers"]);
+        let mut trigger_required = schema_of(&crd, &["spec", "triggers", "[]"])
+            .required
+            .unwrap_or_default();
+        trigger_required.sort();
+        assert_eq!(trigger_required, ["metadata", "type"]);
+        let template = schema_of(&crd, &["spec", "jobTargetRef"])
+            .required
+            .unwrap_or_default();
+        assert_eq!(template, ["template"]);
+    }
+
+    #[test]
+    fn free_form_auth_sources_preserve_unknown_fields() {
+        let crd = TriggerAuthentication::crd();
+        for field in [
+            "podIdentity",
+            "hashiCorpVault",
+            "azureKeyVault",
+            "gcpSecretManager",
+            "awsSecretManager",
+        ] {
+            let node = schema_of(&crd, &["spec", field]);
+            assert_eq!(node.type_.as_deref(), Some("object"), "{field}");
+            assert_eq!(
+                node.x_kubernetes_preserve_unknown_fields,
+                Some(true),
+                "{field}"
+            );
+        }
+        assert_eq!(ClusterTriggerAuthentication::crd().spec.scope, "Cluster");
+    }
+
     #[test]
     fn an_untyped_node_is_reported() {
         let mut crd = ScaledJob::crd();

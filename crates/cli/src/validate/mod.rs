@@ -309,6 +309,9 @@ fn check(
         &serde_json::to_value(&scaled_job.spec).unwrap_or(Value::Null),
         "spec",
     ));
+    report
+        .errors
+        .extend(required_job_fields(pending.value.get("spec")));
     let spec = &scaled_job.spec;
     let findings = check_scaled_job(&name, spec);
     report.errors.extend(findings.errors.iter().cloned());
@@ -378,6 +381,25 @@ fn check(
     }
     report.valid = report.errors.is_empty() && report.triggers.iter().all(|t| t.valid);
     report
+}
+
+/// Required fields the Kubernetes types fill with defaults when absent (k8s-openapi is lenient
+/// there; the apiserver is not).
+fn required_job_fields(spec: Option<&Value>) -> Vec<String> {
+    let template = spec
+        .and_then(|s| s.get("jobTargetRef"))
+        .and_then(|j| j.get("template"));
+    let Some(template) = template.filter(|t| t.is_object()) else {
+        return vec!["spec.jobTargetRef.template: Required value".into()];
+    };
+    let containers = template.get("spec").and_then(|s| s.get("containers"));
+    if containers
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
+        return vec!["spec.jobTargetRef.template.spec.containers: Required value".into()];
+    }
+    Vec::new()
 }
 
 /// Fields of `raw` that the typed round trip dropped: kubectl's strict field validation (its

@@ -187,3 +187,30 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn missing_required_fields_name_the_parent() {
+    let text = format!(
+        "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata:\n  name: sj\nspec:\n{JOB}"
+    );
+    let report = validate_yaml(&text);
+    assert_eq!(
+        report.scaled_jobs[0].errors,
+        vec!["spec: missing field `triggers`"]
+    );
+    let text = "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata:\n  name: sj\nspec:\n  triggers: []\n  jobTargetRef: {}\n";
+    let report = validate_yaml(text);
+    assert_eq!(
+        report.scaled_jobs[0].errors,
+        vec![
+            "spec.jobTargetRef.template: Required value",
+            "no triggers defined in the ScaledObject/ScaledJob"
+        ]
+    );
+    let text = "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata:\n  name: sj\nspec:\n  triggers: []\n  jobTargetRef:\n    template:\n      spec:\n        containers: []\n";
+    let report = validate_yaml(text);
+    assert_eq!(
+        report.scaled_jobs[0].errors[0],
+        "spec.jobTargetRef.template.spec.containers: Required value"
+    );
+}
