@@ -74,67 +74,39 @@ pub fn resolve_container_env(
         let value = if let Some(value) = var.value.as_deref().filter(|v| !v.is_empty()) {
             Secret::new(expand_env_value(value, &resolved))
         } else if let Some(source) = &var.value_from {
-            if let Some(selector) = &source.secret_key_ref {
-                let optional = selector.optional == Some(true);
-                match lookup.secret(namespace, &selector.name) {
-                    Some(data) => match data.get(&selector.key) {
-                        Some(value) => value.clone(),
-                        None if optional => Secret::new(""),
-                        None => {
-                            problem(
-                                format!(
-                                    "env {}: key \"{}\" not found in Secret \"{namespace}/{}\"",
-                                    var.name, selector.key, selector.name
-                                ),
-                                warnings,
-                            )?;
-                            continue;
-                        }
-                    },
-                    None if optional => Secret::new(""),
-                    None => {
-                        problem(
-                            format!(
-                                "env {}: Secret \"{namespace}/{}\" not found",
-                                var.name, selector.name
-                            ),
-                            warnings,
-                        )?;
-                        continue;
-                    }
-                }
+            let found = if let Some(selector) = &source.secret_key_ref {
+                let data = lookup.secret(namespace, &selector.name);
+                key_ref(
+                    data,
+                    "Secret",
+                    &selector.name,
+                    &selector.key,
+                    selector.optional,
+                )
             } else if let Some(selector) = &source.config_map_key_ref {
-                let optional = selector.optional == Some(true);
-                match lookup.config_map(namespace, &selector.name) {
-                    Some(data) => match data.get(&selector.key) {
-                        Some(value) => Secret::new(value.clone()),
-                        None if optional => Secret::new(""),
-                        None => {
-                            problem(
-                                format!(
-                                    "env {}: key \"{}\" not found in ConfigMap \"{namespace}/{}\"",
-                                    var.name, selector.key, selector.name
-                                ),
-                                warnings,
-                            )?;
-                            continue;
-                        }
-                    },
-                    None if optional => Secret::new(""),
-                    None => {
-                        problem(
-                            format!(
-                                "env {}: ConfigMap \"{namespace}/{}\" not found",
-                                var.name, selector.name
-                            ),
-                            warnings,
-                        )?;
-                        continue;
-                    }
-                }
+                let data = lookup
+                    .config_map(namespace, &selector.name)
+                    .map(|data| data.into_iter().map(|(k, v)| (k, Secret::new(v))).collect());
+                key_ref(
+                    data,
+                    "ConfigMap",
+                    &selector.name,
+                    &selector.key,
+                    selector.optional,
+                )
             } else {
                 // fieldRef / resourceFieldRef: KEDA skips these.
                 continue;
+            };
+            match found {
+                Ok(value) => value,
+                Err(message) => {
+                    problem(
+                        format!("env {}: {message} in namespace {namespace}", var.name),
+                        warnings,
+                    )?;
+                    continue;
+                }
             }
         } else {
             Secret::new("")
@@ -142,6 +114,27 @@ pub fn resolve_container_env(
         resolved.insert(var.name.clone(), value);
     }
     Ok(resolved)
+}
+
+/// The value of `key` in a Secret's or ConfigMap's `data`; an optional reference to something
+/// missing is empty, as in Kubernetes.
+fn key_ref(
+    data: Option<BTreeMap<String, Secret>>,
+    kind: &str,
+    name: &str,
+    key: &str,
+    optional: Option<bool>,
+) -> Result<Secret, String> {
+    let optional = optional == Some(true);
+    match data {
+        Some(data) => match data.get(key) {
+            Some(value) => Ok(value.clone()),
+            None if optional => Ok(Secret::new("")),
+            None => Err(format!("key \"{key}\" not found in {kind} \"{name}\"")),
+        },
+        None if optional => Ok(Secret::new("")),
+        None => Err(format!("{kind} \"{name}\" not found")),
+    }
 }
 
 fn find_container<'a>(

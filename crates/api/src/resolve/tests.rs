@@ -114,7 +114,7 @@ fn missing_env_secret_fails_in_the_operator_and_warns_in_validate() {
     );
     assert_eq!(
         failed.err().map(|e| e.to_string()),
-        Some("container \"main\": env PW: Secret \"ns/absent\" not found".into())
+        Some("container \"main\": env PW: Secret \"absent\" not found in namespace ns".into())
     );
     let warned = resolve_container_env(
         &objects,

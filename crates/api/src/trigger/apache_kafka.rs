@@ -3,10 +3,11 @@
 //! `version` / `unsafeSsl` / OAuth / GSSAPI parameters, `sasl`/`tls` set in both metadata and
 //! auth params is an error, and its own validation messages.
 
-use jobtide_core::kafka::{LagPolicy, OffsetResetPolicy};
+use jobtide_core::kafka::LagPolicy;
 use serde_json::{Value, json};
 
 use super::connection::{ClientCert, Credentials, KafkaConnection, Sasl, Tls};
+use super::lag_fields::LagDraft;
 use super::params::{AUTH, META, META_AUTH, META_ENV, Params, Source};
 use super::{ParamError, Rejected, aws, redacted};
 use crate::secret::Secret;
@@ -56,14 +57,7 @@ struct Draft {
     consumer_group: Option<String>,
     topics: Option<Vec<String>>,
     partition_limitation: Option<Vec<i32>>,
-    lag_threshold: Option<i64>,
-    activation_lag_threshold: Option<i64>,
-    offset_reset_policy: Option<&'static str>,
-    allow_idle_consumers: Option<bool>,
-    exclude_persistent_lag: Option<bool>,
-    scale_to_zero_on_invalid_offset: Option<bool>,
-    limit_to_partitions_with_lag: Option<bool>,
-    ensure_even_distribution_of_partitions: Option<bool>,
+    lag: LagDraft,
     tls: Option<&'static str>,
     tls_in_both: bool,
     ca: Option<Secret>,
@@ -138,28 +132,11 @@ pub(super) fn parse(params: &mut Params<'_>) -> Result<(ApacheKafkaTrigger, Valu
             sasl,
         },
         consumer_group: draft.consumer_group.clone().unwrap_or_default(),
-        lag: LagPolicy {
-            lag_threshold: draft.lag_threshold.unwrap_or_default(),
-            activation_lag_threshold: draft.activation_lag_threshold.unwrap_or_default(),
-            offset_reset_policy: draft
-                .offset_reset_policy
-                .and_then(OffsetResetPolicy::from_keda)
-                .unwrap_or_default(),
-            allow_idle_consumers: draft.allow_idle_consumers.unwrap_or_default(),
-            exclude_persistent_lag: draft.exclude_persistent_lag.unwrap_or_default(),
-            scale_to_zero_on_invalid_offset: draft
-                .scale_to_zero_on_invalid_offset
-                .unwrap_or_default(),
-            limit_to_partitions_with_lag: draft.limit_to_partitions_with_lag.unwrap_or_default(),
-            ensure_even_distribution_of_partitions: draft
-                .ensure_even_distribution_of_partitions
-                .unwrap_or_default(),
-            partition_limitation: if topics.is_empty() {
-                None
-            } else {
-                draft.partition_limitation.clone()
-            },
-        },
+        lag: draft.lag.policy(if topics.is_empty() {
+            None
+        } else {
+            draft.partition_limitation.clone()
+        }),
         topics,
     };
     Ok((trigger, view))
@@ -170,20 +147,7 @@ fn read_fields(p: &mut Params<'_>) -> Draft {
     let consumer_group = p.required("consumerGroup", META_ENV);
     let topics = p.list("topic", META_ENV, false);
     let partition_limitation = p.int32_ranges("partitionLimitation", META);
-    let lag_threshold = p.int64("lagThreshold", META, 10);
-    let activation_lag_threshold = p.int64("activationLagThreshold", META, 0);
-    let offset_reset_policy = p.one_of(
-        "offsetResetPolicy",
-        META,
-        "latest",
-        &OffsetResetPolicy::VALUES,
-    );
-    let allow_idle_consumers = p.bool("allowIdleConsumers", META, false);
-    let exclude_persistent_lag = p.bool("excludePersistentLag", META, false);
-    let scale_to_zero_on_invalid_offset = p.bool("scaleToZeroOnInvalidOffset", META, false);
-    let limit_to_partitions_with_lag = p.bool("limitToPartitionsWithLag", META, false);
-    let ensure_even_distribution_of_partitions =
-        p.bool("ensureEvenDistributionOfPartitions", META, false);
+    let lag = LagDraft::read(p);
     let tls_in_both =
         p.is_set_in("tls", Source::TriggerMetadata) && p.is_set_in("tls", Source::AuthParams);
     let tls = p.one_of("tls", META_AUTH, "disable", &["enable", "disable"]);
@@ -207,14 +171,7 @@ fn read_fields(p: &mut Params<'_>) -> Draft {
         consumer_group,
         topics,
         partition_limitation,
-        lag_threshold,
-        activation_lag_threshold,
-        offset_reset_policy,
-        allow_idle_consumers,
-        exclude_persistent_lag,
-        scale_to_zero_on_invalid_offset,
-        limit_to_partitions_with_lag,
-        ensure_even_distribution_of_partitions,
+        lag,
         tls,
         tls_in_both,
         ca: p.secret("ca", AUTH),
@@ -233,25 +190,25 @@ fn read_fields(p: &mut Params<'_>) -> Draft {
 fn validate(d: &Draft) -> Result<(), ParamError> {
     let zero = |v: Option<bool>| v.unwrap_or_default();
     let has_topic = d.topics.as_ref().is_some_and(|t| !t.is_empty());
-    if d.lag_threshold.unwrap_or_default() <= 0 {
+    if d.lag.lag_threshold.unwrap_or_default() <= 0 {
         return Err(ParamError::new(
             "lagThreshold",
             "lagThreshold must be a positive number",
         ));
     }
-    if d.activation_lag_threshold.unwrap_or_default() < 0 {
+    if d.lag.activation_lag_threshold.unwrap_or_default() < 0 {
         return Err(ParamError::new(
             "activationLagThreshold",
             "activationLagThreshold must be a positive number",
         ));
     }
-    if zero(d.allow_idle_consumers) && zero(d.limit_to_partitions_with_lag) {
+    if zero(d.lag.allow_idle_consumers) && zero(d.lag.limit_to_partitions_with_lag) {
         return Err(ParamError::new(
             "limitToPartitionsWithLag",
             "allowIdleConsumers and limitToPartitionsWithLag cannot be set simultaneously",
         ));
     }
-    if zero(d.limit_to_partitions_with_lag) && !has_topic {
+    if zero(d.lag.limit_to_partitions_with_lag) && !has_topic {
         return Err(ParamError::new(
             "topic",
             "topic must be specified when using limitToPartitionsWithLag",
@@ -294,19 +251,11 @@ fn validate(d: &Draft) -> Result<(), ParamError> {
 
 fn view(d: &Draft) -> Value {
     let has_topic = d.topics.as_ref().is_some_and(|t| !t.is_empty());
-    json!({
+    let mut view = json!({
         "bootstrapServers": d.bootstrap_servers,
         "consumerGroup": d.consumer_group,
         "topic": d.topics.clone().unwrap_or_default(),
         "partitionLimitation": if has_topic { d.partition_limitation.clone() } else { None },
-        "lagThreshold": d.lag_threshold,
-        "activationLagThreshold": d.activation_lag_threshold,
-        "offsetResetPolicy": d.offset_reset_policy,
-        "allowIdleConsumers": d.allow_idle_consumers,
-        "excludePersistentLag": d.exclude_persistent_lag,
-        "scaleToZeroOnInvalidOffset": d.scale_to_zero_on_invalid_offset,
-        "limitToPartitionsWithLag": d.limit_to_partitions_with_lag,
-        "ensureEvenDistributionOfPartitions": d.ensure_even_distribution_of_partitions,
         "tls": d.tls,
         "ca": redacted(d.ca.as_ref()),
         "cert": redacted(d.cert.as_ref()),
@@ -316,5 +265,7 @@ fn view(d: &Draft) -> Value {
         "username": d.username,
         "password": redacted(d.password.as_ref()),
         "awsRegion": d.aws_region,
-    })
+    });
+    d.lag.extend_view(&mut view);
+    view
 }

@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use jobtide_core::kafka::{LagPolicy, OffsetResetPolicy};
+use jobtide_core::kafka::LagPolicy;
 use serde_json::{Value, json};
 
 use super::connection::{
     ClientCert, Credentials, Gssapi, GssapiCredential, KafkaConnection, OAuthBearer, Sasl, Tls,
 };
+use super::lag_fields::LagDraft;
 use super::params::{AUTH, META, META_AUTH, META_ENV, Params};
 use super::{ParamError, Rejected, aws, redacted};
 use crate::secret::Secret;
@@ -69,14 +70,7 @@ struct Draft {
     consumer_group: Option<String>,
     topic: Option<String>,
     partition_limitation_raw: Option<String>,
-    lag_threshold: Option<i64>,
-    activation_lag_threshold: Option<i64>,
-    offset_reset_policy: Option<&'static str>,
-    allow_idle_consumers: Option<bool>,
-    exclude_persistent_lag: Option<bool>,
-    scale_to_zero_on_invalid_offset: Option<bool>,
-    limit_to_partitions_with_lag: Option<bool>,
-    ensure_even_distribution_of_partitions: Option<bool>,
+    lag: LagDraft,
     full_metadata: Option<bool>,
     version: Option<String>,
     tls: Option<&'static str>,
@@ -153,24 +147,7 @@ pub(super) fn parse(params: &mut Params<'_>) -> Result<(KafkaTrigger, Value), Re
         },
         consumer_group: draft.consumer_group.clone().unwrap_or_default(),
         topic: draft.topic.clone(),
-        lag: LagPolicy {
-            lag_threshold: draft.lag_threshold.unwrap_or_default(),
-            activation_lag_threshold: draft.activation_lag_threshold.unwrap_or_default(),
-            offset_reset_policy: draft
-                .offset_reset_policy
-                .and_then(OffsetResetPolicy::from_keda)
-                .unwrap_or_default(),
-            allow_idle_consumers: draft.allow_idle_consumers.unwrap_or_default(),
-            exclude_persistent_lag: draft.exclude_persistent_lag.unwrap_or_default(),
-            scale_to_zero_on_invalid_offset: draft
-                .scale_to_zero_on_invalid_offset
-                .unwrap_or_default(),
-            limit_to_partitions_with_lag: draft.limit_to_partitions_with_lag.unwrap_or_default(),
-            ensure_even_distribution_of_partitions: draft
-                .ensure_even_distribution_of_partitions
-                .unwrap_or_default(),
-            partition_limitation: effective_partition_limitation(&draft),
-        },
+        lag: draft.lag.policy(effective_partition_limitation(&draft)),
         full_metadata: draft.full_metadata.unwrap_or(true),
         version,
     };
@@ -182,20 +159,7 @@ fn read_fields(p: &mut Params<'_>) -> Draft {
     let consumer_group = p.required("consumerGroup", META_ENV);
     let topic = p.optional("topic", META_ENV);
     let partition_limitation_raw = p.optional("partitionLimitation", META);
-    let lag_threshold = p.int64("lagThreshold", META, 10);
-    let activation_lag_threshold = p.int64("activationLagThreshold", META, 0);
-    let offset_reset_policy = p.one_of(
-        "offsetResetPolicy",
-        META,
-        "latest",
-        &OffsetResetPolicy::VALUES,
-    );
-    let allow_idle_consumers = p.bool("allowIdleConsumers", META, false);
-    let exclude_persistent_lag = p.bool("excludePersistentLag", META, false);
-    let scale_to_zero_on_invalid_offset = p.bool("scaleToZeroOnInvalidOffset", META, false);
-    let limit_to_partitions_with_lag = p.bool("limitToPartitionsWithLag", META, false);
-    let ensure_even_distribution_of_partitions =
-        p.bool("ensureEvenDistributionOfPartitions", META, false);
+    let lag = LagDraft::read(p);
     let full_metadata = p.bool("fullMetadata", META, true);
     let version = Some(
         p.optional("version", META)
@@ -254,14 +218,7 @@ fn read_fields(p: &mut Params<'_>) -> Draft {
         consumer_group,
         topic,
         partition_limitation_raw,
-        lag_threshold,
-        activation_lag_threshold,
-        offset_reset_policy,
-        allow_idle_consumers,
-        exclude_persistent_lag,
-        scale_to_zero_on_invalid_offset,
-        limit_to_partitions_with_lag,
-        ensure_even_distribution_of_partitions,
+        lag,
         full_metadata,
         version,
         tls,
@@ -292,13 +249,13 @@ fn read_fields(p: &mut Params<'_>) -> Draft {
 fn validate(d: &Draft) -> Result<(), ParamError> {
     let zero = |v: Option<bool>| v.unwrap_or_default();
     let has_topic = d.topic.is_some();
-    if d.lag_threshold.unwrap_or_default() <= 0 {
+    if d.lag.lag_threshold.unwrap_or_default() <= 0 {
         return Err(ParamError::new(
             "lagThreshold",
             "\"lagThreshold\" must be positive number",
         ));
     }
-    if d.activation_lag_threshold.unwrap_or_default() < 0 {
+    if d.lag.activation_lag_threshold.unwrap_or_default() < 0 {
         return Err(ParamError::new(
             "activationLagThreshold",
             "\"activationLagThreshold\" must be a non-negative number",
@@ -307,9 +264,9 @@ fn validate(d: &Draft) -> Result<(), ParamError> {
     if let Some(raw) = &d.partition_limitation_raw {
         parse_partition_limitation(raw).map_err(|m| ParamError::new("partitionLimitation", m))?;
     }
-    let allow_idle = zero(d.allow_idle_consumers);
-    let limit = zero(d.limit_to_partitions_with_lag);
-    let even = zero(d.ensure_even_distribution_of_partitions);
+    let allow_idle = zero(d.lag.allow_idle_consumers);
+    let limit = zero(d.lag.limit_to_partitions_with_lag);
+    let even = zero(d.lag.ensure_even_distribution_of_partitions);
     if allow_idle && limit {
         return Err(ParamError::new(
             "limitToPartitionsWithLag",
@@ -554,19 +511,11 @@ fn view(d: &Draft) -> Value {
         .as_deref()
         .and_then(|raw| parse_extensions(raw).ok())
         .unwrap_or_default();
-    json!({
+    let mut view = json!({
         "bootstrapServers": d.bootstrap_servers,
         "consumerGroup": d.consumer_group,
         "topic": d.topic,
         "partitionLimitation": partition_limitation,
-        "lagThreshold": d.lag_threshold,
-        "activationLagThreshold": d.activation_lag_threshold,
-        "offsetResetPolicy": d.offset_reset_policy,
-        "allowIdleConsumers": d.allow_idle_consumers,
-        "excludePersistentLag": d.exclude_persistent_lag,
-        "scaleToZeroOnInvalidOffset": d.scale_to_zero_on_invalid_offset,
-        "limitToPartitionsWithLag": d.limit_to_partitions_with_lag,
-        "ensureEvenDistributionOfPartitions": d.ensure_even_distribution_of_partitions,
         "fullMetadata": d.full_metadata,
         "version": d.version,
         "tls": d.tls,
@@ -588,5 +537,7 @@ fn view(d: &Draft) -> Value {
         "kerberosConfig": d.kerberos_config,
         "kerberosServiceName": d.kerberos_service_name,
         "kerberosDisableFAST": d.kerberos_disable_fast,
-    })
+    });
+    d.lag.extend_view(&mut view);
+    view
 }

@@ -8,6 +8,7 @@ mod apache_kafka;
 mod aws;
 pub mod connection;
 mod kafka;
+mod lag_fields;
 pub mod params;
 
 use std::fmt;
