@@ -1,10 +1,20 @@
 //! jobtide's domain, kept pure: no Kubernetes client, no Kafka client, no network, no clock.
+//! Time is an argument; the same inputs always give the same outputs.
 //!
 //! # Layout
-//! - [`kafka`]: the lag policy of a Kafka trigger (what the lag arithmetic needs to know about a
-//!   trigger), as plain values. The `api` crate parses trigger metadata into these types; the lag
-//!   arithmetic that consumes them arrives with the Kafka scaler.
+//! - [`kafka`]: the lag policy of a Kafka trigger as plain values.
+//! - [`replicas`]: effective Min / Max (keda-compat §1.3).
+//! - [`scaling`]: trigger measurements → aggregate → number of Jobs to create (§3).
+//! - [`jobs`]: Job classification (finished / finishing / running / pending), history cleanup
+//!   and rollout selection (§4.3, §4.5, §4.6).
+//! - [`pause`]: the `autoscaling.keda.sh/paused` annotation (§1.4).
+//! - [`status`]: conditions and the Kubernetes events their transitions imply (§5.1, §5.2).
 //!
-//! Everything here is deterministic: the same inputs always give the same outputs.
+//! The controller gathers facts, calls these functions, and acts on what they return.
 
+pub mod jobs;
 pub mod kafka;
+pub mod pause;
+pub mod replicas;
+pub mod scaling;
+pub mod status;
