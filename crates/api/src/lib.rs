@@ -11,10 +11,16 @@
 //!   rules (keda-compat §6). Nothing downstream sees a string map.
 //! - [`validation`]: the ScaledJob-level rules KEDA's webhook and reconciler apply (§1.5, §2.2).
 //! - [`crd`]: CRD generation and the structural-schema check.
+//! - [`policy`]: a ScaledJob spec as `jobtide-core`'s decision inputs; [`facts`]: Jobs and
+//!   Pods as `jobtide-core`'s facts.
+//! - [`job`]: the Job the operator creates for a ScaledJob (labels, annotations, owner).
 //! - [`secret`]: [`secret::Secret`], a string whose `Debug`/`Display`/`Serialize` never show it.
 
 pub mod auth;
 pub mod crd;
+pub mod facts;
+pub mod job;
+pub mod policy;
 pub mod resolve;
 pub mod scaledjob;
 pub mod secret;

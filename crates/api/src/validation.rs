@@ -168,7 +168,6 @@ mod tests {
 
     use super::*;
 
-    #[allow(clippy::needless_pass_by_value)]
     fn spec(value: serde_json::Value) -> ScaledJobSpec {
         let mut base = json!({
             "jobTargetRef": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}},

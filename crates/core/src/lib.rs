@@ -9,12 +9,14 @@
 //!   and rollout selection (§4.3, §4.5, §4.6).
 //! - [`pause`]: the `autoscaling.keda.sh/paused` annotation (§1.4).
 //! - [`status`]: conditions and the Kubernetes events their transitions imply (§5.1, §5.2).
+//! - [`poll`]: one whole poll — facts in, decision out (§2.4).
 //!
 //! The controller gathers facts, calls these functions, and acts on what they return.
 
 pub mod jobs;
 pub mod kafka;
 pub mod pause;
+pub mod poll;
 pub mod replicas;
 pub mod scaling;
 pub mod status;

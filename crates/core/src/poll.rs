@@ -1,0 +1,278 @@
+//! One whole poll of a ScaledJob as one pure function (keda-compat §2.4): the controller
+//! gathers the facts (trigger measurements, Jobs and pods, current conditions, the time), calls
+//! [`decide_poll`], and acts on the [`PollDecision`]: create `jobs.create` Jobs, delete
+//! `delete` with Background propagation, patch the status, emit the events.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use crate::jobs::{self, HistoryLimits, JobCounts, JobFacts};
+use crate::replicas::ReplicaBounds;
+use crate::scaling::{
+    self, Aggregate, Aggregation, JobCountDecision, JobCountInput, ScalingStrategy,
+    TriggerMeasurement,
+};
+use crate::status::{self, Conditions, Event, PollOutcome};
+
+/// One trigger's result this poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerResult {
+    /// The external metric name (`s0-kafka-orders`), key of `status.triggersActivity`.
+    pub metric_name: String,
+    /// The measurement, or the error text (shown in `KEDAScalerFailed`).
+    pub measurement: Result<TriggerMeasurement, String>,
+}
+
+/// The ScaledJob's policy, from its spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollPolicy<'a> {
+    /// Effective Min / Max.
+    pub bounds: ReplicaBounds,
+    /// The scaling strategy.
+    pub strategy: ScalingStrategy,
+    /// `multipleScalersCalculation`.
+    pub aggregation: Aggregation,
+    /// `pendingPodConditions`.
+    pub pending_pod_conditions: &'a [String],
+    /// History limits.
+    pub history_limits: HistoryLimits,
+}
+
+/// Everything a poll decides on.
+#[derive(Debug, Clone)]
+pub struct PollInput<'a> {
+    /// Per trigger, in spec order.
+    pub triggers: &'a [TriggerResult],
+    /// The ScaledJob's Jobs (label `scaledjob.keda.sh/name`), including any this operator
+    /// created that the cache doesn't show yet.
+    pub jobs: &'a [JobFacts],
+    /// The policy.
+    pub policy: PollPolicy<'a>,
+    /// The conditions as read at the start of the poll.
+    pub conditions: &'a Conditions,
+    /// The time of the poll.
+    pub now: SystemTime,
+}
+
+/// What the poll does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollDecision {
+    /// The combined trigger result.
+    pub aggregate: Aggregate,
+    /// The Job counts decided on.
+    pub counts: JobCounts,
+    /// How many Jobs to create.
+    pub jobs: JobCountDecision,
+    /// Finished Jobs beyond the history limits, to delete with Background propagation.
+    pub delete: Vec<String>,
+    /// The conditions to write.
+    pub conditions: Conditions,
+    /// Events, in the order KEDA emits them (per-Job create failures are the controller's to
+    /// add, with [`Event::job_create_failed`]).
+    pub events: Vec<Event>,
+    /// `status.lastActiveTime`: `Some(now)` on every active poll, else unchanged.
+    pub last_active_time: Option<SystemTime>,
+    /// `status.triggersActivity`: metric name → active (a failed trigger is inactive).
+    pub triggers_activity: BTreeMap<String, bool>,
+}
+
+/// Decides one poll.
+pub fn decide_poll(input: &PollInput<'_>) -> PollDecision {
+    let PollInput {
+        triggers,
+        jobs,
+        policy,
+        conditions,
+        now,
+    } = input;
+    let measurements: Vec<TriggerMeasurement> = triggers
+        .iter()
+        .filter_map(|t| t.measurement.as_ref().ok().copied())
+        .collect();
+    let trigger_errors: Vec<String> = triggers
+        .iter()
+        .filter_map(|t| t.measurement.as_ref().err().cloned())
+        .collect();
+    let aggregate = scaling::aggregate(policy.aggregation, &measurements, policy.bounds);
+    let counts = jobs::count(jobs, policy.pending_pod_conditions);
+    let job_decision = scaling::decide_job_count(
+        policy.strategy,
+        JobCountInput {
+            aggregate,
+            running: counts.running,
+            pending: counts.pending,
+            bounds: policy.bounds,
+        },
+    );
+    let delete = jobs::history_to_delete(jobs, policy.history_limits)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let (next, status_events) = status::after_poll(
+        conditions,
+        &PollOutcome {
+            trigger_errors: trigger_errors.clone(),
+            is_active: aggregate.is_active,
+        },
+    );
+    // KEDA's order: scaler failures while measuring, then the creation batch, then the Active
+    // transition.
+    let failures = trigger_errors.len();
+    let mut events: Vec<Event> = status_events[..failures].to_vec();
+    if job_decision.emit_jobs_created {
+        events.push(Event::jobs_created(job_decision.create));
+    }
+    events.extend_from_slice(&status_events[failures..]);
+    PollDecision {
+        aggregate,
+        counts,
+        jobs: job_decision,
+        delete,
+        conditions: next,
+        events,
+        last_active_time: aggregate.is_active.then_some(*now),
+        triggers_activity: triggers
+            .iter()
+            .map(|t| {
+                (
+                    t.metric_name.clone(),
+                    t.measurement.as_ref().is_ok_and(|m| m.active),
+                )
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::jobs::{COMPLETE, PodFacts, PodPhase};
+    use crate::status::ConditionStatus;
+
+    fn seed_policy() -> PollPolicy<'static> {
+        // The seed manifest: maxReplicaCount 30, history 3 / 2, default strategy.
+        PollPolicy {
+            bounds: ReplicaBounds::from_spec(None, Some(30)),
+            strategy: ScalingStrategy::Default,
+            aggregation: Aggregation::Max,
+            pending_pod_conditions: &[],
+            history_limits: HistoryLimits {
+                successful: 3,
+                failed: 2,
+            },
+        }
+    }
+
+    fn lag(queue_length: f64) -> TriggerResult {
+        TriggerResult {
+            metric_name: "s0-kafka-test-topic".into(),
+            measurement: Ok(TriggerMeasurement {
+                queue_length,
+                target: 50.0,
+                active: queue_length > 0.0,
+            }),
+        }
+    }
+
+    fn reasons(decision: &PollDecision) -> Vec<&'static str> {
+        decision.events.iter().map(|e| e.reason).collect()
+    }
+
+    fn completed(name: &str, minute: u64) -> JobFacts {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(minute * 60);
+        JobFacts {
+            name: name.into(),
+            true_conditions: vec![(COMPLETE.into(), Some(at))],
+            completion_time: Some(at),
+            ..JobFacts::default()
+        }
+    }
+
+    #[test]
+    fn a_missing_topic_makes_the_trigger_fail_and_nothing_is_created() {
+        let triggers = [TriggerResult {
+            metric_name: "s0-kafka-test-topic".into(),
+            measurement: Err(
+                "expected at least one active partition within the topic 'test-topic'".into(),
+            ),
+        }];
+        let conditions = Conditions::initial();
+        let decision = decide_poll(&PollInput {
+            triggers: &triggers,
+            jobs: &[],
+            policy: seed_policy(),
+            conditions: &conditions,
+            now: SystemTime::UNIX_EPOCH,
+        });
+        assert_eq!(decision.jobs.create, 0);
+        assert_eq!(
+            reasons(&decision),
+            vec!["KEDAScalerFailed", "ScaledJobInactive"]
+        );
+        assert_eq!(decision.conditions.ready.reason, "TriggerError");
+        assert_eq!(decision.last_active_time, None);
+        assert_eq!(
+            decision.triggers_activity,
+            BTreeMap::from([("s0-kafka-test-topic".into(), false)])
+        );
+    }
+
+    #[test]
+    fn one_message_creates_one_job_and_marks_the_scaled_job_active() {
+        let conditions = Conditions::initial();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(42);
+        let decision = decide_poll(&PollInput {
+            triggers: &[lag(1.0)],
+            jobs: &[],
+            policy: seed_policy(),
+            conditions: &conditions,
+            now,
+        });
+        assert_eq!(decision.jobs.create, 1);
+        assert_eq!(
+            reasons(&decision),
+            vec!["KEDAJobsCreated", "ScaledJobActive"]
+        );
+        assert_eq!(decision.events[0].note, "Created 1 jobs");
+        assert_eq!(decision.conditions.active.status, ConditionStatus::True);
+        assert_eq!(decision.last_active_time, Some(now));
+    }
+
+    #[test]
+    fn a_running_job_absorbs_the_lag_and_history_beyond_the_limit_is_deleted() {
+        let running = JobFacts {
+            name: "running".into(),
+            pods: vec![PodFacts {
+                phase: PodPhase::Running,
+                ..PodFacts::default()
+            }],
+            ..JobFacts::default()
+        };
+        let jobs = [
+            completed("c1", 1),
+            completed("c2", 2),
+            completed("c3", 3),
+            completed("c4", 4),
+            completed("c5", 5),
+            running,
+        ];
+        let conditions = Conditions::initial();
+        let decision = decide_poll(&PollInput {
+            triggers: &[lag(1.0)],
+            jobs: &jobs,
+            policy: seed_policy(),
+            conditions: &conditions,
+            now: SystemTime::UNIX_EPOCH,
+        });
+        assert_eq!(decision.counts.running, 1);
+        assert_eq!(decision.jobs.create, 0, "maxScale 1 − 1 running");
+        assert!(!decision.jobs.emit_jobs_created);
+        assert_eq!(
+            decision.delete,
+            vec!["c1", "c2"],
+            "keep the 3 newest successful Jobs"
+        );
+    }
+}
