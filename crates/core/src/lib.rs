@@ -2,7 +2,8 @@
 //! Time is an argument; the same inputs always give the same outputs.
 //!
 //! # Layout
-//! - [`kafka`]: the lag policy of a Kafka trigger as plain values.
+//! - [`kafka`]: the lag policy of a Kafka trigger as plain values; [`lag`]: the lag arithmetic
+//!   over partition offsets (§7).
 //! - [`replicas`]: effective Min / Max (keda-compat §1.3).
 //! - [`scaling`]: trigger measurements → aggregate → number of Jobs to create (§3).
 //! - [`jobs`]: Job classification (finished / finishing / running / pending), history cleanup
@@ -15,6 +16,7 @@
 
 pub mod jobs;
 pub mod kafka;
+pub mod lag;
 pub mod pause;
 pub mod poll;
 pub mod replicas;
