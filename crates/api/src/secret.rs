@@ -56,6 +56,12 @@ impl PartialEq for Secret {
 
 impl Eq for Secret {}
 
+impl std::hash::Hash for Secret {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.expose().hash(state);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::secret::Secret;
 
 /// Brokers and security settings of a trigger.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KafkaConnection {
     /// `bootstrapServers`, in the order given.
     pub bootstrap_servers: Vec<String>,
@@ -17,7 +17,7 @@ pub struct KafkaConnection {
 }
 
 /// TLS settings (`tls: enable`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tls {
     /// `ca`: PEM CA certificates added to the system roots.
     pub ca: Option<Secret>,
@@ -28,7 +28,7 @@ pub struct Tls {
 }
 
 /// A client certificate and its key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientCert {
     /// `cert`: PEM certificate.
     pub cert: Secret,
@@ -39,7 +39,7 @@ pub struct ClientCert {
 }
 
 /// SASL mechanism with its credentials.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Sasl {
     /// `sasl: none` (or unset).
     None,
@@ -70,7 +70,7 @@ impl Sasl {
 }
 
 /// Username and password.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Credentials {
     /// `username`.
     pub username: String,
@@ -79,7 +79,7 @@ pub struct Credentials {
 }
 
 /// OAuth 2 client-credentials token provider for SASL/OAUTHBEARER.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OAuthBearer {
     /// `username`: the OAuth client id.
     pub client_id: String,
@@ -94,7 +94,7 @@ pub struct OAuthBearer {
 }
 
 /// Kerberos settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Gssapi {
     /// `username`: the principal's user part.
     pub username: String,
@@ -111,7 +111,7 @@ pub struct Gssapi {
 }
 
 /// How a Kerberos principal authenticates.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum GssapiCredential {
     /// `password`.
     Password(Secret),

@@ -1,0 +1,291 @@
+//! A trigger's [`KafkaConnection`] as librdkafka configuration (keda-compat §8.2, §8.3).
+//!
+//! The resulting [`ClientConfig`] holds secrets: never `Debug`-print or log it.
+
+use std::io::Write;
+
+use jobtide_api::trigger::connection::{GssapiCredential, KafkaConnection, Sasl};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use thiserror::Error;
+
+/// Why a connection can't be configured.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// GSSAPI with a password: librdkafka would need the password on a `kinit` command line.
+    #[error("sasl gssapi with a password is not supported by jobtide yet; use a keytab")]
+    GssapiPassword,
+    /// librdkafka refused the configuration.
+    #[error("creating the Kafka client: {0}")]
+    Client(String),
+    /// Writing the keytab or krb5.conf to a private temporary file failed.
+    #[error("writing Kerberos material to a temporary file: {0}")]
+    KerberosFile(#[source] std::io::Error),
+}
+
+/// Temporary files a configuration refers to (keytab, krb5.conf); removed on drop.
+#[derive(Debug, Default)]
+pub struct ConfigFiles {
+    files: Vec<tempfile::NamedTempFile>,
+}
+
+/// How a client reads end offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Isolation {
+    /// The high watermark: KEDA's choice (sarama's default `READ_UNCOMMITTED`).
+    #[default]
+    ReadUncommitted,
+    /// The last stable offset: for groups that read transactional data with `read_committed`,
+    /// so that transaction markers and open transactions aren't counted as lag.
+    ReadCommitted,
+}
+
+/// The librdkafka configuration for `connection`.
+pub fn client_config(
+    connection: &KafkaConnection,
+    isolation: Isolation,
+) -> Result<(ClientConfig, ConfigFiles), ConfigError> {
+    let mut config = ClientConfig::new();
+    let mut files = ConfigFiles::default();
+    config
+        .set("bootstrap.servers", connection.bootstrap_servers.join(","))
+        .set("client.id", "jobtide")
+        .set(
+            "isolation.level",
+            match isolation {
+                Isolation::ReadUncommitted => "read_uncommitted",
+                Isolation::ReadCommitted => "read_committed",
+            },
+        )
+        // librdkafka reconnects with exponential backoff on its own (D11): never rebuild.
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "10000")
+        .set("topic.metadata.refresh.interval.ms", "60000")
+        .set_log_level(RDKafkaLogLevel::Warning);
+    let tls = connection.tls.is_some();
+    if let Some(tls) = &connection.tls {
+        if let Some(ca) = &tls.ca {
+            config.set("ssl.ca.pem", ca.expose());
+        }
+        if let Some(client) = &tls.client_cert {
+            config.set("ssl.certificate.pem", client.cert.expose());
+            config.set("ssl.key.pem", client.key.expose());
+            if let Some(password) = &client.key_password {
+                config.set("ssl.key.password", password.expose());
+            }
+        }
+        if tls.unsafe_ssl {
+            config.set("enable.ssl.certificate.verification", "false");
+            config.set("ssl.endpoint.identification.algorithm", "none");
+        }
+    }
+    let sasl = !matches!(connection.sasl, Sasl::None);
+    config.set(
+        "security.protocol",
+        match (sasl, tls) {
+            (false, false) => "plaintext",
+            (false, true) => "ssl",
+            (true, false) => "sasl_plaintext",
+            (true, true) => "sasl_ssl",
+        },
+    );
+    match &connection.sasl {
+        Sasl::None => {}
+        Sasl::Plain(c) | Sasl::ScramSha256(c) | Sasl::ScramSha512(c) => {
+            let mechanism = match &connection.sasl {
+                Sasl::Plain(_) => "PLAIN",
+                Sasl::ScramSha256(_) => "SCRAM-SHA-256",
+                _ => "SCRAM-SHA-512",
+            };
+            config
+                .set("sasl.mechanism", mechanism)
+                .set("sasl.username", &c.username)
+                .set("sasl.password", c.password.expose());
+        }
+        Sasl::OAuthBearer(oauth) => {
+            config
+                .set("sasl.mechanism", "OAUTHBEARER")
+                .set("sasl.oauthbearer.method", "oidc")
+                .set("sasl.oauthbearer.client.id", &oauth.client_id)
+                .set(
+                    "sasl.oauthbearer.client.secret",
+                    oauth.client_secret.expose(),
+                )
+                .set(
+                    "sasl.oauthbearer.token.endpoint.url",
+                    &oauth.token_endpoint_uri,
+                );
+            let scopes: Vec<&str> = oauth
+                .scopes
+                .iter()
+                .map(String::as_str)
+                .filter(|s| !s.is_empty())
+                .collect();
+            if !scopes.is_empty() {
+                config.set("sasl.oauthbearer.scope", scopes.join(" "));
+            }
+            if !oauth.extensions.is_empty() {
+                let extensions: Vec<String> = oauth
+                    .extensions
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                config.set("sasl.oauthbearer.extensions", extensions.join(","));
+            }
+        }
+        Sasl::Gssapi(gssapi) => {
+            let GssapiCredential::Keytab(keytab) = &gssapi.credential else {
+                return Err(ConfigError::GssapiPassword);
+            };
+            let keytab_file = private_file(keytab.expose().as_bytes())?;
+            let krb5_file = private_file(gssapi.kerberos_config.as_bytes())?;
+            let principal = format!("{}@{}", gssapi.username, gssapi.realm);
+            let keytab_path = keytab_file.path().display().to_string();
+            let krb5_path = krb5_file.path().display().to_string();
+            config
+                .set("sasl.mechanism", "GSSAPI")
+                .set("sasl.kerberos.service.name", &gssapi.service_name)
+                .set("sasl.kerberos.principal", &principal)
+                .set("sasl.kerberos.keytab", &keytab_path)
+                .set(
+                    "sasl.kerberos.kinit.cmd",
+                    format!(
+                        "env KRB5_CONFIG={krb5_path} kinit -R -t \"%{{sasl.kerberos.keytab}}\" -k %{{sasl.kerberos.principal}} || env KRB5_CONFIG={krb5_path} kinit -t \"%{{sasl.kerberos.keytab}}\" -k %{{sasl.kerberos.principal}}"
+                    ),
+                );
+            files.files.push(keytab_file);
+            files.files.push(krb5_file);
+        }
+    }
+    Ok((config, files))
+}
+
+fn private_file(content: &[u8]) -> Result<tempfile::NamedTempFile, ConfigError> {
+    let mut file = tempfile::Builder::new()
+        .prefix("jobtide-krb-")
+        .tempfile()
+        .map_err(ConfigError::KerberosFile)?;
+    file.write_all(content).map_err(ConfigError::KerberosFile)?;
+    file.flush().map_err(ConfigError::KerberosFile)?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use jobtide_api::secret::Secret;
+    use jobtide_api::trigger::connection::{ClientCert, Credentials, Gssapi, OAuthBearer, Tls};
+
+    use super::*;
+
+    fn connection(sasl: Sasl, tls: Option<Tls>) -> KafkaConnection {
+        KafkaConnection {
+            bootstrap_servers: vec!["a:9092".into(), "b:9092".into()],
+            tls,
+            sasl,
+        }
+    }
+
+    fn get<'a>(config: &'a ClientConfig, key: &str) -> Option<&'a str> {
+        config.get(key)
+    }
+
+    #[test]
+    fn plaintext_without_security() {
+        let (config, _) =
+            client_config(&connection(Sasl::None, None), Isolation::default()).expect("config");
+        assert_eq!(get(&config, "bootstrap.servers"), Some("a:9092,b:9092"));
+        assert_eq!(get(&config, "security.protocol"), Some("plaintext"));
+        assert_eq!(get(&config, "isolation.level"), Some("read_uncommitted"));
+    }
+
+    #[test]
+    fn scram_over_tls_with_client_certificate() {
+        let tls = Tls {
+            ca: Some(Secret::new("CA")),
+            client_cert: Some(ClientCert {
+                cert: Secret::new("C"),
+                key: Secret::new("K"),
+                key_password: Some(Secret::new("P")),
+            }),
+            unsafe_ssl: true,
+        };
+        let sasl = Sasl::ScramSha512(Credentials {
+            username: "u".into(),
+            password: Secret::new("pw"),
+        });
+        let (config, _) =
+            client_config(&connection(sasl, Some(tls)), Isolation::ReadCommitted).expect("config");
+        for (key, value) in [
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "u"),
+            ("sasl.password", "pw"),
+            ("ssl.ca.pem", "CA"),
+            ("ssl.certificate.pem", "C"),
+            ("ssl.key.pem", "K"),
+            ("ssl.key.password", "P"),
+            ("enable.ssl.certificate.verification", "false"),
+            ("isolation.level", "read_committed"),
+        ] {
+            assert_eq!(get(&config, key), Some(value), "{key}");
+        }
+    }
+
+    #[test]
+    fn oauthbearer_uses_librdkafkas_oidc_client_credentials() {
+        let sasl = Sasl::OAuthBearer(OAuthBearer {
+            client_id: "id".into(),
+            client_secret: Secret::new("s"),
+            token_endpoint_uri: "https://idp/token".into(),
+            scopes: vec!["a".into(), "b".into()],
+            extensions: [("logicalCluster".to_owned(), "lkc".to_owned())].into(),
+        });
+        let (config, _) =
+            client_config(&connection(sasl, None), Isolation::default()).expect("config");
+        assert_eq!(get(&config, "security.protocol"), Some("sasl_plaintext"));
+        assert_eq!(get(&config, "sasl.oauthbearer.method"), Some("oidc"));
+        assert_eq!(get(&config, "sasl.oauthbearer.scope"), Some("a b"));
+        assert_eq!(
+            get(&config, "sasl.oauthbearer.extensions"),
+            Some("logicalCluster=lkc")
+        );
+    }
+
+    #[test]
+    fn gssapi_keytab_goes_to_a_private_file_and_password_is_refused() {
+        let gssapi = |credential| {
+            Sasl::Gssapi(Gssapi {
+                username: "svc".into(),
+                credential,
+                realm: "EXAMPLE.COM".into(),
+                kerberos_config: "[libdefaults]".into(),
+                service_name: "kafka".into(),
+                disable_fast: false,
+            })
+        };
+        let (config, files) = client_config(
+            &connection(gssapi(GssapiCredential::Keytab(Secret::new("KT"))), None),
+            Isolation::default(),
+        )
+        .expect("config");
+        assert_eq!(
+            get(&config, "sasl.kerberos.principal"),
+            Some("svc@EXAMPLE.COM")
+        );
+        let keytab = get(&config, "sasl.kerberos.keytab")
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(std::fs::read_to_string(&keytab).ok().as_deref(), Some("KT"));
+        drop(files);
+        assert!(
+            !std::path::Path::new(&keytab).exists(),
+            "removed with the config files"
+        );
+        assert!(matches!(
+            client_config(
+                &connection(gssapi(GssapiCredential::Password(Secret::new("p"))), None),
+                Isolation::default()
+            ),
+            Err(ConfigError::GssapiPassword)
+        ));
+    }
+}

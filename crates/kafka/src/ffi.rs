@@ -1,0 +1,233 @@
+//! The one module with `unsafe`: librdkafka calls that rdkafka's safe API doesn't offer.
+//!
+//! - [`list_group_offsets`]: the admin `ListConsumerGroupOffsets` call (an OffsetFetch to the
+//!   group's coordinator) for **any** group from one shared client, with or without a partition
+//!   list. rdkafka only exposes committed offsets of a consumer's own `group.id`, which would
+//!   need one client per group, and cannot ask for "every topic the group committed".
+//! - [`MockKafka`]: librdkafka's in-process mock cluster with the initial rebalance delay set to
+//!   0 (rdkafka's `MockCluster` doesn't expose that setting).
+//!
+//! # Review notes
+//! Every pointer handed to librdkafka comes from a live owner on the Rust side for the duration
+//! of the call; every object librdkafka returns is destroyed exactly once (`*_destroy` on every
+//! path, results read before the event is destroyed and copied into owned Rust values). Strings
+//! from librdkafka are read with `CStr` only while their owner (the event) is alive. The calls
+//! block only on our own queue, with a timeout.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString, c_char, c_int};
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::client::Client;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka_sys as rd;
+
+/// A committed offset returned by `ListConsumerGroupOffsets`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOffset {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The committed offset; −1 (`RD_KAFKA_OFFSET_INVALID`) when the group has none.
+    pub offset: i64,
+    /// A per-partition error, if the broker returned one.
+    pub error: Option<String>,
+}
+
+fn c_string(ptr: *const c_char) -> String {
+    if ptr.is_null() {
+        return String::new();
+    }
+    // SAFETY: librdkafka returns NUL-terminated strings that live as long as their owner, which
+    // the callers keep alive across this call.
+    unsafe { CStr::from_ptr(ptr) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn err_string(code: rd::rd_kafka_resp_err_t) -> String {
+    // SAFETY: rd_kafka_err2str returns a static string for any code.
+    c_string(unsafe { rd::rd_kafka_err2str(code) })
+}
+
+/// Owns a librdkafka object and destroys it on drop.
+struct Owned<T> {
+    ptr: *mut T,
+    destroy: unsafe extern "C" fn(*mut T),
+}
+
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: `ptr` came from the matching constructor and is destroyed only here.
+            unsafe { (self.destroy)(self.ptr) };
+        }
+    }
+}
+
+/// Fetches `group`'s committed offsets, for `partitions` or (with `None`) for every partition
+/// the group has committed. Blocks for at most `timeout`.
+pub fn list_group_offsets<C: ClientContext>(
+    client: &Client<C>,
+    group: &str,
+    partitions: Option<&TopicPartitionList>,
+    timeout: Duration,
+) -> Result<Vec<GroupOffset>, String> {
+    let group_c = CString::new(group).map_err(|_| "group id contains a NUL byte".to_owned())?;
+    let timeout_ms = c_int::try_from(timeout.as_millis())
+        .unwrap_or(c_int::MAX)
+        .max(1);
+    let rk = client.native_ptr();
+    // SAFETY (whole block): see the module's review notes; every object is owned by an `Owned`
+    // guard or destroyed explicitly, and `rk` outlives the call because `client` is borrowed.
+    unsafe {
+        let queue = Owned {
+            ptr: rd::rd_kafka_queue_new(rk),
+            destroy: rd::rd_kafka_queue_destroy,
+        };
+        let options = Owned {
+            ptr: rd::rd_kafka_AdminOptions_new(
+                rk,
+                rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS,
+            ),
+            destroy: rd::rd_kafka_AdminOptions_destroy,
+        };
+        let mut errstr = [0 as c_char; 256];
+        rd::rd_kafka_AdminOptions_set_request_timeout(
+            options.ptr,
+            timeout_ms,
+            errstr.as_mut_ptr(),
+            errstr.len(),
+        );
+        let tpl = partitions.map_or(std::ptr::null(), |p| p.ptr().cast_const());
+        let request = Owned {
+            ptr: rd::rd_kafka_ListConsumerGroupOffsets_new(group_c.as_ptr(), tpl),
+            destroy: rd::rd_kafka_ListConsumerGroupOffsets_destroy,
+        };
+        let mut requests = [request.ptr];
+        rd::rd_kafka_ListConsumerGroupOffsets(rk, requests.as_mut_ptr(), 1, options.ptr, queue.ptr);
+        let event = Owned {
+            ptr: rd::rd_kafka_queue_poll(queue.ptr, timeout_ms.saturating_add(1000)),
+            destroy: rd::rd_kafka_event_destroy,
+        };
+        if event.ptr.is_null() {
+            return Err(format!("no answer within {} ms", timeout.as_millis()));
+        }
+        let code = rd::rd_kafka_event_error(event.ptr);
+        if code != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            let detail = c_string(rd::rd_kafka_event_error_string(event.ptr));
+            return Err(if detail.is_empty() {
+                err_string(code)
+            } else {
+                detail
+            });
+        }
+        let result = rd::rd_kafka_event_ListConsumerGroupOffsets_result(event.ptr);
+        if result.is_null() {
+            return Err("unexpected admin result type".into());
+        }
+        let mut count = 0usize;
+        let groups = rd::rd_kafka_ListConsumerGroupOffsets_result_groups(result, &raw mut count);
+        let mut out = Vec::new();
+        for i in 0..count {
+            let group_result = *groups.add(i);
+            let error = rd::rd_kafka_group_result_error(group_result);
+            if !error.is_null() {
+                return Err(c_string(rd::rd_kafka_error_string(error)));
+            }
+            let list = rd::rd_kafka_group_result_partitions(group_result);
+            if list.is_null() {
+                continue;
+            }
+            let list = &*list;
+            let elems = usize::try_from(list.cnt).unwrap_or(0);
+            for j in 0..elems {
+                let elem = &*list.elems.add(j);
+                out.push(GroupOffset {
+                    topic: c_string(elem.topic),
+                    partition: elem.partition,
+                    offset: elem.offset,
+                    error: (elem.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR)
+                        .then(|| err_string(elem.err)),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// librdkafka's in-process mock Kafka cluster, for tests and `jobtide dev`.
+///
+/// What it lacks (measured, see the design notes): Admin CreateTopics (create topics with
+/// [`MockKafka::create_topic`]), DescribeGroups / ListGroups; DeleteGroups aborts the process.
+pub struct MockKafka {
+    cluster: *mut rd::rd_kafka_mock_cluster_t,
+    // The client that owns the cluster; dropped after the cluster is destroyed.
+    _handle: BaseProducer,
+}
+
+// SAFETY: the mock cluster is internally synchronised by librdkafka (its own thread); the
+// pointer is only used through librdkafka's thread-safe mock API.
+unsafe impl Send for MockKafka {}
+// SAFETY: as above.
+unsafe impl Sync for MockKafka {}
+
+impl std::fmt::Debug for MockKafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockKafka")
+            .field("bootstrap_servers", &self.bootstrap_servers())
+            .finish()
+    }
+}
+
+impl MockKafka {
+    /// Starts a mock cluster of `brokers` brokers on 127.0.0.1 with no initial rebalance delay.
+    pub fn start(brokers: i32) -> Result<Self, String> {
+        let handle: BaseProducer = ClientConfig::new()
+            .set("log_level", "3")
+            .create()
+            .map_err(|e| format!("creating the mock cluster's handle: {e}"))?;
+        // SAFETY: the handle is alive; the returned cluster is destroyed in Drop before it.
+        let cluster =
+            unsafe { rd::rd_kafka_mock_cluster_new(handle.client().native_ptr(), brokers) };
+        if cluster.is_null() {
+            return Err("librdkafka could not start a mock cluster".into());
+        }
+        // SAFETY: `cluster` is live.
+        unsafe { rd::rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, 0) };
+        Ok(Self {
+            cluster,
+            _handle: handle,
+        })
+    }
+
+    /// `host:port,…` of the mock brokers.
+    pub fn bootstrap_servers(&self) -> String {
+        // SAFETY: the string lives as long as the cluster, which `self` keeps alive.
+        c_string(unsafe { rd::rd_kafka_mock_cluster_bootstraps(self.cluster) })
+    }
+
+    /// Creates a topic (the mock has no CreateTopics API).
+    pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), String> {
+        let name = CString::new(topic).map_err(|_| "topic contains a NUL byte".to_owned())?;
+        // SAFETY: `cluster` and `name` are live for the call.
+        let code =
+            unsafe { rd::rd_kafka_mock_topic_create(self.cluster, name.as_ptr(), partitions, 1) };
+        if code == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            Ok(())
+        } else {
+            Err(err_string(code))
+        }
+    }
+}
+
+impl Drop for MockKafka {
+    fn drop(&mut self) {
+        // SAFETY: created in `start`, destroyed only here, while the handle is still alive.
+        unsafe { rd::rd_kafka_mock_cluster_destroy(self.cluster) };
+    }
+}

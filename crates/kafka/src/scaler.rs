@@ -1,0 +1,309 @@
+//! KEDA's Kafka lag scaler over a shared [`OffsetsSource`]: topic discovery (keda-compat §7.2),
+//! offsets (§7.3) and the lag rules of `jobtide-core` (§7.4–§7.6). Errors carry KEDA's texts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use jobtide_api::trigger::TriggerConfig;
+use jobtide_api::trigger::connection::KafkaConnection;
+use jobtide_core::kafka::{LagPolicy, OffsetResetPolicy};
+use jobtide_core::lag::{PartitionOffsets, PersistentLagMemory, trigger_lag};
+
+use crate::client_config::{ConfigError, Isolation};
+use crate::source::{SourceError, SourcePool, TopicPartition, TopicPartitions};
+
+/// Which topics a trigger measures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topics {
+    /// These topics.
+    Named(Vec<String>),
+    /// `kafka` without a topic: every topic the group has committed offsets for.
+    Committed,
+}
+
+/// What the scaler needs of a trigger, for both `kafka` and `apache-kafka`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LagTarget {
+    /// How to reach the cluster.
+    pub connection: KafkaConnection,
+    /// The consumer group.
+    pub group: String,
+    /// The topics.
+    pub topics: Topics,
+    /// The lag rules.
+    pub policy: LagPolicy,
+    /// High watermark (KEDA) or last stable offset.
+    pub isolation: Isolation,
+}
+
+impl LagTarget {
+    /// The target of a parsed trigger.
+    pub fn from_trigger(config: &TriggerConfig) -> Result<Self, ScalerError> {
+        Ok(match config {
+            TriggerConfig::Kafka(kafka) => Self {
+                connection: kafka.connection.clone(),
+                group: kafka.consumer_group.clone(),
+                topics: kafka
+                    .topic
+                    .as_ref()
+                    .map_or(Topics::Committed, |t| Topics::Named(vec![t.clone()])),
+                policy: kafka.lag.clone(),
+                isolation: Isolation::default(),
+            },
+            TriggerConfig::ApacheKafka(apache) => {
+                if apache.topics.is_empty() {
+                    return Err(ScalerError::NotSupported(
+                        "apache-kafka without a topic (KEDA scans every topic of the cluster and \
+                         requires active group members)",
+                    ));
+                }
+                Self {
+                    connection: apache.connection.clone(),
+                    group: apache.consumer_group.clone(),
+                    topics: Topics::Named(apache.topics.clone()),
+                    policy: apache.lag.clone(),
+                    isolation: Isolation::default(),
+                }
+            }
+        })
+    }
+}
+
+/// Why a measurement failed. The texts are KEDA's where KEDA has one.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ScalerError {
+    /// The client could not be configured.
+    #[error("{0}")]
+    Config(String),
+    /// Metadata for the topics failed.
+    #[error("error describing topics: {0}")]
+    DescribeTopics(SourceError),
+    /// The topic has no partition (it doesn't exist, or `partitionLimitation` excludes all).
+    #[error("expected at least one active partition within the topic '{0}'")]
+    NoActivePartition(String),
+    /// Listing the topics the group committed (topic-less trigger) failed.
+    #[error("error listing cg offset: {0}")]
+    ListGroupTopics(SourceError),
+    /// Fetching the committed offsets failed.
+    #[error("error listing consumer group offsets: {0}")]
+    CommittedOffsets(SourceError),
+    /// Fetching the log end offsets failed.
+    #[error("error listing latest offsets: {0}")]
+    EndOffsets(SourceError),
+    /// The measurement didn't finish within the poll's time.
+    #[error("timed out after {0:?} waiting for the Kafka cluster")]
+    Timeout(Duration),
+    /// KEDA accepts the trigger, jobtide can't measure it yet.
+    #[error("{0} is not supported by jobtide yet")]
+    NotSupported(&'static str),
+}
+
+impl ScalerError {
+    /// A bounded label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "config",
+            Self::DescribeTopics(_) => "metadata",
+            Self::NoActivePartition(_) => "no_partition",
+            Self::ListGroupTopics(_) | Self::CommittedOffsets(_) => "committed_offsets",
+            Self::EndOffsets(_) => "end_offsets",
+            Self::Timeout(_) => "timeout",
+            Self::NotSupported(_) => "not_supported",
+        }
+    }
+}
+
+impl From<ConfigError> for ScalerError {
+    fn from(error: ConfigError) -> Self {
+        Self::Config(error.to_string())
+    }
+}
+
+/// One partition's numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionReport {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Committed offset; `None` when the group has none.
+    pub committed: Option<i64>,
+    /// Log start offset, when fetched (`earliest` with no commit).
+    pub log_start: Option<i64>,
+    /// Log end offset.
+    pub end: i64,
+    /// Lag including persistent lag.
+    pub lag: i64,
+    /// Lag counted toward the metric.
+    pub counted_lag: i64,
+}
+
+/// A trigger's measurement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Measurement {
+    /// Per partition, sorted by topic and partition.
+    pub partitions: Vec<PartitionReport>,
+    /// Σ counted lag before caps.
+    pub total_lag: i64,
+    /// The metric value (capped).
+    pub metric_value: i64,
+    /// Activity.
+    pub active: bool,
+    /// Memory for `excludePersistentLag` at the next poll.
+    pub memory: PersistentLagMemory,
+}
+
+/// Measures `target`'s lag, within `timeout`.
+pub async fn measure(
+    pool: &SourcePool,
+    target: &LagTarget,
+    previous: &PersistentLagMemory,
+    timeout: Duration,
+) -> Result<Measurement, ScalerError> {
+    tokio::time::timeout(timeout, measure_inner(pool, target, previous, timeout))
+        .await
+        .map_err(|_| ScalerError::Timeout(timeout))?
+}
+
+async fn measure_inner(
+    pool: &SourcePool,
+    target: &LagTarget,
+    previous: &PersistentLagMemory,
+    timeout: Duration,
+) -> Result<Measurement, ScalerError> {
+    let source = pool.source(&target.connection, target.isolation)?;
+    let topics: Vec<String> = match &target.topics {
+        Topics::Named(topics) => topics.clone(),
+        Topics::Committed => committed_topics(&source, &target.group, timeout).await?,
+    };
+    if topics.is_empty() {
+        // KEDA: a group with no committed offsets has no topics, hence lag 0.
+        return Ok(Measurement {
+            partitions: Vec::new(),
+            total_lag: 0,
+            metric_value: 0,
+            active: false,
+            memory: PersistentLagMemory::new(),
+        });
+    }
+    let metadata = source
+        .partitions(topics.clone(), timeout)
+        .await
+        .map_err(ScalerError::DescribeTopics)?;
+    let mut partitions: Vec<TopicPartition> = Vec::new();
+    for topic in &topics {
+        let ids: Vec<i32> = match metadata.get(topic) {
+            Some(TopicPartitions::Found(ids)) => ids
+                .iter()
+                .copied()
+                .filter(|id| target.policy.counts_partition(*id))
+                .collect(),
+            Some(TopicPartitions::Unknown) | None => Vec::new(),
+        };
+        if ids.is_empty() {
+            return Err(ScalerError::NoActivePartition(topic.clone()));
+        }
+        partitions.extend(ids.into_iter().map(|id| (topic.clone(), id)));
+    }
+    partitions.sort();
+    let (committed, ends) = tokio::join!(
+        source.committed(&target.group, Some(partitions.clone()), timeout),
+        source.offsets(partitions.clone(), false, timeout),
+    );
+    let committed = committed.map_err(ScalerError::CommittedOffsets)?;
+    let ends = ends.map_err(ScalerError::EndOffsets)?;
+    // D3: for `earliest`, what a new consumer would read starts at the log start; fetched only
+    // for partitions without a commit, falling back to the end offset if the fetch fails.
+    let uncommitted: Vec<TopicPartition> = partitions
+        .iter()
+        .filter(|p| committed.get(*p).copied().flatten().is_none())
+        .cloned()
+        .collect();
+    let starts = if target.policy.offset_reset_policy == OffsetResetPolicy::Earliest
+        && !target.policy.scale_to_zero_on_invalid_offset
+        && !uncommitted.is_empty()
+    {
+        source
+            .offsets(uncommitted, true, timeout)
+            .await
+            .unwrap_or_default()
+    } else {
+        std::collections::HashMap::new()
+    };
+    let offsets: Vec<PartitionOffsets> = partitions
+        .iter()
+        .filter_map(|key| {
+            // KEDA: a partition missing from the end offsets counts 0 (Event Hubs tolerance).
+            let end = *ends.get(key)?;
+            Some(PartitionOffsets {
+                topic: key.0.clone(),
+                partition: key.1,
+                committed: committed.get(key).copied().flatten(),
+                log_start: starts.get(key).copied(),
+                end,
+            })
+        })
+        .collect();
+    let lag = trigger_lag(&offsets, &target.policy, previous);
+    let partitions = offsets
+        .iter()
+        .zip(&lag.partitions)
+        .map(|(o, l)| PartitionReport {
+            topic: o.topic.clone(),
+            partition: o.partition,
+            committed: o.committed,
+            log_start: o.log_start,
+            end: o.end,
+            lag: l.lag_with_persistent,
+            counted_lag: l.lag,
+        })
+        .collect();
+    Ok(Measurement {
+        partitions,
+        total_lag: lag.total_lag,
+        metric_value: lag.metric_value,
+        active: lag.active,
+        memory: lag.memory,
+    })
+}
+
+/// The topics `group` has committed offsets for. First the all-topics OffsetFetch (one request);
+/// when that answers nothing — a group without commits, or a broker that doesn't implement the
+/// all-topics form, like librdkafka's mock cluster — the explicit form over every partition of
+/// every topic in the cluster's metadata.
+async fn committed_topics(
+    source: &crate::source::OffsetsSource,
+    group: &str,
+    timeout: Duration,
+) -> Result<Vec<String>, ScalerError> {
+    let committed = source
+        .committed(group, None, timeout)
+        .await
+        .map_err(ScalerError::ListGroupTopics)?;
+    let mut topics: BTreeSet<String> = committed
+        .iter()
+        .filter(|(_, o)| o.is_some())
+        .map(|((t, _), _)| t.clone())
+        .collect();
+    if topics.is_empty() {
+        let all = source
+            .all_partitions(timeout)
+            .await
+            .map_err(ScalerError::ListGroupTopics)?;
+        if !all.is_empty() {
+            let committed = source
+                .committed(group, Some(all), timeout)
+                .await
+                .map_err(ScalerError::ListGroupTopics)?;
+            topics = committed
+                .iter()
+                .filter(|(_, o)| o.is_some())
+                .map(|((t, _), _)| t.clone())
+                .collect();
+        }
+    }
+    Ok(topics.into_iter().collect())
+}
+
+/// Per-trigger `excludePersistentLag` memories, kept by the caller across client rebuilds (D12).
+pub type Memories = BTreeMap<String, PersistentLagMemory>;

@@ -1,0 +1,195 @@
+//! Produce, consume and create topics: what `jobtide kafka …` runs for demos, tests and Jobs (the
+//! seed's `kafka-console-consumer --max-messages 1 --property print.key=true`).
+
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+/// A failed tool operation, with librdkafka's text.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// Creating the client failed.
+    #[error("creating the Kafka client: {0}")]
+    Client(String),
+    /// Producing failed.
+    #[error("producing to {topic}: {message}")]
+    Produce {
+        /// Topic.
+        topic: String,
+        /// Cause.
+        message: String,
+    },
+    /// Consuming or committing failed.
+    #[error("consuming from {topic}: {message}")]
+    Consume {
+        /// Topic.
+        topic: String,
+        /// Cause.
+        message: String,
+    },
+    /// Creating the topic failed.
+    #[error("creating topic {topic}: {message}")]
+    CreateTopic {
+        /// Topic.
+        topic: String,
+        /// Cause.
+        message: String,
+    },
+}
+
+fn base(bootstrap_servers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap_servers)
+        .set("client.id", "jobtide")
+        .set_log_level(RDKafkaLogLevel::Warning);
+    config
+}
+
+/// A record to produce or a record consumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The key, if any.
+    pub key: Option<String>,
+    /// The value.
+    pub value: String,
+    /// The partition (set when produced or consumed).
+    pub partition: i32,
+    /// The offset (set when produced or consumed).
+    pub offset: i64,
+}
+
+/// Produces `records` (key, value) to `topic` and waits for every acknowledgement.
+pub async fn produce(
+    bootstrap_servers: &str,
+    topic: &str,
+    records: &[(Option<String>, String)],
+    timeout: Duration,
+) -> Result<Vec<Record>, ToolError> {
+    let producer: FutureProducer = base(bootstrap_servers)
+        .set("message.timeout.ms", timeout.as_millis().to_string())
+        .create()
+        .map_err(|e| ToolError::Client(e.to_string()))?;
+    let mut out = Vec::with_capacity(records.len());
+    for (key, value) in records {
+        let mut record = FutureRecord::to(topic).payload(value.as_str());
+        if let Some(key) = key {
+            record = record.key(key.as_str());
+        }
+        let delivery = producer
+            .send(record, Timeout::After(timeout))
+            .await
+            .map_err(|(e, _)| ToolError::Produce {
+                topic: topic.to_owned(),
+                message: e.to_string(),
+            })?;
+        out.push(Record {
+            key: key.clone(),
+            value: value.clone(),
+            partition: delivery.partition,
+            offset: delivery.offset,
+        });
+    }
+    Ok(out)
+}
+
+/// Where a group with no committed offset starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The log start (`auto.offset.reset=earliest`).
+    Earliest,
+    /// The log end (`auto.offset.reset=latest`).
+    Latest,
+}
+
+/// Consumes up to `max_messages` from `topic` in `group`, committing each message's offset
+/// synchronously after it is read; stops at `max_messages` or after `timeout`.
+pub async fn consume(
+    bootstrap_servers: &str,
+    topic: &str,
+    group: &str,
+    max_messages: usize,
+    start: StartFrom,
+    timeout: Duration,
+) -> Result<Vec<Record>, ToolError> {
+    let consumer: StreamConsumer = base(bootstrap_servers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set(
+            "auto.offset.reset",
+            match start {
+                StartFrom::Earliest => "earliest",
+                StartFrom::Latest => "latest",
+            },
+        )
+        .create()
+        .map_err(|e| ToolError::Client(e.to_string()))?;
+    let failed = |e: rdkafka::error::KafkaError| ToolError::Consume {
+        topic: topic.to_owned(),
+        message: e.to_string(),
+    };
+    consumer.subscribe(&[topic]).map_err(failed)?;
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < max_messages {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let Ok(message) = tokio::time::timeout(left, consumer.recv()).await else {
+            break;
+        };
+        let message = message.map_err(failed)?;
+        out.push(Record {
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            value: message
+                .payload()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default(),
+            partition: message.partition(),
+            offset: message.offset(),
+        });
+        consumer
+            .commit_message(&message, CommitMode::Sync)
+            .map_err(failed)?;
+    }
+    consumer.unsubscribe();
+    Ok(out)
+}
+
+/// Creates `topic` with `partitions` partitions through the Admin API (the librdkafka mock
+/// cluster lacks it: use [`crate::ffi::MockKafka::create_topic`] there).
+pub async fn create_topic(
+    bootstrap_servers: &str,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+) -> Result<(), ToolError> {
+    let admin: AdminClient<DefaultClientContext> = base(bootstrap_servers)
+        .create()
+        .map_err(|e| ToolError::Client(e.to_string()))?;
+    let failed = |message: String| ToolError::CreateTopic {
+        topic: topic.to_owned(),
+        message,
+    };
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Timeout::After(timeout))),
+        )
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    for result in results {
+        result.map_err(|(_, code)| failed(code.to_string()))?;
+    }
+    Ok(())
+}
