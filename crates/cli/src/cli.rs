@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{crd, validate};
+use crate::{crd, explain, kafka, validate};
 
 /// jobtide: event-driven batch Jobs for Kubernetes, serving KEDA's ScaledJob API.
 #[derive(Debug, Parser)]
@@ -24,6 +24,13 @@ enum Command {
     /// operator would. Exit 0 when every ScaledJob is valid, 1 when any is not, 2 when the input
     /// can't be read or isn't YAML.
     Validate(validate::ValidateArgs),
+    /// Show what the scaler sees now for every trigger of the ScaledJobs in a manifest:
+    /// per-partition offsets and lag, the metric value, activity, and the Jobs that lag calls
+    /// for. Exit 1 when a trigger can't be measured.
+    Explain(explain::ExplainArgs),
+    /// Produce, consume (and commit) and create topics: for demos, tests and Jobs.
+    #[command(subcommand)]
+    Kafka(kafka::KafkaCommand),
 }
 
 impl Cli {
@@ -33,6 +40,8 @@ impl Cli {
         match command {
             Command::Crd(args) => crd::run(&args),
             Command::Validate(args) => validate::run(&args),
+            Command::Explain(args) => explain::run(&args),
+            Command::Kafka(command) => kafka::run(command),
         }
     }
 }

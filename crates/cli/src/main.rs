@@ -2,6 +2,8 @@
 
 mod cli;
 mod crd;
+mod explain;
+mod kafka;
 mod validate;
 
 fn main() -> std::process::ExitCode {

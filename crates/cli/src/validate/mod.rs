@@ -6,8 +6,8 @@
 //! referenced but not among the inputs is a warning (its values count as empty, as KEDA treats
 //! a missing Secret); a missing TriggerAuthentication is an error (difference D13).
 
-mod input;
-mod objects;
+pub(crate) mod input;
+pub(crate) mod objects;
 mod report;
 
 use std::process::ExitCode;
@@ -98,9 +98,17 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
 }
 
 /// A ScaledJob document, not yet checked.
-struct PendingScaledJob {
-    location: Location,
-    value: Value,
+pub(crate) struct PendingScaledJob {
+    pub location: Location,
+    pub value: Value,
+}
+
+/// The documents sorted out: the lookup objects, the ScaledJob documents, and the documents
+/// that can't be used.
+pub(crate) struct Collected {
+    pub objects: Objects,
+    pub scaled_jobs: Vec<PendingScaledJob>,
+    pub document_errors: Vec<DocumentError>,
 }
 
 fn validate_documents(
@@ -108,6 +116,28 @@ fn validate_documents(
     default_namespace: &str,
     cluster_object_namespace: &str,
 ) -> Report {
+    let Collected {
+        objects,
+        scaled_jobs,
+        document_errors,
+    } = collect(documents, default_namespace);
+    let mut report = Report {
+        document_errors,
+        ..Report::default()
+    };
+    for pending in scaled_jobs {
+        report.scaled_jobs.push(check(
+            &pending,
+            &objects,
+            default_namespace,
+            cluster_object_namespace,
+        ));
+    }
+    report
+}
+
+/// Sorts documents into lookup objects and ScaledJobs (kubectl's `List` flattened).
+pub(crate) fn collect(documents: Vec<Document>, default_namespace: &str) -> Collected {
     let mut report = Report::default();
     let mut objects = Objects::default();
     let mut scaled_jobs = Vec::new();
@@ -229,15 +259,11 @@ fn validate_documents(
             _ => {}
         }
     }
-    for pending in scaled_jobs {
-        report.scaled_jobs.push(check(
-            &pending,
-            &objects,
-            default_namespace,
-            cluster_object_namespace,
-        ));
+    Collected {
+        objects,
+        scaled_jobs,
+        document_errors: report.document_errors,
     }
-    report
 }
 
 /// A Secret's deserialization error without anything of its data: the field path only.
@@ -252,7 +278,7 @@ fn secret_error(error: &str) -> String {
 
 /// Deserializes with the path of the failing field in the message, e.g.
 /// `spec.pollingInterval: invalid type: string "ten", expected i32`.
-fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
+pub(crate) fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
     serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
         if path == "." {
