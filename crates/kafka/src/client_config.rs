@@ -28,16 +28,9 @@ pub struct ConfigFiles {
     files: Vec<tempfile::NamedTempFile>,
 }
 
-/// How a client reads end offsets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Isolation {
-    /// The high watermark: KEDA's choice (sarama's default `READ_UNCOMMITTED`).
-    #[default]
-    ReadUncommitted,
-    /// The last stable offset: for groups that read transactional data with `read_committed`,
-    /// so that transaction markers and open transactions aren't counted as lag.
-    ReadCommitted,
-}
+/// How a client reads end offsets: the trigger's `isolationLevel` (high watermark by default,
+/// as KEDA; the last stable offset with `read_committed`).
+pub type Isolation = jobtide_api::trigger::IsolationLevel;
 
 /// The librdkafka configuration for `connection`.
 pub fn client_config(

@@ -48,7 +48,7 @@ impl LagTarget {
                     .as_ref()
                     .map_or(Topics::Committed, |t| Topics::Named(vec![t.clone()])),
                 policy: kafka.lag.clone(),
-                isolation: Isolation::default(),
+                isolation: kafka.isolation_level,
             },
             TriggerConfig::ApacheKafka(apache) => {
                 if apache.topics.is_empty() {
@@ -62,7 +62,7 @@ impl LagTarget {
                     group: apache.consumer_group.clone(),
                     topics: Topics::Named(apache.topics.clone()),
                     policy: apache.lag.clone(),
-                    isolation: Isolation::default(),
+                    isolation: apache.isolation_level,
                 }
             }
         })

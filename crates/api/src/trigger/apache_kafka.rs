@@ -7,7 +7,7 @@ use jobtide_core::kafka::LagPolicy;
 use serde_json::{Value, json};
 
 use super::connection::{ClientCert, Credentials, KafkaConnection, Sasl, Tls};
-use super::lag_fields::LagDraft;
+use super::lag_fields::{IsolationLevel, LagDraft};
 use super::params::{AUTH, META, META_AUTH, META_ENV, Params, Source};
 use super::{ParamError, Rejected, aws, redacted};
 use crate::secret::Secret;
@@ -23,6 +23,8 @@ pub struct ApacheKafkaTrigger {
     pub topics: Vec<String>,
     /// The lag rules.
     pub lag: LagPolicy,
+    /// jobtide's `isolationLevel`: which end offset the lag is counted against.
+    pub isolation_level: IsolationLevel,
 }
 
 /// Every metadata key the `apache-kafka` scaler reads.
@@ -42,6 +44,7 @@ pub const METADATA_KEYS: &[&str] = &[
     "scaleToZeroOnInvalidOffset",
     "limitToPartitionsWithLag",
     "ensureEvenDistributionOfPartitions",
+    "isolationLevel",
     "tls",
     "sasl",
     "awsRegion",
@@ -132,6 +135,7 @@ pub(super) fn parse(params: &mut Params<'_>) -> Result<(ApacheKafkaTrigger, Valu
             sasl,
         },
         consumer_group: draft.consumer_group.clone().unwrap_or_default(),
+        isolation_level: draft.lag.isolation_level(),
         lag: draft.lag.policy(if topics.is_empty() {
             None
         } else {

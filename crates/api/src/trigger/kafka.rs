@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::connection::{
     ClientCert, Credentials, Gssapi, GssapiCredential, KafkaConnection, OAuthBearer, Sasl, Tls,
 };
-use super::lag_fields::LagDraft;
+use super::lag_fields::{IsolationLevel, LagDraft};
 use super::params::{AUTH, META, META_AUTH, META_ENV, Params};
 use super::{ParamError, Rejected, aws, redacted};
 use crate::secret::Secret;
@@ -26,6 +26,8 @@ pub struct KafkaTrigger {
     pub topic: Option<String>,
     /// The lag rules.
     pub lag: LagPolicy,
+    /// jobtide's `isolationLevel`: which end offset the lag is counted against.
+    pub isolation_level: IsolationLevel,
     /// `fullMetadata` (default true): false restricts client metadata to the topic.
     pub full_metadata: bool,
     /// `version`: the Kafka protocol version KEDA's client would announce (default `1.0.0`).
@@ -49,6 +51,7 @@ pub const METADATA_KEYS: &[&str] = &[
     "scaleToZeroOnInvalidOffset",
     "limitToPartitionsWithLag",
     "ensureEvenDistributionOfPartitions",
+    "isolationLevel",
     "fullMetadata",
     "version",
     "tls",
@@ -147,6 +150,7 @@ pub(super) fn parse(params: &mut Params<'_>) -> Result<(KafkaTrigger, Value), Re
         },
         consumer_group: draft.consumer_group.clone().unwrap_or_default(),
         topic: draft.topic.clone(),
+        isolation_level: draft.lag.isolation_level(),
         lag: draft.lag.policy(effective_partition_limitation(&draft)),
         full_metadata: draft.full_metadata.unwrap_or(true),
         version,

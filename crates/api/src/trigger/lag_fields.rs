@@ -7,6 +7,17 @@ use serde_json::{Map, Value, json};
 
 use super::params::{META, Params};
 
+/// Which end offset lag is counted against: jobtide's `isolationLevel` trigger parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum IsolationLevel {
+    /// The high watermark, as KEDA counts (the default).
+    #[default]
+    ReadUncommitted,
+    /// The last stable offset: for consumers with `isolation.level=read_committed` that read
+    /// transactional data, so commit markers and open transactions aren't phantom lag.
+    ReadCommitted,
+}
+
 /// The lag parameters as parsed (`None` where the value did not parse).
 #[derive(Debug, Default)]
 pub(super) struct LagDraft {
@@ -18,6 +29,8 @@ pub(super) struct LagDraft {
     pub scale_to_zero_on_invalid_offset: Option<bool>,
     pub limit_to_partitions_with_lag: Option<bool>,
     pub ensure_even_distribution_of_partitions: Option<bool>,
+    /// jobtide's `isolationLevel` (not a KEDA parameter; KEDA ignores unknown keys).
+    pub isolation_level: Option<&'static str>,
 }
 
 impl LagDraft {
@@ -40,6 +53,12 @@ impl LagDraft {
                 "ensureEvenDistributionOfPartitions",
                 META,
                 false,
+            ),
+            isolation_level: p.one_of(
+                "isolationLevel",
+                META,
+                "read_uncommitted",
+                &["read_uncommitted", "read_committed"],
             ),
         }
     }
@@ -67,6 +86,14 @@ impl LagDraft {
         }
     }
 
+    /// The end offset the lag is counted against.
+    pub fn isolation_level(&self) -> IsolationLevel {
+        match self.isolation_level {
+            Some("read_committed") => IsolationLevel::ReadCommitted,
+            _ => IsolationLevel::ReadUncommitted,
+        }
+    }
+
     /// Adds the parameters to a `validate` config view.
     pub fn extend_view(&self, view: &mut Value) {
         let fields = json!({
@@ -78,6 +105,7 @@ impl LagDraft {
             "scaleToZeroOnInvalidOffset": self.scale_to_zero_on_invalid_offset,
             "limitToPartitionsWithLag": self.limit_to_partitions_with_lag,
             "ensureEvenDistributionOfPartitions": self.ensure_even_distribution_of_partitions,
+            "isolationLevel": self.isolation_level,
         });
         if let (Some(view), Value::Object(fields)) = (view.as_object_mut(), fields) {
             view.extend::<Map<String, Value>>(fields);

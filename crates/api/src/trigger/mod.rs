@@ -18,6 +18,7 @@ use thiserror::Error;
 
 pub use apache_kafka::ApacheKafkaTrigger;
 pub use kafka::{KafkaTrigger, parse_partition_limitation};
+pub use lag_fields::IsolationLevel;
 
 use crate::resolve::TriggerInputs;
 use crate::scaledjob::ScaleTrigger;

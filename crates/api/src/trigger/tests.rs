@@ -990,3 +990,37 @@ proptest! {
         prop_assert_eq!(format!("{first:?}"), format!("{second:?}"));
     }
 }
+
+#[test]
+fn isolation_level_is_jobtides_extension_for_transactional_topics() {
+    assert_eq!(
+        Input::kafka(BASE).kafka_ok().isolation_level,
+        IsolationLevel::ReadUncommitted
+    );
+    let metadata: Vec<(&'static str, &'static str)> = BASE
+        .iter()
+        .copied()
+        .chain([("isolationLevel", "read_committed")])
+        .collect();
+    let parsed = Input::kafka(Box::leak(metadata.into_boxed_slice())).parse();
+    assert!(
+        parsed.warnings.is_empty(),
+        "a known key: {:?}",
+        parsed.warnings
+    );
+    let Ok(TriggerConfig::Kafka(config)) = parsed.config else {
+        panic!("valid")
+    };
+    assert_eq!(config.isolation_level, IsolationLevel::ReadCommitted);
+    let metadata: Vec<(&'static str, &'static str)> = BASE
+        .iter()
+        .copied()
+        .chain([("isolationLevel", "serializable")])
+        .collect();
+    assert_eq!(
+        Input::apache(Box::leak(metadata.into_boxed_slice())).errors(),
+        vec![
+            "parameter \"isolationLevel\" value \"serializable\" must be one of [read_uncommitted read_committed]"
+        ]
+    );
+}
