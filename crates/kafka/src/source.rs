@@ -1,26 +1,39 @@
 //! One offsets source per (bootstrap servers, security settings, isolation level), shared by every
 //! trigger of every ScaledJob that talks to the same cluster with the same credentials (D11).
 //!
-//! A source is one librdkafka client. It answers three questions, each as one batched request
-//! round: partitions of topics (Metadata, for the topics asked only), committed offsets of a
-//! group (one OffsetFetch to the group coordinator), and log start / end offsets (ListOffsets,
-//! grouped by partition leader by librdkafka: one request per broker). librdkafka reconnects
-//! with exponential backoff by itself; the client is never rebuilt because a poll failed.
+//! A source is one librdkafka client plus a small batcher. Requests that arrive within
+//! [`BATCH_WINDOW`] of each other are merged, so a poll round of many triggers costs:
+//! - **ListOffsets**: one `offsets_for_times` call for every partition asked (log end, and log
+//!   start where needed), which librdkafka sends as one request per partition leader;
+//! - **OffsetFetch**: one per consumer group, for the union of the partitions its triggers ask;
+//! - **Metadata**: only for the topics in use, cached for [`METADATA_TTL`] (unknown topics are
+//!   asked again every poll, so a topic created later is seen at the next poll).
+//!
+//! librdkafka reconnects with exponential backoff by itself; a client is never rebuilt because a
+//! poll failed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jobtide_api::trigger::connection::KafkaConnection;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::client_config::{ConfigError, ConfigFiles, Isolation, client_config};
 use crate::ffi;
 
 /// A partition key.
 pub type TopicPartition = (String, i32);
+
+/// How long the batcher waits for more requests after the first one of a batch.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(5);
+/// How long the partitions of a known topic are reused before being asked again.
+pub const METADATA_TTL: Duration = Duration::from_secs(30);
 
 /// Why a source request failed (texts are librdkafka's).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -33,17 +46,23 @@ impl From<KafkaError> for SourceError {
     }
 }
 
-/// A shared connection to one Kafka cluster.
-pub struct OffsetsSource {
-    consumer: Arc<BaseConsumer>,
-    _files: ConfigFiles,
+/// The client context: keeps librdkafka's latest statistics (request counts per broker).
+#[derive(Debug, Default)]
+pub struct StatsContext {
+    latest: Mutex<Option<Statistics>>,
 }
 
-impl std::fmt::Debug for OffsetsSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OffsetsSource").finish_non_exhaustive()
+impl ClientContext for StatsContext {
+    fn stats(&self, statistics: Statistics) {
+        if let Ok(mut latest) = self.latest.lock() {
+            *latest = Some(statistics);
+        }
     }
 }
+
+impl ConsumerContext for StatsContext {}
+
+type Client = BaseConsumer<StatsContext>;
 
 /// The partitions of a topic as the cluster reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,59 +73,165 @@ pub enum TopicPartitions {
     Unknown,
 }
 
+type OffsetsReply = Result<HashMap<TopicPartition, Result<i64, String>>, SourceError>;
+type CommittedReply = Result<HashMap<TopicPartition, Option<i64>>, SourceError>;
+/// Offsets requests waiting in a batch: partitions, timeout, where to answer.
+type OffsetsWaiting = Vec<(Vec<TopicPartition>, Duration, oneshot::Sender<OffsetsReply>)>;
+/// Committed-offsets requests waiting in a batch (per group).
+type CommittedWaiting = Vec<(
+    Option<Vec<TopicPartition>>,
+    Duration,
+    oneshot::Sender<CommittedReply>,
+)>;
+
+enum Request {
+    Offsets {
+        partitions: Vec<TopicPartition>,
+        start: bool,
+        timeout: Duration,
+        reply: oneshot::Sender<OffsetsReply>,
+    },
+    Committed {
+        group: String,
+        partitions: Option<Vec<TopicPartition>>,
+        timeout: Duration,
+        reply: oneshot::Sender<CommittedReply>,
+    },
+}
+
+/// A shared connection to one Kafka cluster.
+pub struct OffsetsSource {
+    client: Arc<Client>,
+    requests: mpsc::UnboundedSender<Request>,
+    metadata: tokio::sync::Mutex<HashMap<String, (Instant, Vec<i32>)>>,
+    _files: ConfigFiles,
+}
+
+impl std::fmt::Debug for OffsetsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OffsetsSource").finish_non_exhaustive()
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    client: &Arc<Client>,
+    work: impl FnOnce(&Client) -> Result<T, SourceError> + Send + 'static,
+) -> Result<T, SourceError> {
+    let client = Arc::clone(client);
+    tokio::task::spawn_blocking(move || work(&client))
+        .await
+        .map_err(|e| SourceError(format!("offsets task failed: {e}")))?
+}
+
 impl OffsetsSource {
-    /// Creates the client (no network I/O happens until the first request).
+    /// Creates the client and its batcher (must run inside a tokio runtime). No network I/O
+    /// happens until the first request. `statistics` enables librdkafka's statistics (request
+    /// counts) at that interval.
     pub fn connect(
         connection: &KafkaConnection,
         isolation: Isolation,
+        statistics: Option<Duration>,
     ) -> Result<Self, ConfigError> {
-        let (config, files) = client_config(connection, isolation)?;
-        let consumer: BaseConsumer = config
-            .create()
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| ConfigError::Client("no async runtime to run the batcher on".into()))?;
+        let (mut config, files) = client_config(connection, isolation)?;
+        if let Some(interval) = statistics {
+            config.set(
+                "statistics.interval.ms",
+                interval.as_millis().max(5).to_string(),
+            );
+        }
+        let client: Client = config
+            .create_with_context(StatsContext::default())
             .map_err(|e| ConfigError::Client(e.to_string()))?;
+        let client = Arc::new(client);
+        let (requests, receiver) = mpsc::unbounded_channel();
+        runtime.spawn(batcher(Arc::clone(&client), receiver));
+        runtime.spawn(serve_events(
+            Arc::downgrade(&client),
+            statistics.unwrap_or(EVENT_INTERVAL),
+        ));
         Ok(Self {
-            consumer: Arc::new(consumer),
+            client,
+            requests,
+            metadata: tokio::sync::Mutex::new(HashMap::new()),
             _files: files,
         })
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&BaseConsumer) -> Result<T, SourceError> + Send + 'static,
-    ) -> Result<T, SourceError> {
-        let consumer = Arc::clone(&self.consumer);
-        tokio::task::spawn_blocking(move || work(&consumer))
-            .await
-            .map_err(|e| SourceError(format!("offsets task failed: {e}")))?
+    /// Requests sent so far by type (`Metadata`, `OffsetFetch`, `ListOffsets`, …), summed over
+    /// brokers, from librdkafka's latest statistics (empty without statistics).
+    pub fn requests_sent(&self) -> BTreeMap<String, i64> {
+        let latest = self
+            .client
+            .context()
+            .latest
+            .lock()
+            .ok()
+            .and_then(|s| s.clone());
+        let mut out = BTreeMap::new();
+        for broker in latest.iter().flat_map(|s| s.brokers.values()) {
+            for (kind, count) in &broker.req {
+                *out.entry(kind.clone()).or_insert(0) += count;
+            }
+        }
+        out.retain(|_, count| *count > 0);
+        out
     }
 
-    /// The partitions of `topics` (one Metadata request per topic; librdkafka caches).
+    /// The partitions of `topics`, from the cache or one Metadata request per uncached topic.
     pub async fn partitions(
         &self,
         topics: Vec<String>,
         timeout: Duration,
     ) -> Result<BTreeMap<String, TopicPartitions>, SourceError> {
-        self.blocking(move |consumer| {
-            let mut out = BTreeMap::new();
-            for topic in topics {
-                let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
-                let found = metadata.topics().iter().find(|t| t.name() == topic);
-                let partitions = match found {
-                    Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                        TopicPartitions::Found(
-                            t.partitions()
-                                .iter()
-                                .map(rdkafka::metadata::MetadataPartition::id)
-                                .collect(),
-                        )
-                    }
-                    _ => TopicPartitions::Unknown,
-                };
-                out.insert(topic, partitions);
+        let mut cache = self.metadata.lock().await;
+        let mut out = BTreeMap::new();
+        let mut missing = Vec::new();
+        for topic in topics {
+            match cache.get(&topic) {
+                Some((at, ids)) if at.elapsed() < METADATA_TTL => {
+                    out.insert(topic, TopicPartitions::Found(ids.clone()));
+                }
+                _ => missing.push(topic),
             }
-            Ok(out)
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let fetched = blocking(&self.client, move |client| {
+            let mut fetched = Vec::new();
+            for topic in missing {
+                let metadata = client.fetch_metadata(Some(&topic), timeout)?;
+                let ids = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic && t.error().is_none())
+                    .map(|t| {
+                        t.partitions()
+                            .iter()
+                            .map(rdkafka::metadata::MetadataPartition::id)
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|ids| !ids.is_empty());
+                fetched.push((topic, ids));
+            }
+            Ok(fetched)
         })
-        .await
+        .await?;
+        for (topic, ids) in fetched {
+            match ids {
+                Some(ids) => {
+                    cache.insert(topic.clone(), (Instant::now(), ids.clone()));
+                    out.insert(topic, TopicPartitions::Found(ids));
+                }
+                None => {
+                    cache.remove(&topic);
+                    out.insert(topic, TopicPartitions::Unknown);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Every partition of every topic the cluster reports (internal topics excluded).
@@ -114,8 +239,8 @@ impl OffsetsSource {
         &self,
         timeout: Duration,
     ) -> Result<Vec<TopicPartition>, SourceError> {
-        self.blocking(move |consumer| {
-            let metadata = consumer.fetch_metadata(None, timeout)?;
+        blocking(&self.client, move |client| {
+            let metadata = client.fetch_metadata(None, timeout)?;
             Ok(metadata
                 .topics()
                 .iter()
@@ -131,45 +256,29 @@ impl OffsetsSource {
     }
 
     /// `group`'s committed offsets for `partitions`, or with `None` for every partition it has
-    /// committed: one OffsetFetch. A partition without a commit maps to `None`.
+    /// committed. Batched: one OffsetFetch per group per batch. No commit maps to `None`.
     pub async fn committed(
         &self,
         group: &str,
         partitions: Option<Vec<TopicPartition>>,
         timeout: Duration,
     ) -> Result<HashMap<TopicPartition, Option<i64>>, SourceError> {
-        let group = group.to_owned();
-        self.blocking(move |consumer| {
-            let list = partitions.map(|parts| {
-                let mut list = TopicPartitionList::new();
-                for (topic, partition) in parts {
-                    list.add_partition(&topic, partition);
-                }
-                list
-            });
-            let offsets =
-                ffi::list_group_offsets(consumer.client(), &group, list.as_ref(), timeout)
-                    .map_err(SourceError)?;
-            let mut out = HashMap::new();
-            for offset in offsets {
-                if let Some(error) = offset.error {
-                    return Err(SourceError(format!(
-                        "{} partition {}: {error}",
-                        offset.topic, offset.partition
-                    )));
-                }
-                out.insert(
-                    (offset.topic, offset.partition),
-                    (offset.offset >= 0).then_some(offset.offset),
-                );
-            }
-            Ok(out)
-        })
-        .await
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Committed {
+                group: group.to_owned(),
+                partitions,
+                timeout,
+                reply,
+            })
+            .map_err(|_| SourceError("the offsets batcher stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| SourceError("the offsets batcher stopped".into()))?
     }
 
-    /// Log end offsets (or, with `start`, log start offsets) for `partitions`: librdkafka sends
-    /// one ListOffsets per partition leader.
+    /// Log end offsets (or, with `start`, log start offsets) for `partitions`. Batched: one
+    /// ListOffsets per partition leader per batch.
     pub async fn offsets(
         &self,
         partitions: Vec<TopicPartition>,
@@ -179,41 +288,204 @@ impl OffsetsSource {
         if partitions.is_empty() {
             return Ok(HashMap::new());
         }
-        self.blocking(move |consumer| {
-            let mut list = TopicPartitionList::new();
-            let which = if start {
-                Offset::Beginning
-            } else {
-                Offset::End
-            };
-            for (topic, partition) in &partitions {
-                list.add_partition_offset(topic, *partition, which)?;
-            }
-            let result = consumer.offsets_for_times(list, timeout)?;
-            let mut out = HashMap::new();
-            for element in result.elements() {
-                if let Err(error) = element.error() {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Offsets {
+                partitions: partitions.clone(),
+                start,
+                timeout,
+                reply,
+            })
+            .map_err(|_| SourceError("the offsets batcher stopped".into()))?;
+        let all = answer
+            .await
+            .map_err(|_| SourceError("the offsets batcher stopped".into()))??;
+        let mut out = HashMap::with_capacity(partitions.len());
+        for key in partitions {
+            match all.get(&key) {
+                Some(Ok(offset)) => {
+                    out.insert(key, *offset);
+                }
+                Some(Err(error)) => {
                     return Err(SourceError(format!(
                         "{} partition {}: {error}",
-                        element.topic(),
-                        element.partition()
+                        key.0, key.1
                     )));
                 }
-                let offset = match element.offset() {
-                    Offset::Offset(o) => o,
-                    other => {
-                        return Err(SourceError(format!(
-                            "{} partition {}: no offset ({other:?})",
-                            element.topic(),
-                            element.partition()
-                        )));
-                    }
-                };
-                out.insert((element.topic().to_owned(), element.partition()), offset);
+                None => {}
             }
-            Ok(out)
+        }
+        Ok(out)
+    }
+}
+
+/// How often a source serves librdkafka's event queue (logs, errors, statistics) when statistics
+/// are off. Unserved events would pile up in memory.
+pub const EVENT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Serves the client's events until the source is dropped.
+async fn serve_events(client: std::sync::Weak<Client>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(client) = client.upgrade() else {
+            return;
+        };
+        let served = tokio::task::spawn_blocking(move || {
+            // A non-subscribed consumer yields no messages; polling runs the callbacks.
+            for _ in 0..64 {
+                if client.poll(Duration::ZERO).is_none() {
+                    break;
+                }
+            }
         })
-        .await
+        .await;
+        if served.is_err() {
+            return;
+        }
+    }
+}
+
+/// Collects requests for [`BATCH_WINDOW`] after the first, then answers them with merged calls.
+async fn batcher(client: Arc<Client>, mut receiver: mpsc::UnboundedReceiver<Request>) {
+    while let Some(first) = receiver.recv().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+        while let Ok(Some(next)) = tokio::time::timeout_at(deadline, receiver.recv()).await {
+            batch.push(next);
+        }
+        let mut offsets: [OffsetsWaiting; 2] = [Vec::new(), Vec::new()];
+        let mut committed: BTreeMap<(String, bool), CommittedWaiting> = BTreeMap::new();
+        for request in batch {
+            match request {
+                Request::Offsets {
+                    partitions,
+                    start,
+                    timeout,
+                    reply,
+                } => {
+                    offsets[usize::from(start)].push((partitions, timeout, reply));
+                }
+                Request::Committed {
+                    group,
+                    partitions,
+                    timeout,
+                    reply,
+                } => {
+                    committed
+                        .entry((group, partitions.is_none()))
+                        .or_default()
+                        .push((partitions, timeout, reply));
+                }
+            }
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, waiting) in offsets.into_iter().enumerate() {
+            if !waiting.is_empty() {
+                tasks.spawn(answer_offsets(Arc::clone(&client), index == 1, waiting));
+            }
+        }
+        for ((group, _), waiting) in committed {
+            tasks.spawn(answer_committed(Arc::clone(&client), group, waiting));
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn answer_offsets(client: Arc<Client>, start: bool, waiting: OffsetsWaiting) {
+    let timeout = waiting
+        .iter()
+        .map(|(_, t, _)| *t)
+        .max()
+        .unwrap_or(Duration::from_secs(10));
+    let partitions: BTreeSet<TopicPartition> = waiting
+        .iter()
+        .flat_map(|(p, _, _)| p.iter().cloned())
+        .collect();
+    let result = blocking(&client, move |client| {
+        let mut list = TopicPartitionList::new();
+        let which = if start {
+            Offset::Beginning
+        } else {
+            Offset::End
+        };
+        for (topic, partition) in &partitions {
+            list.add_partition_offset(topic, *partition, which)?;
+        }
+        let result = client.offsets_for_times(list, timeout)?;
+        let mut out = HashMap::new();
+        for element in result.elements() {
+            let key = (element.topic().to_owned(), element.partition());
+            let value = match (element.error(), element.offset()) {
+                (Err(error), _) => Err(error.to_string()),
+                (Ok(()), Offset::Offset(offset)) => Ok(offset),
+                (Ok(()), other) => Err(format!("no offset ({other:?})")),
+            };
+            out.insert(key, value);
+        }
+        Ok(out)
+    })
+    .await;
+    for (_, _, reply) in waiting {
+        let _ = reply.send(result.clone());
+    }
+}
+
+async fn answer_committed(client: Arc<Client>, group: String, waiting: CommittedWaiting) {
+    let timeout = waiting
+        .iter()
+        .map(|(_, t, _)| *t)
+        .max()
+        .unwrap_or(Duration::from_secs(10));
+    let union: Option<BTreeSet<TopicPartition>> = if waiting.iter().any(|(p, _, _)| p.is_none()) {
+        None
+    } else {
+        Some(
+            waiting
+                .iter()
+                .flat_map(|(p, _, _)| p.iter().flatten().cloned())
+                .collect(),
+        )
+    };
+    let result = blocking(&client, move |client| {
+        let list = union.map(|parts| {
+            let mut list = TopicPartitionList::new();
+            for (topic, partition) in parts {
+                list.add_partition(&topic, partition);
+            }
+            list
+        });
+        let offsets = ffi::list_group_offsets(client.client(), &group, list.as_ref(), timeout)
+            .map_err(SourceError)?;
+        let mut out = HashMap::new();
+        for offset in offsets {
+            if let Some(error) = offset.error {
+                return Err(SourceError(format!(
+                    "{} partition {}: {error}",
+                    offset.topic, offset.partition
+                )));
+            }
+            out.insert(
+                (offset.topic, offset.partition),
+                (offset.offset >= 0).then_some(offset.offset),
+            );
+        }
+        Ok(out)
+    })
+    .await;
+    for (partitions, _, reply) in waiting {
+        let answer = result.clone().map(|all| match partitions {
+            Some(partitions) => partitions
+                .into_iter()
+                .map(|p| {
+                    let value = all.get(&p).copied().flatten();
+                    (p, value)
+                })
+                .collect(),
+            None => all,
+        });
+        let _ = reply.send(answer);
     }
 }
 
@@ -221,6 +493,7 @@ impl OffsetsSource {
 #[derive(Debug, Default)]
 pub struct SourcePool {
     sources: Mutex<HashMap<SourceKey, Arc<OffsetsSource>>>,
+    statistics: Option<Duration>,
 }
 
 /// What makes two triggers share a source: the whole connection (secrets included; its
@@ -235,6 +508,14 @@ impl SourcePool {
     /// A new, empty pool.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A pool whose clients report librdkafka statistics at `interval` (request counts).
+    pub fn with_statistics(interval: Duration) -> Self {
+        Self {
+            statistics: Some(interval),
+            ..Self::default()
+        }
     }
 
     /// The source for `connection`, created on first use.
@@ -254,9 +535,21 @@ impl SourcePool {
         if let Some(source) = sources.get(&key) {
             return Ok(Arc::clone(source));
         }
-        let source = Arc::new(OffsetsSource::connect(connection, isolation)?);
+        let source = Arc::new(OffsetsSource::connect(
+            connection,
+            isolation,
+            self.statistics,
+        )?);
         sources.insert(key, Arc::clone(&source));
         Ok(source)
+    }
+
+    /// Every source, for statistics.
+    pub fn sources(&self) -> Vec<Arc<OffsetsSource>> {
+        self.sources
+            .lock()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// How many distinct sources (clients) exist.

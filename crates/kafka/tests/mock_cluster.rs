@@ -260,3 +260,42 @@ async fn an_unreachable_broker_fails_within_the_poll_timeout() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_triggers_get_their_own_answers_from_merged_requests() {
+    let mock = MockKafka::start(3).expect("mock");
+    for topic in ["a", "b"] {
+        mock.create_topic(topic, 3).expect("topic");
+    }
+    let servers = mock.bootstrap_servers();
+    produce(&servers, "a", &records(9), TIMEOUT)
+        .await
+        .expect("produce");
+    produce(&servers, "b", &records(4), TIMEOUT)
+        .await
+        .expect("produce");
+    consume(&servers, "a", "g1", 2, StartFrom::Earliest, TIMEOUT)
+        .await
+        .expect("consume");
+    let pool = SourcePool::new();
+    let memory = PersistentLagMemory::new();
+    let cases = [
+        ("g1", "a", 7),
+        ("g1", "b", 4),
+        ("g2", "a", 9),
+        ("g2", "b", 4),
+    ];
+    let targets: Vec<LagTarget> = cases
+        .iter()
+        .map(|(g, t, _)| target(&mock, g, Topics::Named(vec![(*t).into()]), earliest()))
+        .collect();
+    let results = tokio::join!(
+        measure(&pool, &targets[0], &memory, TIMEOUT),
+        measure(&pool, &targets[1], &memory, TIMEOUT),
+        measure(&pool, &targets[2], &memory, TIMEOUT),
+        measure(&pool, &targets[3], &memory, TIMEOUT),
+    );
+    let lags = [results.0, results.1, results.2, results.3].map(|r| r.expect("measure").total_lag);
+    assert_eq!(lags, cases.map(|(_, _, lag)| lag));
+    assert_eq!(pool.len(), 1);
+}
