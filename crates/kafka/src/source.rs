@@ -30,8 +30,10 @@ use crate::ffi;
 /// A partition key.
 pub type TopicPartition = (String, i32);
 
-/// How long the batcher waits for more requests after the first one of a batch.
-pub const BATCH_WINDOW: Duration = Duration::from_millis(5);
+/// How long the batcher waits for more requests after the first one of a batch: long enough for
+/// the triggers of a round (thousands of futures on two cores) to join one batch, short beside a
+/// polling interval of seconds.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(25);
 /// How long the partitions of a known topic are reused before being asked again.
 pub const METADATA_TTL: Duration = Duration::from_secs(30);
 
