@@ -75,8 +75,9 @@ pub enum TopicPartitions {
     Unknown,
 }
 
-type OffsetsReply = Result<HashMap<TopicPartition, Result<i64, String>>, SourceError>;
+type OffsetsReply = Result<Arc<HashMap<TopicPartition, Result<i64, String>>>, SourceError>;
 type CommittedReply = Result<HashMap<TopicPartition, Option<i64>>, SourceError>;
+type CommittedAll = Result<Arc<HashMap<TopicPartition, Option<i64>>>, SourceError>;
 /// Offsets requests waiting in a batch: partitions, timeout, where to answer.
 type OffsetsWaiting = Vec<(Vec<TopicPartition>, Duration, oneshot::Sender<OffsetsReply>)>;
 /// Committed-offsets requests waiting in a batch (per group).
@@ -105,7 +106,8 @@ enum Request {
 pub struct OffsetsSource {
     client: Arc<Client>,
     requests: mpsc::UnboundedSender<Request>,
-    metadata: tokio::sync::Mutex<HashMap<String, (Instant, Vec<i32>)>>,
+    metadata: Mutex<HashMap<String, (Instant, Vec<i32>)>>,
+    metadata_refresh: tokio::sync::Mutex<()>,
     _files: ConfigFiles,
 }
 
@@ -156,7 +158,8 @@ impl OffsetsSource {
         Ok(Self {
             client,
             requests,
-            metadata: tokio::sync::Mutex::new(HashMap::new()),
+            metadata: Mutex::new(HashMap::new()),
+            metadata_refresh: tokio::sync::Mutex::new(()),
             _files: files,
         })
     }
@@ -182,22 +185,20 @@ impl OffsetsSource {
     }
 
     /// The partitions of `topics`, from the cache or one Metadata request per uncached topic.
+    /// Cache hits take no await point, so a round of triggers passes through at once; misses are
+    /// fetched by one caller at a time (the others then find the cache filled).
     pub async fn partitions(
         &self,
         topics: Vec<String>,
         timeout: Duration,
     ) -> Result<BTreeMap<String, TopicPartitions>, SourceError> {
-        let mut cache = self.metadata.lock().await;
-        let mut out = BTreeMap::new();
-        let mut missing = Vec::new();
-        for topic in topics {
-            match cache.get(&topic) {
-                Some((at, ids)) if at.elapsed() < METADATA_TTL => {
-                    out.insert(topic, TopicPartitions::Found(ids.clone()));
-                }
-                _ => missing.push(topic),
-            }
+        let (mut out, missing) = self.cached(topics);
+        if missing.is_empty() {
+            return Ok(out);
         }
+        let _single_flight = self.metadata_refresh.lock().await;
+        let (found, missing) = self.cached(missing);
+        out.extend(found);
         if missing.is_empty() {
             return Ok(out);
         }
@@ -221,6 +222,10 @@ impl OffsetsSource {
             Ok(fetched)
         })
         .await?;
+        let mut cache = self
+            .metadata
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (topic, ids) in fetched {
             match ids {
                 Some(ids) => {
@@ -234,6 +239,25 @@ impl OffsetsSource {
             }
         }
         Ok(out)
+    }
+
+    /// The cached partitions of `topics`, and the topics not cached (or expired).
+    fn cached(&self, topics: Vec<String>) -> (BTreeMap<String, TopicPartitions>, Vec<String>) {
+        let cache = self
+            .metadata
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut found = BTreeMap::new();
+        let mut missing = Vec::new();
+        for topic in topics {
+            match cache.get(&topic) {
+                Some((at, ids)) if at.elapsed() < METADATA_TTL => {
+                    found.insert(topic, TopicPartitions::Found(ids.clone()));
+                }
+                _ => missing.push(topic),
+            }
+        }
+        (found, missing)
     }
 
     /// Every partition of every topic the cluster reports (internal topics excluded).
@@ -426,7 +450,7 @@ async fn answer_offsets(client: Arc<Client>, start: bool, waiting: OffsetsWaitin
             };
             out.insert(key, value);
         }
-        Ok(out)
+        Ok(Arc::new(out))
     })
     .await;
     for (_, _, reply) in waiting {
@@ -450,7 +474,7 @@ async fn answer_committed(client: Arc<Client>, group: String, waiting: Committed
                 .collect(),
         )
     };
-    let result = blocking(&client, move |client| {
+    let result: CommittedAll = blocking(&client, move |client| {
         let list = union.map(|parts| {
             let mut list = TopicPartitionList::new();
             for (topic, partition) in parts {
@@ -473,7 +497,7 @@ async fn answer_committed(client: Arc<Client>, group: String, waiting: Committed
                 (offset.offset >= 0).then_some(offset.offset),
             );
         }
-        Ok(out)
+        Ok(Arc::new(out))
     })
     .await;
     for (partitions, _, reply) in waiting {
@@ -485,7 +509,7 @@ async fn answer_committed(client: Arc<Client>, group: String, waiting: Committed
                     (p, value)
                 })
                 .collect(),
-            None => all,
+            None => (*all).clone(),
         });
         let _ = reply.send(answer);
     }
