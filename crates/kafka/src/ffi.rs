@@ -225,6 +225,50 @@ impl MockKafka {
     }
 }
 
+/// Kafka protocol API keys the mock cluster can be told to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MockApi {
+    /// ListOffsets (API key 2).
+    ListOffsets,
+    /// Metadata (API key 3).
+    Metadata,
+    /// OffsetFetch (API key 9).
+    OffsetFetch,
+}
+
+/// Errors the mock cluster can answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MockError {
+    /// TOPIC_AUTHORIZATION_FAILED (29).
+    TopicAuthorizationFailed,
+    /// GROUP_AUTHORIZATION_FAILED (30).
+    GroupAuthorizationFailed,
+}
+
+impl MockKafka {
+    /// Makes the next `count` requests of `api` fail with `error` (fault injection for tests).
+    pub fn fail_next(&self, api: MockApi, error: MockError, count: usize) {
+        let key: i16 = match api {
+            MockApi::ListOffsets => 2,
+            MockApi::Metadata => 3,
+            MockApi::OffsetFetch => 9,
+        };
+        let code = match error {
+            MockError::TopicAuthorizationFailed => {
+                rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
+            }
+            MockError::GroupAuthorizationFailed => {
+                rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED
+            }
+        };
+        let errors = vec![code; count];
+        // SAFETY: `cluster` is live; librdkafka copies `count` codes from `errors` during the call.
+        unsafe {
+            rd::rd_kafka_mock_push_request_errors_array(self.cluster, key, count, errors.as_ptr());
+        };
+    }
+}
+
 impl Drop for MockKafka {
     fn drop(&mut self) {
         // SAFETY: created in `start`, destroyed only here, while the handle is still alive.

@@ -299,3 +299,48 @@ async fn concurrent_triggers_get_their_own_answers_from_merged_requests() {
     assert_eq!(lags, cases.map(|(_, _, lag)| lag));
     assert_eq!(pool.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_errors_are_named_and_the_next_poll_recovers() {
+    use jobtide_kafka::ffi::{MockApi, MockError};
+    let mock = MockKafka::start(1).expect("mock");
+    mock.create_topic("t", 1).expect("topic");
+    produce(&mock.bootstrap_servers(), "t", &records(2), TIMEOUT)
+        .await
+        .expect("produce");
+    let pool = SourcePool::new();
+    let target = target(&mock, "g", Topics::Named(vec!["t".into()]), earliest());
+    measure(&pool, &target, &PersistentLagMemory::new(), TIMEOUT)
+        .await
+        .expect("warm up");
+
+    mock.fail_next(MockApi::OffsetFetch, MockError::GroupAuthorizationFailed, 1);
+    let error = measure(&pool, &target, &PersistentLagMemory::new(), TIMEOUT)
+        .await
+        .expect_err("denied");
+    assert!(
+        matches!(error, ScalerError::CommittedOffsets(_)),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.starts_with("error listing consumer group offsets: "),
+        "{text}"
+    );
+    assert!(
+        text.to_lowercase().contains("authoriz"),
+        "names the cause: {text}"
+    );
+
+    mock.fail_next(MockApi::ListOffsets, MockError::TopicAuthorizationFailed, 1);
+    let error = measure(&pool, &target, &PersistentLagMemory::new(), TIMEOUT)
+        .await
+        .expect_err("denied");
+    assert!(matches!(error, ScalerError::EndOffsets(_)), "{error:?}");
+
+    let recovered = measure(&pool, &target, &PersistentLagMemory::new(), TIMEOUT)
+        .await
+        .expect("recovers");
+    assert_eq!(recovered.total_lag, 2);
+    assert_eq!(pool.len(), 1, "the client was not rebuilt");
+}
