@@ -60,6 +60,10 @@ pub struct ProduceArgs {
     /// For stdin lines: split `KEY<sep>VALUE` at the first occurrence of this separator.
     #[arg(long, value_name = "SEP")]
     key_separator: Option<String>,
+    /// Produce this many messages instead: the `--value`s in turn, or `message-<i>`; with
+    /// `--key`, every message gets it, else the key is `<i>`.
+    #[arg(long, value_name = "N", conflicts_with = "key_separator")]
+    count: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -145,8 +149,20 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         values,
         key,
         key_separator,
+        count,
     } = args;
-    let records: Vec<(Option<String>, String)> = if values.is_empty() {
+    let records: Vec<(Option<String>, String)> = if let Some(count) = count {
+        (0..count)
+            .map(|i| {
+                let value = if values.is_empty() {
+                    format!("message-{i}")
+                } else {
+                    values[i % values.len()].clone()
+                };
+                (Some(key.clone().unwrap_or_else(|| i.to_string())), value)
+            })
+            .collect()
+    } else if values.is_empty() {
         let mut records = Vec::new();
         for line in std::io::stdin().lock().lines() {
             let line = line?;

@@ -134,6 +134,72 @@ fn produce_consume_and_explain_agree() {
 }
 
 #[test]
+fn produce_count_generates_keyed_messages() {
+    let mock = MockKafka::start(1).expect("mock");
+    mock.create_topic("t", 1).expect("topic");
+    let servers = mock.bootstrap_servers();
+    jobtide()
+        .args([
+            "kafka",
+            "produce",
+            "--bootstrap-servers",
+            &servers,
+            "--topic",
+            "t",
+            "--count",
+            "3",
+        ])
+        .assert()
+        .code(0);
+    let output = jobtide()
+        .args([
+            "kafka",
+            "consume",
+            "--bootstrap-servers",
+            &servers,
+            "--topic",
+            "t",
+            "--group",
+            "g",
+            "--max-messages",
+            "3",
+            "--from-beginning",
+            "--print-key",
+            "--timeout",
+            "20",
+        ])
+        .output()
+        .expect("consume");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "0\tmessage-0\n1\tmessage-1\n2\tmessage-2\n"
+    );
+    let output = jobtide()
+        .args([
+            "kafka",
+            "consume",
+            "--bootstrap-servers",
+            &servers,
+            "--topic",
+            "t",
+            "--group",
+            "g",
+            "--max-messages",
+            "1",
+            "--timeout",
+            "2",
+        ])
+        .output()
+        .expect("consume");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "nothing left for the group: fewer than --max-messages"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("Processed a total of 0 messages"));
+}
+
+#[test]
 fn explain_names_the_missing_topic_and_exits_1() {
     let mock = MockKafka::start(1).expect("mock");
     let dir = tempfile::tempdir().expect("tmp");
