@@ -1,0 +1,588 @@
+//! The HTTP layer: path routing, verbs, content types, list/watch, errors.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::resources::{Registry, ResourceType};
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+use crate::store::{Change, Part, Store};
+use crate::table;
+
+/// Shared server state.
+#[derive(Debug)]
+pub struct App {
+    pub store: Arc<Store>,
+    pub token: Option<String>,
+}
+
+/// The largest request body accepted (the real server's limit is 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+fn json_response(code: u16, body: &Value) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        json_response(self.code, &self.body)
+    }
+}
+
+/// Where a request points.
+struct Target {
+    resource: ResourceType,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn route(store: &Store, path: &str) -> Result<Target, ApiError> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return Err(ApiError::no_resource(path)),
+    };
+    let lookup = |plural: &str| {
+        store
+            .resource(group, version, plural)
+            .ok_or_else(|| ApiError::no_resource(path))
+    };
+    let target =
+        |resource, namespace: Option<&str>, name: Option<&&str>, sub: Option<&&str>| Target {
+            resource,
+            namespace: namespace.map(str::to_owned),
+            name: name.map(|n| (*n).to_owned()),
+            subresource: sub.map(|s| (*s).to_owned()),
+        };
+    match rest {
+        ["namespaces", namespace, plural, tail @ ..]
+            if store
+                .resource(group, version, plural)
+                .is_some_and(|r| r.namespaced)
+                && tail.len() <= 2 =>
+        {
+            Ok(target(
+                lookup(plural)?,
+                Some(namespace),
+                tail.first(),
+                tail.get(1),
+            ))
+        }
+        [plural, tail @ ..] if tail.len() <= 2 => {
+            let resource = lookup(plural)?;
+            if resource.namespaced && !tail.is_empty() {
+                return Err(ApiError::no_resource(path));
+            }
+            Ok(target(resource, None, tail.first(), tail.get(1)))
+        }
+        _ => Err(ApiError::no_resource(path)),
+    }
+}
+
+fn query(uri: &Uri) -> HashMap<String, String> {
+    uri.query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|pair| {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    Some((decode(k)?, decode(v)?))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn flag(params: &HashMap<String, String>, name: &str) -> bool {
+    params.get(name).is_some_and(|v| v == "true" || v == "1")
+}
+
+/// The one handler: everything under the API server's URL space.
+pub async fn handle(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(token) = &app.token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if presented != Some(&format!("Bearer {token}")) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    let path = uri.path();
+    match (method.clone(), path) {
+        (Method::GET, "/version") => {
+            return json_response(
+                200,
+                &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-jobtide-dev",
+                "gitCommit": "", "gitTreeState": "clean", "buildDate": "", "goVersion": "", "compiler": "rustc",
+                "platform": "linux/amd64"}),
+            );
+        }
+        (Method::GET, "/api") => return json_response(200, &Registry::core_versions()),
+        (Method::GET, "/apis") => return json_response(200, &app.store.registry().group_list()),
+        (Method::GET, "/healthz" | "/livez" | "/readyz") => {
+            return (StatusCode::OK, "ok").into_response();
+        }
+        _ => {}
+    }
+    if method == Method::GET {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let discovery = match segments.as_slice() {
+            ["api", version] => Some(("", *version)),
+            ["apis", group, version] => Some((*group, *version)),
+            _ => None,
+        };
+        if let Some((group, version)) = discovery {
+            return match app.store.registry().resource_list(group, version) {
+                Some(list) => json_response(200, &list),
+                None => ApiError::no_resource(path).into_response(),
+            };
+        }
+        if segments.first() == Some(&"openapi") {
+            return ApiError::no_resource(path).into_response();
+        }
+    }
+    match dispatch(&app, &method, &uri, &headers, &body) {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| {
+            accept
+                .split(',')
+                .next()
+                .is_some_and(|first| first.contains("as=Table"))
+        })
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    if body.len() > MAX_BODY {
+        return Err(ApiError::bad_request("request entity too large"));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
+    })
+}
+
+fn check_kind(resource: &ResourceType, object: &Value) -> Result<(), ApiError> {
+    let api_version = object.get("apiVersion").and_then(Value::as_str);
+    let kind = object.get("kind").and_then(Value::as_str);
+    if api_version.is_some_and(|v| v != resource.api_version())
+        || kind.is_some_and(|k| k != resource.kind)
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({}) does not match the expected API version ({})",
+            api_version.unwrap_or_default(),
+            resource.api_version()
+        )));
+    }
+    Ok(())
+}
+
+fn dispatch(
+    app: &App,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let store = &app.store;
+    let target = route(store, uri.path())?;
+    let params = query(uri);
+    let namespace = target.namespace.clone().unwrap_or_default();
+    let resource = &target.resource;
+    let part = match target.subresource.as_deref() {
+        None => Part::Main,
+        Some("status") if resource.status_subresource => Part::Status,
+        Some("log") if resource.log_subresource => {
+            return Err(ApiError::not_implemented(
+                "pods/log before the local job runner",
+            ));
+        }
+        Some(other) => {
+            return Err(ApiError::no_resource(&format!(
+                "{}/{other}",
+                resource.plural
+            )));
+        }
+    };
+    match (method, target.name.as_deref()) {
+        (&Method::GET, None) => {
+            let labels = params
+                .get("labelSelector")
+                .map(|s| LabelSelector::parse(s))
+                .transpose()
+                .map_err(ApiError::bad_request)?;
+            let fields = params
+                .get("fieldSelector")
+                .map(|s| FieldSelector::parse(s, &resource.kind))
+                .transpose()
+                .map_err(ApiError::bad_request)?;
+            let keep = move |object: &Value| {
+                labels.as_ref().is_none_or(|l| {
+                    l.matches(
+                        object
+                            .pointer("/metadata/labels")
+                            .and_then(Value::as_object),
+                    )
+                }) && fields.as_ref().is_none_or(|f| f.matches(object))
+            };
+            if flag(&params, "watch") {
+                return Ok(watch(
+                    store,
+                    resource.clone(),
+                    target.namespace.clone(),
+                    &params,
+                    keep,
+                ));
+            }
+            let (mut items, rv) = store.list(resource, target.namespace.as_deref(), keep);
+            let mut continue_token = None;
+            if let Some(start) = params.get("continue").filter(|c| !c.is_empty()) {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(start)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
+                items.retain(|item| item_key(item) > decoded);
+            }
+            if let Some(limit) = params
+                .get("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|l| *l > 0)
+                && items.len() > limit
+            {
+                items.truncate(limit);
+                continue_token = items
+                    .last()
+                    .map(|last| base64::engine::general_purpose::STANDARD.encode(item_key(last)));
+            }
+            if wants_table(headers) {
+                return Ok(json_response(200, &table::table(resource, &items, rv)));
+            }
+            let mut metadata = json!({"resourceVersion": rv.to_string()});
+            if let Some(token) = continue_token {
+                metadata["continue"] = json!(token);
+            }
+            Ok(json_response(
+                200,
+                &json!({"kind": format!("{}List", resource.kind), "apiVersion": resource.api_version(),
+                "metadata": metadata, "items": items}),
+            ))
+        }
+        (&Method::GET, Some(name)) => {
+            let object = store.get(resource, &namespace, name)?;
+            if wants_table(headers) {
+                let rv = store.resource_version();
+                return Ok(json_response(200, &table::table(resource, &[object], rv)));
+            }
+            Ok(json_response(200, &object))
+        }
+        (&Method::POST, None) => {
+            if part != Part::Main {
+                return Err(ApiError::method_not_allowed("POST on a subresource"));
+            }
+            let object = parse_body(body)?;
+            check_kind(resource, &object)?;
+            if let (Some(url_ns), Some(body_ns)) = (
+                target.namespace.as_deref(),
+                object
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str),
+            ) && !body_ns.is_empty()
+                && url_ns != body_ns
+            {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            if flag(&params, "dryRun") || params.contains_key("dryRun") {
+                return Err(ApiError::not_implemented("dryRun"));
+            }
+            let created = store.create(resource, &namespace, object)?;
+            Ok(json_response(201, &created))
+        }
+        (&Method::PUT, Some(name)) => {
+            let object = parse_body(body)?;
+            check_kind(resource, &object)?;
+            Ok(json_response(
+                200,
+                &store.update(resource, &namespace, name, part, object)?,
+            ))
+        }
+        (&Method::PATCH, Some(name)) => {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let content_type = content_type
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            let patch = parse_body(body)?;
+            let patched = match content_type.as_str() {
+                "application/merge-patch+json" => {
+                    store.modify(resource, &namespace, name, part, |old| {
+                        let mut new = old.clone();
+                        json_patch::merge(&mut new, &patch);
+                        Ok(new)
+                    })?
+                }
+                "application/json-patch+json" => {
+                    let operations: json_patch::Patch =
+                        serde_json::from_value(patch).map_err(|e| {
+                            ApiError::bad_request(format!(
+                                "the JSON patch could not be decoded: {e}"
+                            ))
+                        })?;
+                    store.modify(resource, &namespace, name, part, |old| {
+                        let mut new = old.clone();
+                        json_patch::patch(&mut new, &operations).map_err(|e| match e.kind {
+                            json_patch::PatchErrorKind::TestFailed => {
+                                ApiError::invalid(resource, name, &[(String::new(), format!("the server rejected our request due to an error in our request: {e}"))])
+                            }
+                            _ => ApiError::internal(e.to_string()),
+                        })?;
+                        Ok(new)
+                    })?
+                }
+                "application/strategic-merge-patch+json" => {
+                    return Err(ApiError::unsupported_media_type("strategic merge patch"));
+                }
+                "application/apply-patch+yaml" => {
+                    return Err(ApiError::unsupported_media_type("server-side apply"));
+                }
+                other => return Err(ApiError::unsupported_media_type(other)),
+            };
+            Ok(json_response(200, &patched))
+        }
+        (&Method::DELETE, Some(name)) => {
+            if part != Part::Main {
+                return Err(ApiError::method_not_allowed("DELETE on a subresource"));
+            }
+            let options = if body.is_empty() {
+                Value::Null
+            } else {
+                parse_body(body)?
+            };
+            let propagation = options
+                .get("propagationPolicy")
+                .and_then(Value::as_str)
+                .or(params.get("propagationPolicy").map(String::as_str));
+            if matches!(propagation, Some("Foreground" | "Orphan")) {
+                return Err(ApiError::not_implemented(&format!(
+                    "propagationPolicy {}",
+                    propagation.unwrap_or_default()
+                )));
+            }
+            let deleted = store.delete(
+                resource,
+                &namespace,
+                name,
+                options
+                    .pointer("/preconditions/resourceVersion")
+                    .and_then(Value::as_str),
+                options
+                    .pointer("/preconditions/uid")
+                    .and_then(Value::as_str),
+            )?;
+            Ok(json_response(200, &deleted))
+        }
+        (_, None) if method == Method::DELETE => {
+            Err(ApiError::method_not_allowed("deletecollection"))
+        }
+        _ => Err(ApiError::method_not_allowed(method.as_str())),
+    }
+}
+
+fn item_key(item: &Value) -> String {
+    format!(
+        "{}/{}",
+        item.pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        item.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    )
+}
+
+fn line(event_type: &str, object: &Value) -> Bytes {
+    let mut text = json!({"type": event_type, "object": object}).to_string();
+    text.push('\n');
+    Bytes::from(text)
+}
+
+fn bookmark(resource: &ResourceType, rv: u64, initial_events_end: bool) -> Bytes {
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if initial_events_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    line(
+        "BOOKMARK",
+        &json!({"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": metadata}),
+    )
+}
+
+/// A watch: the real server's resourceVersion rules, bookmarks, timeoutSeconds, streaming lists.
+fn watch(
+    store: &Arc<Store>,
+    resource: ResourceType,
+    namespace: Option<String>,
+    params: &HashMap<String, String>,
+    keep: impl Fn(&Value) -> bool + Send + Sync + 'static,
+) -> Response {
+    let requested: Option<u64> = params
+        .get("resourceVersion")
+        .filter(|v| !v.is_empty())
+        .and_then(|v| v.parse().ok());
+    let send_initial = flag(params, "sendInitialEvents");
+    let bookmarks = flag(params, "allowWatchBookmarks");
+    let timeout = params
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(Duration::from_mins(30), Duration::from_secs);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(256);
+    let store = Arc::clone(store);
+    let matches_resource = {
+        let resource = resource.clone();
+        let namespace = namespace.clone();
+        move |change: &Change| {
+            change.resource == (resource.group.clone(), resource.plural.clone())
+                && namespace.as_deref().is_none_or(|ns| ns == change.namespace)
+        }
+    };
+    tokio::spawn(async move {
+        // Initial state: synthetic ADDED events for rv unset/0 or a streaming list.
+        let (start, initial) = match requested.filter(|rv| *rv > 0 && !send_initial) {
+            Some(rv) => (rv, Vec::new()),
+            None => {
+                let (items, rv) = store.list(&resource, namespace.as_deref(), &keep);
+                (rv, items)
+            }
+        };
+        let (backlog, mut live) = match store.watch_from(start, &matches_resource) {
+            Ok(found) => found,
+            Err(oldest) => {
+                let _ = sender
+                    .send(Ok(line("ERROR", &ApiError::expired(start, oldest).body)))
+                    .await;
+                return;
+            }
+        };
+        for item in &initial {
+            if sender.send(Ok(line("ADDED", item))).await.is_err() {
+                return;
+            }
+        }
+        if send_initial
+            && bookmarks
+            && sender
+                .send(Ok(bookmark(&resource, start, true)))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        let mut last = start;
+        for change in backlog {
+            if keep(&change.object)
+                && sender
+                    .send(Ok(line(change.type_.as_str(), &change.object)))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            last = change.rv;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut ticks = tokio::time::interval(Duration::from_secs(5));
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return,
+                _ = ticks.tick() => {
+                    if bookmarks && sender.send(Ok(bookmark(&resource, last.max(store.resource_version()), false))).await.is_err() {
+                        return;
+                    }
+                }
+                next = live.recv() => match next {
+                    Ok(change) => {
+                        if change.rv <= last || !matches_resource(&change) {
+                            continue;
+                        }
+                        last = change.rv;
+                        if keep(&change.object) && sender.send(Ok(line(change.type_.as_str(), &change.object))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        let _ = sender.send(Ok(line("ERROR", &ApiError::expired(last, store.resource_version()).body))).await;
+                        return;
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| ApiError::internal("building the watch response").into_response())
+}

@@ -1,0 +1,163 @@
+//! `metav1.Status` errors, shaped like the real API server's.
+
+use serde_json::{Value, json};
+
+use crate::resources::ResourceType;
+
+/// An API error: HTTP code + Status body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// HTTP status code.
+    pub code: u16,
+    /// The `metav1.Status` object.
+    pub body: Value,
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &str, message: String, details: Value) -> Self {
+        let mut body = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": message, "reason": reason, "code": code,
+        });
+        if !details.is_null() {
+            body["details"] = details;
+        }
+        Self { code, body }
+    }
+
+    fn details(name: &str, resource: &ResourceType) -> Value {
+        json!({"name": name, "group": resource.group, "kind": resource.plural})
+    }
+
+    /// 404 NotFound for an object.
+    pub fn not_found(resource: &ResourceType, name: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", resource.qualified()),
+            Self::details(name, resource),
+        )
+    }
+
+    /// 404 for a path that names no served resource.
+    pub fn no_resource(path: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+            Value::Null,
+        )
+    }
+
+    /// 404 for a missing namespace.
+    pub fn namespace_not_found(namespace: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("namespaces \"{namespace}\" not found"),
+            json!({"name": namespace, "kind": "namespaces"}),
+        )
+    }
+
+    /// 409 AlreadyExists.
+    pub fn already_exists(resource: &ResourceType, name: &str) -> Self {
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", resource.qualified()),
+            Self::details(name, resource),
+        )
+    }
+
+    /// 409 Conflict on a stale resourceVersion.
+    pub fn conflict(resource: &ResourceType, name: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                resource.qualified()
+            ),
+            Self::details(name, resource),
+        )
+    }
+
+    /// 422 Invalid with causes `(field, message)`.
+    pub fn invalid(resource: &ResourceType, name: &str, causes: &[(String, String)]) -> Self {
+        let text: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+        let causes: Vec<Value> = causes
+            .iter()
+            .map(|(field, message)| json!({"reason": "FieldValueInvalid", "message": message, "field": field}))
+            .collect();
+        let mut details = Self::details(name, resource);
+        details["kind"] = json!(resource.kind);
+        details["causes"] = json!(causes);
+        Self::new(
+            422,
+            "Invalid",
+            format!(
+                "{} \"{name}\" is invalid: {}",
+                resource.kind,
+                text.join(", ")
+            ),
+            details,
+        )
+    }
+
+    /// 400 BadRequest.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message.into(), Value::Null)
+    }
+
+    /// 401 Unauthorized.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized".into(), Value::Null)
+    }
+
+    /// 405 MethodNotAllowed.
+    pub fn method_not_allowed(what: &str) -> Self {
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource ({what})"),
+            Value::Null,
+        )
+    }
+
+    /// 415 UnsupportedMediaType: a refusal of something the server does not emulate.
+    pub fn unsupported_media_type(what: &str) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/json-patch+json, application/merge-patch+json ({what} is not emulated by jobtide's dev cluster)"
+            ),
+            Value::Null,
+        )
+    }
+
+    /// 501 NotImplemented: a refusal of something the server does not emulate yet.
+    pub fn not_implemented(what: &str) -> Self {
+        Self::new(
+            501,
+            "NotImplemented",
+            format!("{what} is not emulated by jobtide's dev cluster"),
+            Value::Null,
+        )
+    }
+
+    /// 410 Expired (too old resource version).
+    pub fn expired(requested: u64, oldest: u64) -> Self {
+        Self::new(
+            410,
+            "Expired",
+            format!("too old resource version: {requested} ({oldest})"),
+            Value::Null,
+        )
+    }
+
+    /// 500 InternalError.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", message.into(), Value::Null)
+    }
+}

@@ -1,0 +1,622 @@
+//! The in-memory object store: one resourceVersion counter, a bounded event history for watches
+//! (older history is compacted away: watching from before it is 410 Expired), and the type
+//! registry (a CRD's types are served while the CRD exists).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::resources::{Registry, ResourceType};
+use crate::status::ApiError;
+use crate::validation;
+
+/// How many changes the history keeps before compacting.
+pub const HISTORY: usize = 20_000;
+
+/// The kind of a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeType {
+    /// Created.
+    Added,
+    /// Updated.
+    Modified,
+    /// Removed.
+    Deleted,
+}
+
+impl ChangeType {
+    /// The watch event type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "ADDED",
+            Self::Modified => "MODIFIED",
+            Self::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as watches see it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Its resourceVersion.
+    pub rv: u64,
+    /// Added / modified / deleted.
+    pub type_: ChangeType,
+    /// (group, plural) of the object.
+    pub resource: (String, String),
+    /// Its namespace ("" for cluster-scoped).
+    pub namespace: String,
+    /// The object after the change (before, for a deletion, with the new resourceVersion).
+    pub object: Value,
+}
+
+/// Live changes after a watch's backlog.
+pub type ChangeReceiver = broadcast::Receiver<Arc<Change>>;
+
+/// (group, plural, namespace, name).
+type Key = (String, String, String, String);
+
+struct Inner {
+    rv: u64,
+    registry: Registry,
+    objects: BTreeMap<Key, Value>,
+    history: VecDeque<Arc<Change>>,
+    /// Watches may start from any rv ≥ this; older is 410.
+    oldest: u64,
+}
+
+/// Which part of an object a write targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The main resource (status kept when a status subresource exists).
+    Main,
+    /// The `/status` subresource (only status changes).
+    Status,
+}
+
+/// The store.
+pub struct Store {
+    inner: Mutex<Inner>,
+    changes: broadcast::Sender<Arc<Change>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn key(resource: &ResourceType, namespace: &str, name: &str) -> Key {
+    (
+        resource.group.clone(),
+        resource.plural.clone(),
+        namespace.to_owned(),
+        name.to_owned(),
+    )
+}
+
+fn now() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+fn random_suffix() -> String {
+    // The alphabet of Kubernetes' generateName (no vowels, no ambiguous characters).
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// Everything but metadata and status: a change here bumps `metadata.generation`.
+fn spec_part(object: &Value) -> Value {
+    let mut copy = object.clone();
+    if let Some(map) = copy.as_object_mut() {
+        map.remove("metadata");
+        map.remove("status");
+    }
+    copy
+}
+
+impl Store {
+    /// A store with the built-in types and the `default`, `kube-system` and `kube-public`
+    /// namespaces.
+    pub fn new() -> Self {
+        let (changes, _) = broadcast::channel(HISTORY);
+        let store = Self {
+            inner: Mutex::new(Inner {
+                rv: 1,
+                registry: Registry::builtin(),
+                objects: BTreeMap::new(),
+                history: VecDeque::new(),
+                oldest: 1,
+            }),
+            changes,
+        };
+        if let Some(ns_type) = store.resource("", "v1", "namespaces") {
+            for namespace in ["default", "kube-system", "kube-public"] {
+                let _ = store.create(
+                    &ns_type,
+                    "",
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+                );
+            }
+        }
+        store
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The type served at (group, version, plural).
+    pub fn resource(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
+        self.lock().registry.get(group, version, plural).cloned()
+    }
+
+    /// A copy of the registry (discovery).
+    pub fn registry(&self) -> Registry {
+        self.lock().registry.clone()
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.lock().rv
+    }
+
+    fn record(
+        &self,
+        inner: &mut Inner,
+        type_: ChangeType,
+        resource: &ResourceType,
+        namespace: &str,
+        object: Value,
+    ) {
+        let change = Arc::new(Change {
+            rv: inner.rv,
+            type_,
+            resource: (resource.group.clone(), resource.plural.clone()),
+            namespace: namespace.to_owned(),
+            object,
+        });
+        inner.history.push_back(Arc::clone(&change));
+        while inner.history.len() > HISTORY {
+            if let Some(dropped) = inner.history.pop_front() {
+                inner.oldest = dropped.rv + 1;
+            }
+        }
+        let _ = self.changes.send(change);
+    }
+
+    /// Drops the whole history: every watch from an older resourceVersion gets 410.
+    pub fn compact(&self) {
+        let mut inner = self.lock();
+        inner.history.clear();
+        inner.oldest = inner.rv + 1;
+    }
+
+    /// Creates an object.
+    pub fn create(
+        &self,
+        resource: &ResourceType,
+        namespace: &str,
+        mut object: Value,
+    ) -> Result<Value, ApiError> {
+        let mut inner = self.lock();
+        if resource.namespaced
+            && !inner.objects.contains_key(&(
+                String::new(),
+                "namespaces".into(),
+                String::new(),
+                namespace.to_owned(),
+            ))
+        {
+            return Err(ApiError::namespace_not_found(namespace));
+        }
+        let meta = object.get_mut("metadata").and_then(Value::as_object_mut);
+        let Some(meta) = meta else {
+            return Err(ApiError::bad_request("metadata is required"));
+        };
+        let name = match meta
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            Some(name) => name.to_owned(),
+            None => match meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
+                Some(prefix) => {
+                    // The real server truncates the prefix so that prefix + 5 characters fit 63.
+                    let prefix: String = prefix.chars().take(58).collect();
+                    format!("{prefix}{}", random_suffix())
+                }
+                None => {
+                    return Err(ApiError::invalid(
+                        resource,
+                        "",
+                        &[(
+                            "metadata.name".into(),
+                            "Required value: name or generateName is required".into(),
+                        )],
+                    ));
+                }
+            },
+        };
+        inner.rv += 1;
+        let rv = inner.rv;
+        meta.insert("name".into(), json!(name));
+        if resource.namespaced {
+            meta.insert("namespace".into(), json!(namespace));
+        } else {
+            meta.remove("namespace");
+        }
+        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".into(), json!(now()));
+        meta.insert("resourceVersion".into(), json!(rv.to_string()));
+        meta.insert("generation".into(), json!(1));
+        meta.remove("deletionTimestamp");
+        object["apiVersion"] = json!(resource.api_version());
+        object["kind"] = json!(resource.kind);
+        if let Err(causes) = validation::validate(resource, &object, None) {
+            inner.rv -= 1;
+            return Err(ApiError::invalid(resource, &name, &causes));
+        }
+        let key = key(
+            resource,
+            if resource.namespaced { namespace } else { "" },
+            &name,
+        );
+        if inner.objects.contains_key(&key) {
+            inner.rv -= 1;
+            return Err(ApiError::already_exists(resource, &name));
+        }
+        if resource.kind == "CustomResourceDefinition" && resource.group == "apiextensions.k8s.io" {
+            register_crd(&mut inner, &mut object);
+        }
+        inner.objects.insert(key, object.clone());
+        self.record(
+            &mut inner,
+            ChangeType::Added,
+            resource,
+            namespace,
+            object.clone(),
+        );
+        Ok(object)
+    }
+
+    /// Reads an object.
+    pub fn get(
+        &self,
+        resource: &ResourceType,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        let inner = self.lock();
+        inner
+            .objects
+            .get(&key(
+                resource,
+                if resource.namespaced { namespace } else { "" },
+                name,
+            ))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(resource, name))
+    }
+
+    /// Lists objects of a type (in a namespace, or all), with the current resourceVersion.
+    pub fn list(
+        &self,
+        resource: &ResourceType,
+        namespace: Option<&str>,
+        keep: impl Fn(&Value) -> bool,
+    ) -> (Vec<Value>, u64) {
+        let inner = self.lock();
+        let items = inner
+            .objects
+            .iter()
+            .filter(|((g, p, ns, _), _)| {
+                *g == resource.group && *p == resource.plural && namespace.is_none_or(|n| n == ns)
+            })
+            .map(|(_, v)| v)
+            .filter(|v| keep(v))
+            .cloned()
+            .collect();
+        (items, inner.rv)
+    }
+
+    /// Replaces an object (PUT) or its status, with a resourceVersion precondition when the body
+    /// carries one.
+    pub fn update(
+        &self,
+        resource: &ResourceType,
+        namespace: &str,
+        name: &str,
+        part: Part,
+        object: Value,
+    ) -> Result<Value, ApiError> {
+        self.modify(resource, namespace, name, part, |_| Ok(object))
+    }
+
+    /// Reads, transforms and writes an object under one lock (patches).
+    pub fn modify(
+        &self,
+        resource: &ResourceType,
+        namespace: &str,
+        name: &str,
+        part: Part,
+        change: impl FnOnce(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Value, ApiError> {
+        let mut inner = self.lock();
+        let namespace = if resource.namespaced { namespace } else { "" };
+        let key = key(resource, namespace, name);
+        let Some(old) = inner.objects.get(&key).cloned() else {
+            return Err(ApiError::not_found(resource, name));
+        };
+        let mut new = change(&old)?;
+        if !new.is_object() {
+            return Err(ApiError::bad_request("the object must be a JSON object"));
+        }
+        if let Some(rv) = new
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .filter(|rv| !rv.is_empty())
+            && Some(rv)
+                != old
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+        {
+            return Err(ApiError::conflict(resource, name));
+        }
+        if new
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n != name)
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                new.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            )));
+        }
+        match part {
+            Part::Status => {
+                // Only status changes through /status.
+                let status = new.get("status").cloned();
+                new = old.clone();
+                match status {
+                    Some(status) => new["status"] = status,
+                    None => {
+                        if let Some(map) = new.as_object_mut() {
+                            map.remove("status");
+                        }
+                    }
+                }
+            }
+            Part::Main => {
+                if resource.status_subresource {
+                    match old.get("status") {
+                        Some(status) => new["status"] = status.clone(),
+                        None => {
+                            if let Some(map) = new.as_object_mut() {
+                                map.remove("status");
+                            }
+                        }
+                    }
+                }
+                // Server-managed metadata stays.
+                for field in [
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "generation",
+                ] {
+                    match old.pointer(&format!("/metadata/{field}")) {
+                        Some(value) => new["metadata"][field] = value.clone(),
+                        None => {
+                            if let Some(meta) =
+                                new.get_mut("metadata").and_then(Value::as_object_mut)
+                            {
+                                meta.remove(field);
+                            }
+                        }
+                    }
+                }
+                if spec_part(&new) != spec_part(&old) {
+                    let generation = old
+                        .pointer("/metadata/generation")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1);
+                    new["metadata"]["generation"] = json!(generation + 1);
+                }
+            }
+        }
+        new["metadata"]["name"] = json!(name);
+        if resource.namespaced {
+            new["metadata"]["namespace"] = json!(namespace);
+        }
+        new["apiVersion"] = json!(resource.api_version());
+        new["kind"] = json!(resource.kind);
+        if let Err(causes) = validation::validate(resource, &new, Some(&old)) {
+            return Err(ApiError::invalid(resource, name, &causes));
+        }
+        if new == old {
+            // A no-op write doesn't bump the resourceVersion (as the real server).
+            return Ok(old);
+        }
+        inner.rv += 1;
+        let rv = inner.rv;
+        new["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let finalizers_empty = new
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
+        if new.pointer("/metadata/deletionTimestamp").is_some() && finalizers_empty {
+            inner.objects.remove(&key);
+            self.record(
+                &mut inner,
+                ChangeType::Deleted,
+                resource,
+                namespace,
+                new.clone(),
+            );
+            if resource.kind == "CustomResourceDefinition" {
+                unregister_crd(self, &mut inner, &new);
+            }
+            return Ok(new);
+        }
+        if resource.kind == "CustomResourceDefinition" && resource.group == "apiextensions.k8s.io" {
+            register_crd(&mut inner, &mut new);
+        }
+        inner.objects.insert(key, new.clone());
+        self.record(
+            &mut inner,
+            ChangeType::Modified,
+            resource,
+            namespace,
+            new.clone(),
+        );
+        Ok(new)
+    }
+
+    /// Deletes an object: with finalizers it only gets a deletionTimestamp; without, it is gone.
+    /// `precondition_rv`/`precondition_uid` come from DeleteOptions.
+    pub fn delete(
+        &self,
+        resource: &ResourceType,
+        namespace: &str,
+        name: &str,
+        precondition_rv: Option<&str>,
+        precondition_uid: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let mut inner = self.lock();
+        let namespace = if resource.namespaced { namespace } else { "" };
+        let key = key(resource, namespace, name);
+        let Some(mut object) = inner.objects.get(&key).cloned() else {
+            return Err(ApiError::not_found(resource, name));
+        };
+        if precondition_rv.is_some_and(|rv| {
+            Some(rv)
+                != object
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+        }) || precondition_uid
+            .is_some_and(|uid| Some(uid) != object.pointer("/metadata/uid").and_then(Value::as_str))
+        {
+            return Err(ApiError::conflict(resource, name));
+        }
+        let has_finalizers = object
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        inner.rv += 1;
+        let rv = inner.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        if has_finalizers {
+            if object.pointer("/metadata/deletionTimestamp").is_none() {
+                object["metadata"]["deletionTimestamp"] = json!(now());
+                object["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                inner.objects.insert(key, object.clone());
+                self.record(
+                    &mut inner,
+                    ChangeType::Modified,
+                    resource,
+                    namespace,
+                    object.clone(),
+                );
+            } else {
+                inner.rv -= 1;
+            }
+            return Ok(object);
+        }
+        inner.objects.remove(&key);
+        self.record(
+            &mut inner,
+            ChangeType::Deleted,
+            resource,
+            namespace,
+            object.clone(),
+        );
+        if resource.kind == "CustomResourceDefinition" && resource.group == "apiextensions.k8s.io" {
+            unregister_crd(self, &mut inner, &object);
+        }
+        Ok(object)
+    }
+
+    /// Changes after `from` matching `filter`, and a receiver for later ones, taken under one lock
+    /// so nothing falls between them. `Err(oldest)` when `from` was compacted away.
+    pub fn watch_from(
+        &self,
+        from: u64,
+        filter: impl Fn(&Change) -> bool,
+    ) -> Result<(Vec<Arc<Change>>, ChangeReceiver), u64> {
+        let inner = self.lock();
+        if from + 1 < inner.oldest {
+            return Err(inner.oldest);
+        }
+        let backlog = inner
+            .history
+            .iter()
+            .filter(|c| c.rv > from && filter(c))
+            .cloned()
+            .collect();
+        Ok((backlog, self.changes.subscribe()))
+    }
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serves a CRD's types and marks it Established, as the real apiextensions server does.
+fn register_crd(inner: &mut Inner, crd: &mut Value) {
+    for resource in Registry::types_of_crd(crd) {
+        inner.registry.insert(resource);
+    }
+    let names = crd["spec"]["names"].clone();
+    crd["status"] = json!({
+        "acceptedNames": names,
+        "storedVersions": crd["spec"]["versions"].as_array().into_iter().flatten()
+            .filter(|v| v["storage"].as_bool() == Some(true)).map(|v| v["name"].clone()).collect::<Vec<_>>(),
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now()},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now()},
+        ],
+    });
+}
+
+/// Stops serving a deleted CRD's types and deletes their objects.
+fn unregister_crd(store: &Store, inner: &mut Inner, crd: &Value) {
+    let group = crd["spec"]["group"].as_str().unwrap_or_default().to_owned();
+    let plural = crd["spec"]["names"]["plural"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let types = Registry::types_of_crd(crd);
+    let doomed: Vec<Key> = inner
+        .objects
+        .keys()
+        .filter(|(g, p, _, _)| *g == group && *p == plural)
+        .cloned()
+        .collect();
+    for key in doomed {
+        if let (Some(object), Some(resource)) = (inner.objects.remove(&key), types.first()) {
+            inner.rv += 1;
+            let mut object = object;
+            object["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+            store.record(inner, ChangeType::Deleted, resource, &key.2, object);
+        }
+    }
+    inner.registry.remove_crd(&group, &plural);
+}

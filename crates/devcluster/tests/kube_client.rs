@@ -1,0 +1,393 @@
+//! The embedded API server through kube-rs: CRUD, errors, CRDs and custom resources, status,
+//! patches, selectors, paging, watchers (410 recovery included) and a full Controller.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failure is the test failing
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use jobtide_devcluster::DevCluster;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Config, ResourceExt};
+use serde_json::json;
+
+async fn cluster() -> (DevCluster, Client) {
+    let cluster = DevCluster::start("127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .expect("start");
+    let config = Config::new(cluster.url().parse().unwrap());
+    let client = Client::try_from(config).expect("client");
+    (cluster, client)
+}
+
+fn config_map(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()},
+        "data": {"k": "v"},
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn crud_with_the_real_servers_errors() {
+    let (_cluster, client) = cluster().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let created = api
+        .create(&PostParams::default(), &config_map("a", &[]))
+        .await
+        .expect("create");
+    assert!(created.uid().is_some());
+    assert!(created.creation_timestamp().is_some());
+    assert_eq!(created.metadata.generation, Some(1));
+
+    let error = api
+        .create(&PostParams::default(), &config_map("a", &[]))
+        .await
+        .expect_err("exists");
+    let kube::Error::Api(status) = error else {
+        panic!("{error}")
+    };
+    assert_eq!(
+        (status.code, status.reason.as_str()),
+        (409, "AlreadyExists")
+    );
+    assert_eq!(status.message, "configmaps \"a\" already exists");
+
+    let mut stale = created.clone();
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "w"}})),
+    )
+    .await
+    .expect("patch");
+    stale.data = Some(BTreeMap::from([("k".into(), "x".into())]));
+    let error = api
+        .replace("a", &PostParams::default(), &stale)
+        .await
+        .expect_err("stale");
+    let kube::Error::Api(status) = error else {
+        panic!("{error}")
+    };
+    assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+
+    let current = api.get("a").await.expect("get");
+    assert_eq!(current.data.unwrap()["k"], "w");
+    let patched = api
+        .patch("a", &PatchParams::default(), &Patch::<()>::Json(serde_json::from_value(json!([
+            {"op": "test", "path": "/data/k", "value": "w"}, {"op": "replace", "path": "/data/k", "value": "z"}])).unwrap()))
+        .await
+        .expect("json patch");
+    assert_eq!(patched.data.unwrap()["k"], "z");
+    let error = api
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::<()>::Json(
+                serde_json::from_value(json!([{"op": "test", "path": "/data/k", "value": "nope"}]))
+                    .unwrap(),
+            ),
+        )
+        .await
+        .expect_err("test op fails");
+    assert!(
+        matches!(error, kube::Error::Api(ref s) if s.code == 422),
+        "{error}"
+    );
+    let error = api
+        .patch("a", &PatchParams::apply("t"), &Patch::Apply(json!({})))
+        .await
+        .expect_err("ssa refused");
+    assert!(
+        matches!(error, kube::Error::Api(ref s) if s.code == 415),
+        "{error}"
+    );
+
+    api.delete("a", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let error = api.get("a").await.expect_err("gone");
+    assert!(
+        matches!(error, kube::Error::Api(ref s) if s.code == 404 && s.message == "configmaps \"a\" not found"),
+        "{error}"
+    );
+
+    let missing_ns: Api<ConfigMap> = Api::namespaced(client, "nowhere");
+    let error = missing_ns
+        .create(&PostParams::default(), &config_map("b", &[]))
+        .await
+        .expect_err("no namespace");
+    assert!(
+        matches!(error, kube::Error::Api(ref s) if s.code == 404 && s.message == "namespaces \"nowhere\" not found"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn generate_name_selectors_and_paging() {
+    let (_cluster, client) = cluster().await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    for i in 0..7 {
+        let mut cm = config_map("", &[("app", if i % 2 == 0 { "web" } else { "api" })]);
+        cm.metadata.name = None;
+        cm.metadata.generate_name = Some("cm-".into());
+        let created = api
+            .create(&PostParams::default(), &cm)
+            .await
+            .expect("create");
+        let name = created.name_any();
+        assert!(name.starts_with("cm-") && name.len() == 8, "{name}");
+    }
+    let web = api
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .expect("list");
+    assert_eq!(web.items.len(), 4);
+    let set = api
+        .list(&ListParams::default().labels("app in (web,api),!missing"))
+        .await
+        .expect("list");
+    assert_eq!(set.items.len(), 7);
+    let page = api
+        .list(&ListParams::default().limit(3))
+        .await
+        .expect("page");
+    assert_eq!(page.items.len(), 3);
+    let token = page.metadata.continue_.clone().expect("continue");
+    let rest = api
+        .list(&ListParams::default().limit(10).continue_token(&token))
+        .await
+        .expect("rest");
+    assert_eq!(rest.items.len(), 4);
+    assert!(rest.metadata.continue_.is_none());
+    let by_name = api
+        .list(&ListParams::default().fields(&format!("metadata.name={}", page.items[0].name_any())))
+        .await
+        .expect("fields");
+    assert_eq!(by_name.items.len(), 1);
+}
+
+#[tokio::test]
+async fn crds_serve_custom_resources_with_status() {
+    let (_cluster, client) = cluster().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in jobtide_api::crd::all() {
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("create CRD");
+    }
+    let established = crds.get("scaledjobs.keda.sh").await.expect("get CRD");
+    let conditions = established
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+    );
+
+    let seed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/seed-scaledjob.yaml"
+    ))
+    .unwrap();
+    let seed: serde_json::Value =
+        serde_json::from_str(&serde_json::to_string(&yaml_to_json(&seed)).unwrap()).unwrap();
+    let scaled_job: jobtide_api::ScaledJob = serde_json::from_value(seed).expect("seed");
+    let api: Api<jobtide_api::ScaledJob> = Api::namespaced(client, "default");
+    let created = api
+        .create(&PostParams::default(), &scaled_job)
+        .await
+        .expect("create ScaledJob");
+    assert_eq!(created.metadata.generation, Some(1));
+    let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "ScaledJobReady"}], "triggersTypes": "kafka"}});
+    let patched = api
+        .patch_status(
+            "kafka-scaledjob",
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .expect("status");
+    assert_eq!(
+        patched.metadata.generation,
+        Some(1),
+        "status changes don't bump generation"
+    );
+    assert_eq!(
+        patched
+            .status
+            .as_ref()
+            .and_then(|s| s.triggers_types.as_deref()),
+        Some("kafka")
+    );
+    // The main resource ignores status; a spec change bumps generation.
+    let spec_patch =
+        json!({"spec": {"pollingInterval": 5}, "status": {"triggersTypes": "ignored"}});
+    let changed = api
+        .patch(
+            "kafka-scaledjob",
+            &PatchParams::default(),
+            &Patch::Merge(&spec_patch),
+        )
+        .await
+        .expect("spec");
+    assert_eq!(changed.metadata.generation, Some(2));
+    assert_eq!(
+        changed.status.and_then(|s| s.triggers_types).as_deref(),
+        Some("kafka")
+    );
+}
+
+fn yaml_to_json(text: &str) -> serde_json::Value {
+    serde_saphyr::from_str(text).expect("seed YAML")
+}
+
+#[tokio::test]
+async fn finalizers_hold_deletion_until_removed() {
+    let (_cluster, client) = cluster().await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let mut cm = config_map("f", &[]);
+    cm.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    api.create(&PostParams::default(), &cm)
+        .await
+        .expect("create");
+    api.delete("f", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let held = api.get("f").await.expect("still there");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    api.patch(
+        "f",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("unfinalize");
+    assert!(api.get_opt("f").await.expect("get").is_none());
+}
+
+#[tokio::test]
+async fn watchers_see_changes_and_recover_from_compaction() {
+    let (cluster, client) = cluster().await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    api.create(&PostParams::default(), &config_map("before", &[]))
+        .await
+        .expect("create");
+    let mut events = watcher(api.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let first = tokio::time::timeout(Duration::from_secs(5), events.try_next())
+        .await
+        .expect("in time")
+        .expect("ok");
+    assert_eq!(first.map(|o| o.name_any()).as_deref(), Some("before"));
+    api.create(&PostParams::default(), &config_map("after", &[]))
+        .await
+        .expect("create");
+    let second = tokio::time::timeout(Duration::from_secs(5), events.try_next())
+        .await
+        .expect("in time")
+        .expect("ok");
+    assert_eq!(second.map(|o| o.name_any()).as_deref(), Some("after"));
+
+    // Compaction: the watcher's next watch gets 410 and re-lists; it must still see new objects.
+    cluster.store.compact();
+    drop(events);
+    let mut events = watcher(api.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let mut seen = Vec::new();
+    api.create(&PostParams::default(), &config_map("later", &[]))
+        .await
+        .expect("create");
+    while !seen.contains(&"later".to_owned()) {
+        let next = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("in time")
+            .expect("stream open");
+        if let Ok(object) = next {
+            seen.push(object.name_any());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_watch_from_a_compacted_version_is_410_expired() {
+    let (cluster, client) = cluster().await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let created = api
+        .create(&PostParams::default(), &config_map("x", &[]))
+        .await
+        .expect("create");
+    let rv = created.resource_version().unwrap();
+    api.create(&PostParams::default(), &config_map("y", &[]))
+        .await
+        .expect("create");
+    // History before the compaction is gone: a watch from `x`'s version would miss `y`.
+    cluster.store.compact();
+    let mut stream = api
+        .watch(&kube::api::WatchParams::default(), &rv)
+        .await
+        .expect("watch")
+        .boxed();
+    let event = stream.try_next().await.expect("event").expect("some");
+    assert!(
+        matches!(event, kube::api::WatchEvent::Error(ref e) if e.code == 410),
+        "{event:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_controller_reconciles_against_the_embedded_server() {
+    let (_cluster, client) = cluster().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    api.create(&PostParams::default(), &config_map("one", &[]))
+        .await
+        .expect("create");
+    api.create(&PostParams::default(), &config_map("two", &[]))
+        .await
+        .expect("create");
+    let context = Arc::new(api.clone());
+    let controller = Controller::new(api.clone(), watcher::Config::default())
+        .run(
+            |object: Arc<ConfigMap>, api: Arc<Api<ConfigMap>>| async move {
+                if object.labels().get("reconciled").is_none() {
+                    api.patch(
+                        &object.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"metadata": {"labels": {"reconciled": "yes"}}})),
+                    )
+                    .await?;
+                }
+                Ok::<_, kube::Error>(Action::await_change())
+            },
+            |_, _, _| Action::requeue(Duration::from_secs(1)),
+            context,
+        )
+        .for_each(|_| async {});
+    let handle = tokio::spawn(controller);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let labelled = api
+            .list(&ListParams::default().labels("reconciled=yes"))
+            .await
+            .expect("list");
+        if labelled.items.len() == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the controller did not reconcile both objects"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    handle.abort();
+}
