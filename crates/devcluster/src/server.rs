@@ -238,6 +238,15 @@ fn dispatch(
     body: &Bytes,
 ) -> Result<Response, ApiError> {
     let store = &app.store;
+    if matches!(*method, Method::POST | Method::PUT) && !body.is_empty() {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json");
+        if !content_type.starts_with("application/json") {
+            return Err(ApiError::unsupported_media_type(content_type));
+        }
+    }
     let target = route(store, uri.path())?;
     let params = query(uri);
     let namespace = target.namespace.clone().unwrap_or_default();

@@ -67,6 +67,64 @@ pub fn json_path(object: &Value, path: &str) -> Value {
     }
 }
 
+/// Kubernetes' `duration.HumanDuration`: `45s`, `3m20s`, `5h12m`, `3d4h`, `2y30d`.
+pub fn human_duration(seconds: i64) -> String {
+    if seconds < -1 {
+        return "<invalid>".into();
+    }
+    let seconds = seconds.max(0);
+    let (minutes, hours) = (seconds / 60, seconds / 3600);
+    if seconds < 120 {
+        format!("{seconds}s")
+    } else if minutes < 10 {
+        if seconds % 60 == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{}s", seconds % 60)
+        }
+    } else if minutes < 180 {
+        format!("{minutes}m")
+    } else if hours < 8 {
+        if minutes % 60 == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{}m", minutes % 60)
+        }
+    } else if hours < 48 {
+        format!("{hours}h")
+    } else if hours < 24 * 8 {
+        if hours % 24 == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{}h", hours / 24, hours % 24)
+        }
+    } else if hours < 24 * 365 * 2 {
+        format!("{}d", hours / 24)
+    } else if hours < 24 * 365 * 8 {
+        let days = hours / 24;
+        if days % 365 == 0 {
+            format!("{}y", days / 365)
+        } else {
+            format!("{}y{}d", days / 365, days % 365)
+        }
+    } else {
+        format!("{}y", hours / 24 / 365)
+    }
+}
+
+/// A `date` cell: the age of the timestamp, as the real server renders it.
+fn age(value: &Value) -> Value {
+    let Some(text) = value.as_str() else {
+        return Value::Null;
+    };
+    match text.parse::<jiff::Timestamp>() {
+        Ok(then) => Value::String(human_duration(
+            jiff::Timestamp::now().as_second() - then.as_second(),
+        )),
+        Err(_) => Value::String("<invalid>".into()),
+    }
+}
+
 /// A Table of `items`.
 pub fn table(resource: &ResourceType, items: &[Value], resource_version: u64) -> Value {
     let mut columns = vec![
@@ -86,10 +144,11 @@ pub fn table(resource: &ResourceType, items: &[Value], resource_version: u64) ->
         .map(|item| {
             let mut cells = vec![item.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
             for column in &resource.printer_columns {
-                cells.push(json_path(item, &column.json_path));
+                let value = json_path(item, &column.json_path);
+                cells.push(if column.type_ == "date" { age(&value) } else { value });
             }
             if !has_age {
-                cells.push(item.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null));
+                cells.push(age(&item.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null)));
             }
             json!({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": item["metadata"]}})
         })
@@ -101,6 +160,23 @@ pub fn table(resource: &ResourceType, items: &[Value], resource_version: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_durations_like_kubectl() {
+        for (seconds, text) in [
+            (5, "5s"),
+            (119, "119s"),
+            (200, "3m20s"),
+            (600, "10m"),
+            (3 * 3600 + 60, "3h1m"),
+            (20 * 3600, "20h"),
+            (3 * 86400 + 4 * 3600, "3d4h"),
+            (30 * 86400, "30d"),
+            (800 * 86400, "2y70d"),
+        ] {
+            assert_eq!(human_duration(seconds), text, "{seconds}");
+        }
+    }
 
     #[test]
     fn printer_column_paths() {
