@@ -16,7 +16,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::resources::{Registry, ResourceType};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
-use crate::store::{Change, Part, Store};
+use crate::store::{Change, DeleteOptions, Part, Propagation, Store};
 use crate::table;
 
 /// Shared server state.
@@ -431,22 +431,31 @@ fn dispatch(
                 .get("propagationPolicy")
                 .and_then(Value::as_str)
                 .or(params.get("propagationPolicy").map(String::as_str));
-            if matches!(propagation, Some("Foreground" | "Orphan")) {
-                return Err(ApiError::not_implemented(&format!(
-                    "propagationPolicy {}",
-                    propagation.unwrap_or_default()
-                )));
-            }
+            let propagation = match propagation {
+                None | Some("Background") => Propagation::Background,
+                Some("Foreground") => Propagation::Foreground,
+                Some("Orphan") => Propagation::Orphan,
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "unsupported propagationPolicy \"{other}\""
+                    )));
+                }
+            };
             let deleted = store.delete(
                 resource,
                 &namespace,
                 name,
-                options
-                    .pointer("/preconditions/resourceVersion")
-                    .and_then(Value::as_str),
-                options
-                    .pointer("/preconditions/uid")
-                    .and_then(Value::as_str),
+                &DeleteOptions {
+                    resource_version: options
+                        .pointer("/preconditions/resourceVersion")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    uid: options
+                        .pointer("/preconditions/uid")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    propagation,
+                },
             )?;
             Ok(json_response(200, &deleted))
         }

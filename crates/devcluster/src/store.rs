@@ -55,6 +55,32 @@ pub struct Change {
 /// Live changes after a watch's backlog.
 pub type ChangeReceiver = broadcast::Receiver<Arc<Change>>;
 
+/// How a deletion treats the object's dependents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Propagation {
+    /// Delete the owner now, its dependents after it (the default for most types).
+    #[default]
+    Background,
+    /// Delete the dependents first; the owner waits with the `foregroundDeletion` finalizer.
+    Foreground,
+    /// Keep the dependents, removing their ownerReferences.
+    Orphan,
+}
+
+/// The parts of `metav1.DeleteOptions` the store honours.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteOptions {
+    /// `preconditions.resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `preconditions.uid`.
+    pub uid: Option<String>,
+    /// `propagationPolicy`.
+    pub propagation: Propagation,
+}
+
+/// The finalizer of an owner in foreground deletion.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+
 /// (group, plural, namespace, name).
 type Key = (String, String, String, String);
 
@@ -461,18 +487,9 @@ impl Store {
             .and_then(Value::as_array)
             .is_none_or(Vec::is_empty);
         if new.pointer("/metadata/deletionTimestamp").is_some() && finalizers_empty {
-            inner.objects.remove(&key);
-            self.record(
-                &mut inner,
-                ChangeType::Deleted,
-                resource,
-                namespace,
-                new.clone(),
-            );
-            if resource.kind == "CustomResourceDefinition" {
-                unregister_crd(self, &mut inner, &new);
-            }
-            return Ok(new);
+            inner.rv -= 1;
+            inner.objects.insert(key.clone(), new);
+            return Ok(self.remove_key(&mut inner, &key));
         }
         if resource.kind == "CustomResourceDefinition" && resource.group == "apiextensions.k8s.io" {
             register_crd(&mut inner, &mut new);
@@ -488,68 +505,177 @@ impl Store {
         Ok(new)
     }
 
-    /// Deletes an object: with finalizers it only gets a deletionTimestamp; without, it is gone.
-    /// `precondition_rv`/`precondition_uid` come from DeleteOptions.
+    /// Deletes an object with DeleteOptions: with finalizers it only gets a deletionTimestamp;
+    /// without, it is gone. Dependents (ownerReferences) are garbage-collected per `propagation`:
+    /// Background deletes them after the owner, Foreground before it (the owner waits with the
+    /// `foregroundDeletion` finalizer), Orphan removes their ownerReferences.
     pub fn delete(
         &self,
         resource: &ResourceType,
         namespace: &str,
         name: &str,
-        precondition_rv: Option<&str>,
-        precondition_uid: Option<&str>,
+        options: &DeleteOptions,
     ) -> Result<Value, ApiError> {
         let mut inner = self.lock();
         let namespace = if resource.namespaced { namespace } else { "" };
         let key = key(resource, namespace, name);
-        let Some(mut object) = inner.objects.get(&key).cloned() else {
+        let Some(object) = inner.objects.get(&key).cloned() else {
             return Err(ApiError::not_found(resource, name));
         };
-        if precondition_rv.is_some_and(|rv| {
-            Some(rv)
-                != object
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-        }) || precondition_uid
-            .is_some_and(|uid| Some(uid) != object.pointer("/metadata/uid").and_then(Value::as_str))
+        let field = |path: &str| object.pointer(path).and_then(Value::as_str);
+        if options
+            .resource_version
+            .as_deref()
+            .is_some_and(|rv| Some(rv) != field("/metadata/resourceVersion"))
+            || options
+                .uid
+                .as_deref()
+                .is_some_and(|uid| Some(uid) != field("/metadata/uid"))
         {
             return Err(ApiError::conflict(resource, name));
+        }
+        let uid = field("/metadata/uid").unwrap_or_default().to_owned();
+        match options.propagation {
+            Propagation::Orphan => {
+                self.orphan_dependents(&mut inner, &uid);
+                Ok(self.delete_key(&mut inner, &key, None))
+            }
+            Propagation::Background => Ok(self.delete_key(&mut inner, &key, None)),
+            Propagation::Foreground => {
+                let marked = self.delete_key(&mut inner, &key, Some(FOREGROUND_FINALIZER));
+                for dependent in dependents(&inner, &uid) {
+                    self.delete_key(&mut inner, &dependent, None);
+                }
+                self.finish_foreground(&mut inner, &uid);
+                Ok(inner.objects.get(&key).cloned().unwrap_or(marked))
+            }
+        }
+    }
+
+    /// Deletes one stored object (finalizers respected; `add_finalizer` first adds one), and
+    /// collects its dependents when it is gone. Returns the object as last seen.
+    fn delete_key(&self, inner: &mut Inner, key: &Key, add_finalizer: Option<&str>) -> Value {
+        let Some(mut object) = inner.objects.get(key).cloned() else {
+            return Value::Null;
+        };
+        let mut changed = false;
+        if let Some(finalizer) = add_finalizer {
+            let finalizers = object["metadata"]
+                .as_object_mut()
+                .map(|m| m.entry("finalizers").or_insert_with(|| json!([])));
+            if let Some(Value::Array(list)) = finalizers
+                && !list.iter().any(|f| f == finalizer)
+            {
+                list.push(json!(finalizer));
+                changed = true;
+            }
         }
         let has_finalizers = object
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
             .is_some_and(|f| !f.is_empty());
-        inner.rv += 1;
-        let rv = inner.rv;
-        object["metadata"]["resourceVersion"] = json!(rv.to_string());
         if has_finalizers {
             if object.pointer("/metadata/deletionTimestamp").is_none() {
                 object["metadata"]["deletionTimestamp"] = json!(now());
                 object["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-                inner.objects.insert(key, object.clone());
-                self.record(
-                    &mut inner,
-                    ChangeType::Modified,
-                    resource,
-                    namespace,
-                    object.clone(),
-                );
-            } else {
-                inner.rv -= 1;
+                changed = true;
             }
-            return Ok(object);
+            if changed {
+                inner.rv += 1;
+                object["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+                inner.objects.insert(key.clone(), object.clone());
+                self.record_key(inner, ChangeType::Modified, key, object.clone());
+            }
+            return object;
         }
-        inner.objects.remove(&key);
-        self.record(
-            &mut inner,
-            ChangeType::Deleted,
-            resource,
-            namespace,
-            object.clone(),
-        );
-        if resource.kind == "CustomResourceDefinition" && resource.group == "apiextensions.k8s.io" {
-            unregister_crd(self, &mut inner, &object);
+        self.remove_key(inner, key)
+    }
+
+    /// Removes a stored object for good: records DELETED, unregisters a CRD's types, collects the
+    /// object's dependents (Background) and completes owners waiting in foreground deletion.
+    fn remove_key(&self, inner: &mut Inner, key: &Key) -> Value {
+        let Some(mut object) = inner.objects.remove(key) else {
+            return Value::Null;
+        };
+        inner.rv += 1;
+        object["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+        self.record_key(inner, ChangeType::Deleted, key, object.clone());
+        if key.0 == "apiextensions.k8s.io" && key.1 == "customresourcedefinitions" {
+            unregister_crd(self, inner, &object);
         }
-        Ok(object)
+        let uid = object
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        for dependent in dependents(inner, &uid) {
+            self.delete_key(inner, &dependent, None);
+        }
+        for owner in owner_uids(&object) {
+            self.finish_foreground(inner, &owner);
+        }
+        object
+    }
+
+    /// An owner in foreground deletion whose dependents are all gone loses its
+    /// `foregroundDeletion` finalizer (and is removed when no other finalizer remains).
+    fn finish_foreground(&self, inner: &mut Inner, owner_uid: &str) {
+        if owner_uid.is_empty() || !dependents(inner, owner_uid).is_empty() {
+            return;
+        }
+        let Some((key, mut owner)) = inner
+            .objects
+            .iter()
+            .find(|(_, o)| o.pointer("/metadata/uid").and_then(Value::as_str) == Some(owner_uid))
+            .map(|(k, o)| (k.clone(), o.clone()))
+        else {
+            return;
+        };
+        if owner.pointer("/metadata/deletionTimestamp").is_none() {
+            return;
+        }
+        let Some(Value::Array(finalizers)) = owner.pointer_mut("/metadata/finalizers") else {
+            return;
+        };
+        let before = finalizers.len();
+        finalizers.retain(|f| f != FOREGROUND_FINALIZER);
+        if finalizers.len() == before {
+            return;
+        }
+        if finalizers.is_empty() {
+            inner.objects.insert(key.clone(), owner);
+            self.remove_key(inner, &key);
+        } else {
+            inner.rv += 1;
+            owner["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+            inner.objects.insert(key.clone(), owner.clone());
+            self.record_key(inner, ChangeType::Modified, &key, owner);
+        }
+    }
+
+    /// Removes the ownerReferences to `owner_uid` from its dependents.
+    fn orphan_dependents(&self, inner: &mut Inner, owner_uid: &str) {
+        for key in dependents(inner, owner_uid) {
+            let Some(mut object) = inner.objects.get(&key).cloned() else {
+                continue;
+            };
+            if let Some(Value::Array(refs)) = object.pointer_mut("/metadata/ownerReferences") {
+                refs.retain(|r| r["uid"].as_str() != Some(owner_uid));
+            }
+            inner.rv += 1;
+            object["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+            inner.objects.insert(key.clone(), object.clone());
+            self.record_key(inner, ChangeType::Modified, &key, object);
+        }
+    }
+
+    fn record_key(&self, inner: &mut Inner, type_: ChangeType, key: &Key, object: Value) {
+        let resource = ResourceType {
+            group: key.0.clone(),
+            plural: key.1.clone(),
+            ..Registry::placeholder()
+        };
+        self.record(inner, type_, &resource, &key.2, object);
     }
 
     /// Changes after `from` matching `filter`, and a receiver for later ones, taken under one lock
@@ -577,6 +703,29 @@ impl Default for Store {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The keys of the objects owned by `owner_uid`.
+fn dependents(inner: &Inner, owner_uid: &str) -> Vec<Key> {
+    if owner_uid.is_empty() {
+        return Vec::new();
+    }
+    inner
+        .objects
+        .iter()
+        .filter(|(_, o)| owner_uids(o).iter().any(|u| u == owner_uid))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+fn owner_uids(object: &Value) -> Vec<String> {
+    object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["uid"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// Serves a CRD's types and marks it Established, as the real apiextensions server does.

@@ -391,3 +391,81 @@ async fn a_controller_reconciles_against_the_embedded_server() {
     }
     handle.abort();
 }
+
+fn owned_by(name: &str, owner: &ConfigMap) -> ConfigMap {
+    let mut cm = config_map(name, &[]);
+    cm.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: owner.name_any(),
+            uid: owner.uid().unwrap(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        },
+    ]);
+    cm
+}
+
+#[tokio::test]
+async fn garbage_collection_background_foreground_and_orphan() {
+    let (_cluster, client) = cluster().await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let pp = PostParams::default();
+
+    // Background: the owner goes at once, its dependents (and theirs) after it.
+    let owner = api.create(&pp, &config_map("owner", &[])).await.unwrap();
+    let child = api.create(&pp, &owned_by("child", &owner)).await.unwrap();
+    api.create(&pp, &owned_by("grandchild", &child))
+        .await
+        .unwrap();
+    api.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
+    for name in ["owner", "child", "grandchild"] {
+        assert!(
+            api.get_opt(name).await.unwrap().is_none(),
+            "{name} collected"
+        );
+    }
+
+    // Foreground: the owner waits for a dependent held by a finalizer.
+    let owner = api.create(&pp, &config_map("fg-owner", &[])).await.unwrap();
+    let mut held = owned_by("fg-held", &owner);
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    api.create(&pp, &held).await.unwrap();
+    api.delete("fg-owner", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let waiting = api.get("fg-owner").await.unwrap();
+    assert!(waiting.metadata.deletion_timestamp.is_some());
+    assert!(
+        waiting
+            .finalizers()
+            .iter()
+            .any(|f| f == "foregroundDeletion")
+    );
+    api.patch(
+        "fg-held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert!(api.get_opt("fg-held").await.unwrap().is_none());
+    assert!(
+        api.get_opt("fg-owner").await.unwrap().is_none(),
+        "the owner goes once its dependents are gone"
+    );
+
+    // Orphan: dependents stay, without the ownerReference.
+    let owner = api.create(&pp, &config_map("or-owner", &[])).await.unwrap();
+    api.create(&pp, &owned_by("or-child", &owner))
+        .await
+        .unwrap();
+    api.delete("or-owner", &DeleteParams::orphan())
+        .await
+        .unwrap();
+    let orphan = api.get("or-child").await.unwrap();
+    assert!(orphan.owner_references().is_empty());
+}
