@@ -11,9 +11,11 @@
 //!
 //! # Status
 //! Not emulated yet (refused with 501/415): pod logs and the local job runner, strategic merge
-//! patch, server-side apply, `deletecollection`, Foreground/Orphan deletion and garbage
-//! collection, dry runs, OpenAPI documents (use `kubectl --validate=false`), fault injection.
+//! patch, server-side apply, `deletecollection`, dry runs, protobuf bodies, OpenAPI documents
+//! (use `kubectl --validate=false`).
+//! - [`faults`]: fault injection and the request log for tests.
 
+pub mod faults;
 pub mod resources;
 pub mod selectors;
 pub mod server;
@@ -37,6 +39,8 @@ pub struct DevCluster {
     pub addr: SocketAddr,
     /// Its store (for tests: inspect, compact).
     pub store: Arc<Store>,
+    /// Fault injection and the request log.
+    pub faults: Arc<faults::Faults>,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -47,9 +51,11 @@ impl DevCluster {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let store = Arc::new(Store::new());
+        let faults = Arc::new(faults::Faults::default());
         let app = Arc::new(server::App {
             store: Arc::clone(&store),
             token,
+            faults: Arc::clone(&faults),
         });
         let router = axum::Router::new()
             .fallback(server::handle)
@@ -66,6 +72,7 @@ impl DevCluster {
         Ok(Self {
             addr,
             store,
+            faults,
             shutdown: Some(shutdown),
         })
     }

@@ -13,6 +13,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::faults::{Faults, RequestRecord};
 use crate::resources::{Registry, ResourceType};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
@@ -24,6 +25,7 @@ use crate::table;
 pub struct App {
     pub store: Arc<Store>,
     pub token: Option<String>,
+    pub faults: Arc<Faults>,
 }
 
 /// The largest request body accepted (the real server's limit is 3 MiB).
@@ -138,6 +140,28 @@ fn flag(params: &HashMap<String, String>, name: &str) -> bool {
     params.get(name).is_some_and(|v| v == "true" || v == "1")
 }
 
+/// The verb and resource of a request, as RBAC and the fault matchers name them.
+fn classify(store: &Store, method: &Method, uri: &Uri) -> (String, Option<String>) {
+    let Ok(target) = route(store, uri.path()) else {
+        return ("discovery".into(), None);
+    };
+    let watching = query(uri)
+        .get("watch")
+        .is_some_and(|v| v == "true" || v == "1");
+    let verb = match (method.as_str(), target.name.is_some()) {
+        ("GET", false) if watching => "watch",
+        ("GET", false) => "list",
+        ("GET", true) => "get",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        (other, _) => other,
+    };
+    (verb.to_owned(), Some(target.resource.plural))
+}
+
 /// The one handler: everything under the API server's URL space.
 pub async fn handle(
     State(app): State<Arc<App>>,
@@ -146,6 +170,48 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let (verb, resource) = classify(&app.store, &method, &uri);
+    let delay = app.faults.delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let logged_body = content_type
+        .as_deref()
+        .filter(|c| c.contains("json"))
+        .and_then(|_| serde_json::from_slice(&body).ok());
+    let mut record = RequestRecord {
+        verb: verb.clone(),
+        resource: resource.clone(),
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        query: uri.query().unwrap_or_default().to_owned(),
+        content_type,
+        body: logged_body,
+        status: 0,
+    };
+    let response = match app.faults.injected(&verb, resource.as_deref()) {
+        Some((error, retry_after)) => {
+            let mut response = error.into_response();
+            if let Some(seconds) = retry_after
+                && let Ok(value) = seconds.to_string().parse()
+            {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+        None => serve(Arc::clone(&app), method, uri, headers, body),
+    };
+    record.status = response.status().as_u16();
+    app.faults.log(record);
+    response
+}
+
+/// Answers one request (after authentication, faults and delays).
+fn serve(app: Arc<App>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(token) = &app.token {
         let presented = headers
             .get(header::AUTHORIZATION)
@@ -290,6 +356,7 @@ fn dispatch(
             if flag(&params, "watch") {
                 return Ok(watch(
                     store,
+                    app.faults.watch_epoch(),
                     resource.clone(),
                     target.namespace.clone(),
                     &params,
@@ -498,6 +565,7 @@ fn bookmark(resource: &ResourceType, rv: u64, initial_events_end: bool) -> Bytes
 /// A watch: the real server's resourceVersion rules, bookmarks, timeoutSeconds, streaming lists.
 fn watch(
     store: &Arc<Store>,
+    mut epoch: tokio::sync::watch::Receiver<u64>,
     resource: ResourceType,
     namespace: Option<String>,
     params: &HashMap<String, String>,
@@ -573,6 +641,7 @@ fn watch(
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => return,
+                _ = epoch.changed() => return,
                 _ = ticks.tick() => {
                     if bookmarks && sender.send(Ok(bookmark(&resource, last.max(store.resource_version()), false))).await.is_err() {
                         return;

@@ -469,3 +469,144 @@ async fn garbage_collection_background_foreground_and_orphan() {
     let orphan = api.get("or-child").await.unwrap();
     assert!(orphan.owner_references().is_empty());
 }
+
+#[tokio::test]
+async fn injected_faults_and_the_request_log() {
+    use jobtide_devcluster::faults::{Failure, Matcher};
+    let (cluster, client) = cluster().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let creates = Matcher {
+        verb: Some("create".into()),
+        resource: Some("configmaps".into()),
+    };
+    cluster
+        .faults
+        .fail_next(1, creates.clone(), Failure::InternalError);
+    let error = api
+        .create(&PostParams::default(), &config_map("x", &[]))
+        .await
+        .expect_err("injected");
+    assert!(
+        matches!(error, kube::Error::Api(ref s) if s.code == 500),
+        "{error}"
+    );
+    api.create(&PostParams::default(), &config_map("x", &[]))
+        .await
+        .expect("the next one passes");
+
+    // 429 + Retry-After, seen on the wire…
+    cluster.faults.fail_next(
+        1,
+        Matcher {
+            verb: Some("get".into()),
+            resource: None,
+        },
+        Failure::TooManyRequests {
+            retry_after_seconds: 1,
+        },
+    );
+    let raw = raw_get(cluster.addr, "/api/v1/namespaces/default/configmaps/x").await;
+    assert!(raw.starts_with("HTTP/1.1 429"), "{raw}");
+    assert!(raw.to_lowercase().contains("retry-after: 1"), "{raw}");
+    // …and kube-rs honours it: it waits and retries.
+    cluster.faults.fail_next(
+        1,
+        Matcher {
+            verb: Some("get".into()),
+            resource: None,
+        },
+        Failure::TooManyRequests {
+            retry_after_seconds: 1,
+        },
+    );
+    api.get("x")
+        .await
+        .expect("kube-rs retries after Retry-After");
+
+    cluster.faults.fail_next(
+        1,
+        Matcher {
+            verb: Some("update".into()),
+            resource: None,
+        },
+        Failure::Conflict,
+    );
+    let current = api.get("x").await.unwrap();
+    let error = api
+        .replace("x", &PostParams::default(), &current)
+        .await
+        .expect_err("conflict");
+    assert!(
+        matches!(error, kube::Error::Api(ref s) if s.code == 409),
+        "{error}"
+    );
+
+    let log = cluster.faults.requests();
+    let create = log
+        .iter()
+        .find(|r| r.verb == "create" && r.status == 201)
+        .expect("logged create");
+    assert_eq!(create.resource.as_deref(), Some("configmaps"));
+    assert_eq!(create.path, "/api/v1/namespaces/default/configmaps");
+    assert_eq!(
+        create
+            .body
+            .as_ref()
+            .and_then(|b| b.pointer("/metadata/name"))
+            .and_then(|n| n.as_str()),
+        Some("x")
+    );
+    assert!(log.iter().any(|r| r.verb == "get" && r.status == 429));
+
+    cluster.faults.set_delay(Duration::from_millis(150));
+    let started = std::time::Instant::now();
+    api.get("x").await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    cluster.faults.set_delay(Duration::ZERO);
+}
+
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: dev\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn watchers_survive_dropped_watches() {
+    let (cluster, client) = cluster().await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let mut events = watcher(api.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    api.create(&PostParams::default(), &config_map("a", &[]))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), events.try_next())
+        .await
+        .expect("in time")
+        .expect("ok");
+    assert_eq!(first.map(|o| o.name_any()).as_deref(), Some("a"));
+    cluster.faults.drop_watches();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    api.create(&PostParams::default(), &config_map("b", &[]))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while !seen.contains(&"b".to_owned()) {
+        let next = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("in time")
+            .expect("open");
+        if let Ok(object) = next {
+            seen.push(object.name_any());
+        }
+    }
+}
