@@ -610,3 +610,190 @@ async fn watchers_survive_dropped_watches() {
         }
     }
 }
+
+#[tokio::test]
+async fn bad_input_gets_the_real_servers_codes_and_stores_nothing() {
+    let (cluster, client) = cluster().await;
+    let send = |method: &str, path: &str, content_type: &str, body: &str| {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", content_type)
+            .body(kube::client::Body::from(body.as_bytes().to_vec()))
+            .unwrap();
+        let client = client.clone();
+        async move {
+            let response = client.send(request).await.expect("send");
+            let status = response.status().as_u16();
+            let bytes = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default(),
+            )
+        }
+    };
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let (code, status) = send("POST", cms, "application/json", "{not json").await;
+    assert_eq!(
+        (code, status["kind"].as_str(), status["reason"].as_str()),
+        (400, Some("Status"), Some("BadRequest"))
+    );
+    let (code, _) = send(
+        "POST",
+        cms,
+        "application/json",
+        r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s"}}"#,
+    )
+    .await;
+    assert_eq!(code, 400, "kind doesn't match the URL");
+    let (code, status) = send(
+        "POST",
+        cms,
+        "application/json",
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name"}}"#,
+    )
+    .await;
+    assert_eq!((code, status["reason"].as_str()), (422, Some("Invalid")));
+    assert_eq!(status["details"]["causes"][0]["field"], "metadata.name");
+    let (code, _) = send(
+        "GET",
+        "/apis/nothing.example.com/v1/widgets",
+        "application/json",
+        "",
+    )
+    .await;
+    assert_eq!(code, 404);
+    let huge = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"a":"{}"}}}}"#,
+        "x".repeat(4 * 1024 * 1024)
+    );
+    let (code, _) = send("POST", cms, "application/json", &huge).await;
+    assert!(code == 413 || code == 400, "oversized body refused: {code}");
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    assert!(
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "nothing stored half-way"
+    );
+    let (code, _) = send(
+        "PATCH",
+        &format!("{cms}/none"),
+        "application/strategic-merge-patch+json",
+        "{}",
+    )
+    .await;
+    assert!(code == 415 || code == 404, "{code}");
+
+    // A bearer token, when configured, is required.
+    let secured = DevCluster::start("127.0.0.1:0".parse().unwrap(), Some("s3cr3t".into()))
+        .await
+        .unwrap();
+    let anonymous = Client::try_from(Config::new(secured.url().parse().unwrap())).unwrap();
+    let error = Api::<ConfigMap>::namespaced(anonymous, "default")
+        .list(&ListParams::default())
+        .await
+        .expect_err("401");
+    assert!(
+        matches!(error, kube::Error::Api(ref s) if s.code == 401),
+        "{error}"
+    );
+    let mut config = Config::new(secured.url().parse().unwrap());
+    config.auth_info.token = Some("s3cr3t".to_owned().into());
+    let authorised = Client::try_from(config).unwrap();
+    Api::<ConfigMap>::namespaced(authorised, "default")
+        .list(&ListParams::default())
+        .await
+        .expect("authorised");
+    drop(cluster);
+}
+
+#[tokio::test]
+async fn concurrent_writers_never_lose_an_update() {
+    let (_cluster, client) = cluster().await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    api.create(&PostParams::default(), &config_map("counter", &[]))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut versions = Vec::new();
+            for _ in 0..10 {
+                loop {
+                    let current = api.get("counter").await.unwrap();
+                    let n: u64 = current
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get("n"))
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
+                    let mut next = current.clone();
+                    next.data = Some(BTreeMap::from([("n".into(), (n + 1).to_string())]));
+                    match api.replace("counter", &PostParams::default(), &next).await {
+                        Ok(written) => {
+                            versions
+                                .push(written.resource_version().unwrap().parse::<u64>().unwrap());
+                            break;
+                        }
+                        Err(kube::Error::Api(status)) if status.code == 409 => {}
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+            }
+            versions
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        let versions = task.await.unwrap();
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "resourceVersion strictly increases"
+        );
+        all.extend(versions);
+    }
+    let final_value = api.get("counter").await.unwrap().data.unwrap()["n"].clone();
+    assert_eq!(final_value, "80", "every one of the 80 increments survived");
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(
+        all.len(),
+        80,
+        "every successful write got its own resourceVersion"
+    );
+}
+
+#[tokio::test]
+async fn streaming_lists_end_with_the_initial_events_bookmark() {
+    let (_cluster, client) = cluster().await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    api.create(&PostParams::default(), &config_map("s1", &[]))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &config_map("s2", &[]))
+        .await
+        .unwrap();
+    let mut events = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
+    let mut names = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), events.try_next())
+            .await
+            .expect("in time")
+            .expect("ok")
+        {
+            Some(watcher::Event::InitApply(object)) => names.push(object.name_any()),
+            Some(watcher::Event::InitDone) => break,
+            Some(_) => {}
+            None => panic!("stream ended"),
+        }
+    }
+    names.sort();
+    assert_eq!(names, ["s1", "s2"]);
+}
