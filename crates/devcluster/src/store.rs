@@ -292,6 +292,9 @@ impl Store {
         meta.remove("deletionTimestamp");
         object["apiVersion"] = json!(resource.api_version());
         object["kind"] = json!(resource.kind);
+        if resource.group == "batch" && resource.plural == "jobs" {
+            default_job(&mut object);
+        }
         if let Err(causes) = validation::validate(resource, &object, None) {
             inner.rv -= 1;
             return Err(ApiError::invalid(resource, &name, &causes));
@@ -702,6 +705,48 @@ impl Store {
 impl Default for Store {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The Job defaulting the real API server does on create: completions and parallelism 1 when
+/// both are unset, backoffLimit 6, completionMode NonIndexed, suspend false, and the selector
+/// and pod-template labels that tie pods to this Job (`batch.kubernetes.io/controller-uid`,
+/// `batch.kubernetes.io/job-name`, and the legacy `controller-uid` / `job-name`).
+fn default_job(job: &mut Value) {
+    let uid = job.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
+    let name = job
+        .pointer("/metadata/name")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if !spec.contains_key("completions") && !spec.contains_key("parallelism") {
+        spec.insert("completions".into(), json!(1));
+        spec.insert("parallelism".into(), json!(1));
+    }
+    spec.entry("parallelism").or_insert(json!(1));
+    spec.entry("backoffLimit").or_insert(json!(6));
+    spec.entry("completionMode").or_insert(json!("NonIndexed"));
+    spec.entry("suspend").or_insert(json!(false));
+    if spec.get("manualSelector") != Some(&json!(true)) {
+        spec.insert(
+            "selector".into(),
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+        );
+        let labels = spec
+            .entry("template")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .map(|t| t.entry("metadata").or_insert_with(|| json!({})))
+            .and_then(Value::as_object_mut)
+            .map(|m| m.entry("labels").or_insert_with(|| json!({})));
+        if let Some(Value::Object(labels)) = labels {
+            labels.insert("batch.kubernetes.io/controller-uid".into(), uid.clone());
+            labels.insert("batch.kubernetes.io/job-name".into(), name.clone());
+            labels.insert("controller-uid".into(), uid);
+            labels.insert("job-name".into(), name);
+        }
     }
 }
 

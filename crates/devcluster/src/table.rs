@@ -125,8 +125,201 @@ fn age(value: &Value) -> Value {
     }
 }
 
+/// Column (name, type) definitions and the function computing a row's cells.
+type BuiltinColumns = (Vec<(&'static str, &'static str)>, fn(&Value) -> Vec<Value>);
+
+/// Columns and cells for the built-in types kubectl shows (kubectl's own printers).
+fn builtin_columns(resource: &ResourceType) -> Option<BuiltinColumns> {
+    match (resource.group.as_str(), resource.plural.as_str()) {
+        ("batch", "jobs") => Some((
+            vec![
+                ("Status", "string"),
+                ("Completions", "string"),
+                ("Duration", "string"),
+                ("Age", "string"),
+            ],
+            job_cells,
+        )),
+        ("", "pods") => Some((
+            vec![
+                ("Ready", "string"),
+                ("Status", "string"),
+                ("Restarts", "string"),
+                ("Age", "string"),
+            ],
+            pod_cells,
+        )),
+        ("" | "events.k8s.io", "events") => Some((
+            vec![
+                ("Last Seen", "string"),
+                ("Type", "string"),
+                ("Reason", "string"),
+                ("Object", "string"),
+                ("Message", "string"),
+            ],
+            event_cells,
+        )),
+        _ => None,
+    }
+}
+
+fn seconds_since(value: Option<&Value>) -> Option<i64> {
+    let then = value?.as_str()?.parse::<jiff::Timestamp>().ok()?;
+    Some(jiff::Timestamp::now().as_second() - then.as_second())
+}
+
+fn creation_age(object: &Value) -> Value {
+    age(&object
+        .pointer("/metadata/creationTimestamp")
+        .cloned()
+        .unwrap_or(Value::Null))
+}
+
+fn job_cells(job: &Value) -> Vec<Value> {
+    let conditions: Vec<&str> = job
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] == "True")
+        .filter_map(|c| c["type"].as_str())
+        .collect();
+    let status = [
+        "Complete",
+        "Failed",
+        "Suspended",
+        "FailureTarget",
+        "SuccessCriteriaMet",
+    ]
+    .into_iter()
+    .find(|t| conditions.contains(t))
+    .unwrap_or("Running");
+    let succeeded = job
+        .pointer("/status/succeeded")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let completions = match (
+        job.pointer("/spec/completions").and_then(Value::as_i64),
+        job.pointer("/spec/parallelism").and_then(Value::as_i64),
+    ) {
+        (Some(completions), _) => format!("{succeeded}/{completions}"),
+        (None, Some(parallelism)) if parallelism > 1 => format!("{succeeded}/1 of {parallelism}"),
+        _ => format!("{succeeded}/1"),
+    };
+    let start = job.pointer("/status/startTime");
+    let duration = match (
+        seconds_since(start),
+        seconds_since(job.pointer("/status/completionTime")),
+    ) {
+        (Some(started), Some(completed)) => human_duration(started - completed),
+        (Some(started), None) => human_duration(started),
+        _ => String::new(),
+    };
+    vec![
+        Value::from(status),
+        Value::from(completions),
+        Value::from(duration),
+        creation_age(job),
+    ]
+}
+
+fn pod_cells(pod: &Value) -> Vec<Value> {
+    let statuses: Vec<&Value> = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    let total = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let ready = statuses.iter().filter(|s| s["ready"] == true).count();
+    let restarts: i64 = statuses
+        .iter()
+        .filter_map(|s| s["restartCount"].as_i64())
+        .sum();
+    let mut status = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending")
+        .to_owned();
+    for container in &statuses {
+        if let Some(reason) = container
+            .pointer("/state/terminated/reason")
+            .and_then(Value::as_str)
+        {
+            reason.clone_into(&mut status);
+        } else if let Some(reason) = container
+            .pointer("/state/waiting/reason")
+            .and_then(Value::as_str)
+        {
+            reason.clone_into(&mut status);
+        }
+    }
+    if pod.pointer("/metadata/deletionTimestamp").is_some() {
+        status = "Terminating".into();
+    }
+    vec![
+        Value::from(format!("{ready}/{total}")),
+        Value::from(status),
+        Value::from(restarts.to_string()),
+        creation_age(pod),
+    ]
+}
+
+fn event_cells(event: &Value) -> Vec<Value> {
+    // core/v1 (involvedObject, message) or events.k8s.io/v1 (regarding, note).
+    let object = event
+        .get("regarding")
+        .or_else(|| event.get("involvedObject"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let last_seen = [
+        "/lastTimestamp",
+        "/eventTime",
+        "/deprecatedLastTimestamp",
+        "/metadata/creationTimestamp",
+    ]
+    .iter()
+    .find_map(|p| event.pointer(p).filter(|v| !v.is_null()))
+    .cloned()
+    .unwrap_or(Value::Null);
+    vec![
+        age(&last_seen),
+        event["type"].clone(),
+        event["reason"].clone(),
+        Value::from(format!(
+            "{}/{}",
+            object["kind"].as_str().unwrap_or_default().to_lowercase(),
+            object["name"].as_str().unwrap_or_default()
+        )),
+        event
+            .get("note")
+            .or_else(|| event.get("message"))
+            .cloned()
+            .unwrap_or(Value::Null),
+    ]
+}
+
 /// A Table of `items`.
 pub fn table(resource: &ResourceType, items: &[Value], resource_version: u64) -> Value {
+    if let Some((columns, cells)) = builtin_columns(resource) {
+        let mut definitions = vec![
+            json!({"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}),
+        ];
+        definitions.extend(columns.iter().map(|(name, type_)| json!({"name": name, "type": type_, "format": "", "description": "", "priority": 0})));
+        let rows: Vec<Value> = items
+            .iter()
+            .map(|item| {
+                let mut row = vec![item.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
+                row.extend(cells(item));
+                json!({"cells": row, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": item["metadata"]}})
+            })
+            .collect();
+        return json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version.to_string()},
+            "columnDefinitions": definitions, "rows": rows});
+    }
     let mut columns = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}),
     ];

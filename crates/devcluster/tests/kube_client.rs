@@ -797,3 +797,69 @@ async fn streaming_lists_end_with_the_initial_events_bookmark() {
     names.sort();
     assert_eq!(names, ["s1", "s2"]);
 }
+
+#[tokio::test]
+async fn jobs_are_defaulted_validated_and_their_template_is_immutable() {
+    use k8s_openapi::api::batch::v1::Job;
+    let (_cluster, client) = cluster().await;
+    let api: Api<Job> = Api::namespaced(client, "default");
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"generateName": "kafka-scaledjob-", "labels": {"scaledjob.keda.sh/name": "kafka-scaledjob"}},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}}},
+    }))
+    .unwrap();
+    let created = api
+        .create(&PostParams::default(), &job)
+        .await
+        .expect("create");
+    let name = created.name_any();
+    assert!(
+        name.starts_with("kafka-scaledjob-") && name.len() == "kafka-scaledjob-".len() + 5,
+        "{name}"
+    );
+    let spec = created.spec.clone().unwrap();
+    assert_eq!(
+        (spec.completions, spec.parallelism, spec.backoff_limit),
+        (Some(1), Some(1), Some(6))
+    );
+    let labels = spec
+        .template
+        .metadata
+        .and_then(|m| m.labels)
+        .unwrap_or_default();
+    assert_eq!(labels.get("batch.kubernetes.io/job-name"), Some(&name));
+    assert_eq!(labels.get("job-name"), Some(&name));
+    assert_eq!(labels.get("controller-uid"), created.uid().as_ref());
+
+    let error = api
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"spec": {"restartPolicy": "OnFailure"}}}})),
+        )
+        .await
+        .expect_err("immutable");
+    assert!(
+        matches!(error, kube::Error::Api(ref s) if s.code == 422 && s.message.contains("field is immutable")),
+        "{error}"
+    );
+
+    let mut always = job.clone();
+    always
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .restart_policy = Some("Always".into());
+    let error = api
+        .create(&PostParams::default(), &always)
+        .await
+        .expect_err("Always is invalid for Jobs");
+    assert!(
+        matches!(error, kube::Error::Api(ref s) if s.code == 422),
+        "{error}"
+    );
+}
