@@ -15,6 +15,7 @@
 //! (use `kubectl --validate=false`).
 //! - [`faults`]: fault injection and the request log for tests.
 
+pub mod events;
 pub mod faults;
 pub mod resources;
 pub mod selectors;

@@ -123,7 +123,9 @@ impl FieldSelector {
             };
             let field = field.trim();
             let supported = matches!(field, "metadata.name" | "metadata.namespace")
-                || (kind == "Pod" && field == "status.phase");
+                || (kind == "Pod" && field == "status.phase")
+                || (kind == "Event" && crate::events::is_event_field("", field))
+                || (kind == "Event" && crate::events::is_event_field("events.k8s.io", field));
             if !supported {
                 return Err(format!(
                     "\"{field}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""

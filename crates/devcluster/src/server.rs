@@ -18,7 +18,7 @@ use crate::resources::{Registry, ResourceType};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::store::{Change, DeleteOptions, Part, Propagation, Store};
-use crate::table;
+use crate::{events, table};
 
 /// Shared server state.
 #[derive(Debug)]
@@ -332,6 +332,26 @@ fn dispatch(
             )));
         }
     };
+    // core/v1 events are a view of the stored events.k8s.io/v1 objects.
+    let core_events = resource.group.is_empty() && resource.plural == "events";
+    let storage = if core_events {
+        store
+            .resource("events.k8s.io", "v1", "events")
+            .ok_or_else(|| ApiError::internal("events.k8s.io/v1 is not served"))?
+    } else {
+        resource.clone()
+    };
+    let to_client: fn(Value) -> Value = if core_events {
+        events::to_core
+    } else {
+        identity
+    };
+    let from_client: fn(Value) -> Value = if core_events {
+        events::from_core
+    } else {
+        identity
+    };
+    let storage = &storage;
     match (method, target.name.as_deref()) {
         (&Method::GET, None) => {
             let labels = params
@@ -345,6 +365,7 @@ fn dispatch(
                 .transpose()
                 .map_err(ApiError::bad_request)?;
             let keep = move |object: &Value| {
+                let object = &to_client(object.clone());
                 labels.as_ref().is_none_or(|l| {
                     l.matches(
                         object
@@ -357,13 +378,15 @@ fn dispatch(
                 return Ok(watch(
                     store,
                     app.faults.watch_epoch(),
-                    resource.clone(),
+                    (storage.clone(), resource.clone()),
+                    to_client,
                     target.namespace.clone(),
                     &params,
                     keep,
                 ));
             }
-            let (mut items, rv) = store.list(resource, target.namespace.as_deref(), keep);
+            let (items, rv) = store.list(storage, target.namespace.as_deref(), keep);
+            let mut items: Vec<Value> = items.into_iter().map(to_client).collect();
             let mut continue_token = None;
             if let Some(start) = params.get("continue").filter(|c| !c.is_empty()) {
                 let decoded = base64::engine::general_purpose::STANDARD
@@ -398,7 +421,7 @@ fn dispatch(
             ))
         }
         (&Method::GET, Some(name)) => {
-            let object = store.get(resource, &namespace, name)?;
+            let object = to_client(store.get(storage, &namespace, name)?);
             if wants_table(headers) {
                 let rv = store.resource_version();
                 return Ok(json_response(200, &table::table(resource, &[object], rv)));
@@ -426,7 +449,7 @@ fn dispatch(
             if flag(&params, "dryRun") || params.contains_key("dryRun") {
                 return Err(ApiError::not_implemented("dryRun"));
             }
-            let created = store.create(resource, &namespace, object)?;
+            let created = to_client(store.create(storage, &namespace, from_client(object))?);
             Ok(json_response(201, &created))
         }
         (&Method::PUT, Some(name)) => {
@@ -434,7 +457,7 @@ fn dispatch(
             check_kind(resource, &object)?;
             Ok(json_response(
                 200,
-                &store.update(resource, &namespace, name, part, object)?,
+                &to_client(store.update(storage, &namespace, name, part, from_client(object))?),
             ))
         }
         (&Method::PATCH, Some(name)) => {
@@ -451,10 +474,10 @@ fn dispatch(
             let patch = parse_body(body)?;
             let patched = match content_type.as_str() {
                 "application/merge-patch+json" => {
-                    store.modify(resource, &namespace, name, part, |old| {
-                        let mut new = old.clone();
+                    store.modify(storage, &namespace, name, part, |old| {
+                        let mut new = to_client(old.clone());
                         json_patch::merge(&mut new, &patch);
-                        Ok(new)
+                        Ok(from_client(new))
                     })?
                 }
                 "application/json-patch+json" => {
@@ -464,15 +487,15 @@ fn dispatch(
                                 "the JSON patch could not be decoded: {e}"
                             ))
                         })?;
-                    store.modify(resource, &namespace, name, part, |old| {
-                        let mut new = old.clone();
+                    store.modify(storage, &namespace, name, part, |old| {
+                        let mut new = to_client(old.clone());
                         json_patch::patch(&mut new, &operations).map_err(|e| match e.kind {
                             json_patch::PatchErrorKind::TestFailed => {
                                 ApiError::invalid(resource, name, &[(String::new(), format!("the server rejected our request due to an error in our request: {e}"))])
                             }
                             _ => ApiError::internal(e.to_string()),
                         })?;
-                        Ok(new)
+                        Ok(from_client(new))
                     })?
                 }
                 "application/strategic-merge-patch+json" => {
@@ -483,7 +506,7 @@ fn dispatch(
                 }
                 other => return Err(ApiError::unsupported_media_type(other)),
             };
-            Ok(json_response(200, &patched))
+            Ok(json_response(200, &to_client(patched)))
         }
         (&Method::DELETE, Some(name)) => {
             if part != Part::Main {
@@ -509,7 +532,7 @@ fn dispatch(
                 }
             };
             let deleted = store.delete(
-                resource,
+                storage,
                 &namespace,
                 name,
                 &DeleteOptions {
@@ -524,13 +547,17 @@ fn dispatch(
                     propagation,
                 },
             )?;
-            Ok(json_response(200, &deleted))
+            Ok(json_response(200, &to_client(deleted)))
         }
         (_, None) if method == Method::DELETE => {
             Err(ApiError::method_not_allowed("deletecollection"))
         }
         _ => Err(ApiError::method_not_allowed(method.as_str())),
     }
+}
+
+fn identity(value: Value) -> Value {
+    value
 }
 
 fn item_key(item: &Value) -> String {
@@ -566,7 +593,8 @@ fn bookmark(resource: &ResourceType, rv: u64, initial_events_end: bool) -> Bytes
 fn watch(
     store: &Arc<Store>,
     mut epoch: tokio::sync::watch::Receiver<u64>,
-    resource: ResourceType,
+    (resource, client_resource): (ResourceType, ResourceType),
+    to_client: fn(Value) -> Value,
     namespace: Option<String>,
     params: &HashMap<String, String>,
     keep: impl Fn(&Value) -> bool + Send + Sync + 'static,
@@ -610,14 +638,18 @@ fn watch(
             }
         };
         for item in &initial {
-            if sender.send(Ok(line("ADDED", item))).await.is_err() {
+            if sender
+                .send(Ok(line("ADDED", &to_client(item.clone()))))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
         if send_initial
             && bookmarks
             && sender
-                .send(Ok(bookmark(&resource, start, true)))
+                .send(Ok(bookmark(&client_resource, start, true)))
                 .await
                 .is_err()
         {
@@ -627,7 +659,10 @@ fn watch(
         for change in backlog {
             if keep(&change.object)
                 && sender
-                    .send(Ok(line(change.type_.as_str(), &change.object)))
+                    .send(Ok(line(
+                        change.type_.as_str(),
+                        &to_client(change.object.clone()),
+                    )))
                     .await
                     .is_err()
             {
@@ -643,7 +678,7 @@ fn watch(
                 () = tokio::time::sleep_until(deadline) => return,
                 _ = epoch.changed() => return,
                 _ = ticks.tick() => {
-                    if bookmarks && sender.send(Ok(bookmark(&resource, last.max(store.resource_version()), false))).await.is_err() {
+                    if bookmarks && sender.send(Ok(bookmark(&client_resource, last.max(store.resource_version()), false))).await.is_err() {
                         return;
                     }
                 }
@@ -653,7 +688,7 @@ fn watch(
                             continue;
                         }
                         last = change.rv;
-                        if keep(&change.object) && sender.send(Ok(line(change.type_.as_str(), &change.object))).await.is_err() {
+                        if keep(&change.object) && sender.send(Ok(line(change.type_.as_str(), &to_client(change.object.clone())))).await.is_err() {
                             return;
                         }
                     }

@@ -863,3 +863,40 @@ async fn jobs_are_defaulted_validated_and_their_template_is_immutable() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn events_written_as_events_k8s_io_are_read_as_core_v1() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let (_cluster, client) = cluster().await;
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let event: Event = serde_json::from_value(json!({
+        "metadata": {"generateName": "kafka-scaledjob."},
+        "regarding": {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob", "name": "kafka-scaledjob", "namespace": "default", "uid": "u-1"},
+        "reason": "KEDAJobsCreated", "note": "Created 1 jobs", "type": "Normal", "action": "Created 1 jobs",
+        "eventTime": "2026-11-28T08:00:00.000000Z", "reportingController": "scale-handler", "reportingInstance": "jobtide-0",
+    }))
+    .unwrap();
+    events
+        .create(&PostParams::default(), &event)
+        .await
+        .expect("create events.k8s.io event");
+    let core: Api<CoreEvent> = Api::namespaced(client, "default");
+    let listed = core
+        .list(
+            &ListParams::default()
+                .fields("involvedObject.name=kafka-scaledjob,involvedObject.kind=ScaledJob"),
+        )
+        .await
+        .expect("list core events");
+    assert_eq!(listed.items.len(), 1);
+    let seen = &listed.items[0];
+    assert_eq!(seen.message.as_deref(), Some("Created 1 jobs"));
+    assert_eq!(seen.involved_object.uid.as_deref(), Some("u-1"));
+    assert_eq!(seen.reporting_component.as_deref(), Some("scale-handler"));
+    let none = core
+        .list(&ListParams::default().fields("involvedObject.name=other"))
+        .await
+        .expect("list");
+    assert!(none.items.is_empty());
+}

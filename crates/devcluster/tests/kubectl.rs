@@ -65,6 +65,14 @@ impl Kubectl {
     }
 }
 
+fn json_uid(text: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(text).unwrap();
+    value["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_apply_get_describe_delete() {
     let Some(binary) = kubectl() else {
@@ -135,7 +143,30 @@ async fn kubectl_apply_get_describe_delete() {
         "short name"
     );
 
+    // An event written through events.k8s.io/v1 (as the operator writes them) shows up in
+    // `kubectl describe`, which reads core/v1 events.
+    let uid = json_uid(&kubectl.ok(&["get", "sj", "kafka-scaledjob", "-o", "json"]));
+    let event = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        event.path(),
+        format!(
+            "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: kafka-scaledjob.1\neventTime: \"2026-11-28T08:00:00.000000Z\"\nreportingController: scale-handler\nreportingInstance: jobtide-0\naction: Started scalers watch\nreason: KEDAScalersStarted\ntype: Normal\nnote: Started scalers watch\nregarding:\n  apiVersion: keda.sh/v1alpha1\n  kind: ScaledJob\n  name: kafka-scaledjob\n  namespace: default\n  uid: {uid}\n"
+        ),
+    )
+    .unwrap();
+    kubectl.ok(&[
+        "apply",
+        "--validate=false",
+        "-f",
+        event.path().to_str().unwrap(),
+    ]);
     let described = kubectl.ok(&["describe", "scaledjob", "kafka-scaledjob"]);
+    assert!(
+        described
+            .lines()
+            .any(|l| l.contains("KEDAScalersStarted") && l.contains("Started scalers watch")),
+        "{described}"
+    );
     assert!(
         described
             .lines()
