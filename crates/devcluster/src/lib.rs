@@ -10,14 +10,16 @@
 //!   [`status`]: `metav1.Status` errors.
 //!
 //! # Status
-//! Not emulated yet (refused with 501/415): pod logs and the local job runner, strategic merge
+//! Not emulated yet (refused with 501/415): strategic merge
 //! patch, server-side apply, `deletecollection`, dry runs, protobuf bodies, OpenAPI documents
 //! (use `kubectl --validate=false`).
 //! - [`faults`]: fault injection and the request log for tests.
+//! - [`runner`]: the local job runner (Jobs → pods → local processes, `pods/log`).
 
 pub mod events;
 pub mod faults;
 pub mod resources;
+pub mod runner;
 pub mod selectors;
 pub mod server;
 pub mod status;
@@ -42,6 +44,9 @@ pub struct DevCluster {
     pub store: Arc<Store>,
     /// Fault injection and the request log.
     pub faults: Arc<faults::Faults>,
+    /// The local job runner, when started with one.
+    pub runner: Option<Arc<runner::Runner>>,
+    runner_task: Option<tokio::task::JoinHandle<()>>,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -49,14 +54,36 @@ impl DevCluster {
     /// Starts a server on `addr` (port 0 picks a free port), requiring `token` as a bearer token
     /// when given.
     pub async fn start(addr: SocketAddr, token: Option<String>) -> std::io::Result<Self> {
+        Self::start_with(addr, token, None).await
+    }
+
+    /// Starts a server with the local job runner: Jobs get pods, pods run as local processes.
+    pub async fn start_with_runner(
+        addr: SocketAddr,
+        token: Option<String>,
+        config: runner::RunnerConfig,
+    ) -> std::io::Result<Self> {
+        Self::start_with(addr, token, Some(config)).await
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        token: Option<String>,
+        runner_config: Option<runner::RunnerConfig>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let store = Arc::new(Store::new());
         let faults = Arc::new(faults::Faults::default());
+        let runner = runner_config.map(|_| Arc::new(runner::Runner::default()));
+        let runner_task = runner.as_ref().zip(runner_config).map(|(runner, config)| {
+            tokio::spawn(Arc::clone(runner).run(Arc::clone(&store), config))
+        });
         let app = Arc::new(server::App {
             store: Arc::clone(&store),
             token,
             faults: Arc::clone(&faults),
+            runner: runner.clone(),
         });
         let router = axum::Router::new()
             .fallback(server::handle)
@@ -74,6 +101,8 @@ impl DevCluster {
             addr,
             store,
             faults,
+            runner,
+            runner_task,
             shutdown: Some(shutdown),
         })
     }
@@ -86,6 +115,12 @@ impl DevCluster {
 
 impl Drop for DevCluster {
     fn drop(&mut self) {
+        if let Some(task) = self.runner_task.take() {
+            task.abort();
+        }
+        if let Some(runner) = &self.runner {
+            runner.stop_all();
+        }
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }

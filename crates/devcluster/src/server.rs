@@ -26,6 +26,7 @@ pub struct App {
     pub store: Arc<Store>,
     pub token: Option<String>,
     pub faults: Arc<Faults>,
+    pub runner: Option<Arc<crate::runner::Runner>>,
 }
 
 /// The largest request body accepted (the real server's limit is 3 MiB).
@@ -321,9 +322,17 @@ fn dispatch(
         None => Part::Main,
         Some("status") if resource.status_subresource => Part::Status,
         Some("log") if resource.log_subresource => {
-            return Err(ApiError::not_implemented(
-                "pods/log before the local job runner",
-            ));
+            let Some(runner) = &app.runner else {
+                return Err(ApiError::not_implemented(
+                    "pods/log without the local job runner",
+                ));
+            };
+            let name = target.name.as_deref().unwrap_or_default();
+            store.get(resource, &namespace, name)?;
+            let logs = runner.logs(&namespace, name).unwrap_or_default();
+            return Ok(
+                (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], logs).into_response(),
+            );
         }
         Some(other) => {
             return Err(ApiError::no_resource(&format!(
