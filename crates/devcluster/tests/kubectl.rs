@@ -199,3 +199,66 @@ async fn kubectl_apply_get_describe_delete() {
         "{stdout}{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_pods_and_logs_of_a_job_run_by_the_local_runner() {
+    let Some(binary) = kubectl() else {
+        eprintln!("skipped: no kubectl found (set JOBTIDE_KUBECTL)");
+        return;
+    };
+    let cluster = DevCluster::start_with_runner(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        jobtide_devcluster::runner::RunnerConfig::default(),
+    )
+    .await
+    .expect("start");
+    let kubectl = Kubectl::new(binary, &cluster.url());
+    let job = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        job.path(),
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: hello\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: c\n          image: busybox\n          command: [\"/bin/sh\", \"-c\"]\n          args: [\"echo start; sleep 1; echo 18 '{\\\"orderid\\\":18}'; echo end!\"]\n",
+    )
+    .unwrap();
+    kubectl.ok(&[
+        "apply",
+        "--validate=false",
+        "-f",
+        job.path().to_str().unwrap(),
+    ]);
+    // Follow the logs while the pod runs: the stream ends when the process does.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let followed = loop {
+        let (ok, stdout, _) = kubectl.run(&["logs", "-f", "job/hello"]);
+        if ok && stdout.contains("end!") {
+            break stdout;
+        }
+        assert!(std::time::Instant::now() < deadline, "no logs: {stdout}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(followed, "start\n18 {\"orderid\":18}\nend!\n");
+    let jobs = kubectl.ok(&["get", "jobs"]);
+    assert!(
+        jobs.lines()
+            .nth(1)
+            .is_some_and(|row| row.contains("Complete") && row.contains("1/1")),
+        "{jobs}"
+    );
+    let pods = kubectl.ok(&["get", "pods"]);
+    let row: Vec<&str> = pods
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert!(
+        row.first().is_some_and(|n| n.starts_with("hello-")),
+        "{pods}"
+    );
+    assert_eq!(row.get(1..3), Some(&["0/1", "Completed"][..]), "{pods}");
+    let pod = row[0];
+    assert_eq!(
+        kubectl.ok(&["logs", pod]),
+        "start\n18 {\"orderid\":18}\nend!\n"
+    );
+}
