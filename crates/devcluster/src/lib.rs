@@ -91,6 +91,10 @@ impl DevCluster {
             .with_state(app);
         let (shutdown, stopped) = oneshot::channel();
         tokio::spawn(async move {
+            // No Nagle delay on watch streams and small responses.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(listener, router)
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;

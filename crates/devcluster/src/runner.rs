@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::store::{Part, Store};
@@ -563,19 +562,25 @@ impl Runner {
                     ));
                     break;
                 };
-                let mut command = tokio::process::Command::new(program);
-                command
-                    .args(&argv[1..])
-                    .env_clear()
-                    .envs(&env)
-                    .env("PATH", std::env::var("PATH").unwrap_or_default())
-                    .env("HOSTNAME", &name)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .kill_on_drop(true);
-                let mut child = match command.spawn() {
-                    Ok(child) => child,
+                // One pipe for stdout and stderr: the log keeps the order the process wrote in.
+                let spawned = std::io::pipe().and_then(|(reader, writer)| {
+                    let mut command = tokio::process::Command::new(program);
+                    command
+                        .args(&argv[1..])
+                        .env_clear()
+                        .envs(&env)
+                        .env("PATH", std::env::var("PATH").unwrap_or_default())
+                        .env("HOSTNAME", &name)
+                        .stdin(Stdio::null())
+                        .stdout(writer.try_clone()?)
+                        .stderr(writer)
+                        .kill_on_drop(true);
+                    // `command` (and with it the parent's copies of the writer) is dropped here,
+                    // so the reader sees end-of-file when the process exits.
+                    Ok((command.spawn()?, reader))
+                });
+                let (mut child, reader) = match spawned {
+                    Ok(spawned) => spawned,
                     Err(error) => {
                         if let Ok(mut log) = log.lock() {
                             log.extend_from_slice(format!("{error}\n").as_bytes());
@@ -593,12 +598,12 @@ impl Runner {
                     }
                 };
                 set_status(running_status(restarts));
-                let pump = |stream: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| {
+                let pump = {
                     let log = Arc::clone(&log);
-                    tokio::spawn(async move {
-                        let Some(mut stream) = stream else { return };
+                    tokio::task::spawn_blocking(move || {
+                        let mut reader = reader;
                         let mut buffer = [0u8; 4096];
-                        while let Ok(n) = stream.read(&mut buffer).await {
+                        while let Ok(n) = std::io::Read::read(&mut reader, &mut buffer) {
                             if n == 0 {
                                 break;
                             }
@@ -608,29 +613,16 @@ impl Runner {
                         }
                     })
                 };
-                let out = pump(
-                    child
-                        .stdout
-                        .take()
-                        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-                );
-                let err = pump(
-                    child
-                        .stderr
-                        .take()
-                        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-                );
                 let exit = tokio::select! {
                     status = child.wait() => status.ok().and_then(|s| s.code()).unwrap_or(137),
                     _ = &mut killed => {
                         let _ = child.kill().await;
-                        let _ = out.await;
-                        let _ = err.await;
                         return;
                     }
                 };
-                let _ = out.await;
-                let _ = err.await;
+                // A background process the command left behind may hold the pipe open: the
+                // container has ended when its main process has (as with the kubelet).
+                let _ = tokio::time::timeout(Duration::from_secs(1), pump).await;
                 if exit != 0 && restart_on_failure {
                     restarts += 1;
                     // The Job controller counts restarts toward backoffLimit.

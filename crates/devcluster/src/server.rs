@@ -724,7 +724,7 @@ fn watch(
                 && sender
                     .send(Ok(line(
                         change.type_.as_str(),
-                        &to_client(change.object.clone()),
+                        &to_client(Value::clone(&change.object)),
                     )))
                     .await
                     .is_err()
@@ -751,7 +751,7 @@ fn watch(
                             continue;
                         }
                         last = change.rv;
-                        if keep(&change.object) && sender.send(Ok(line(change.type_.as_str(), &to_client(change.object.clone())))).await.is_err() {
+                        if keep(&change.object) && sender.send(Ok(line(change.type_.as_str(), &to_client(Value::clone(&change.object))))).await.is_err() {
                             return;
                         }
                     }

@@ -49,7 +49,7 @@ pub struct Change {
     /// Its namespace ("" for cluster-scoped).
     pub namespace: String,
     /// The object after the change (before, for a deletion, with the new resourceVersion).
-    pub object: Value,
+    pub object: Arc<Value>,
 }
 
 /// Live changes after a watch's backlog.
@@ -87,7 +87,7 @@ type Key = (String, String, String, String);
 struct Inner {
     rv: u64,
     registry: Registry,
-    objects: BTreeMap<Key, Value>,
+    objects: BTreeMap<Key, Arc<Value>>,
     history: VecDeque<Arc<Change>>,
     /// Watches may start from any rv ≥ this; older is 410.
     oldest: u64,
@@ -202,7 +202,7 @@ impl Store {
         type_: ChangeType,
         resource: &ResourceType,
         namespace: &str,
-        object: Value,
+        object: Arc<Value>,
     ) {
         let change = Arc::new(Change {
             rv: inner.rv,
@@ -311,15 +311,16 @@ impl Store {
         if resource.kind == "CustomResourceDefinition" && resource.group == "apiextensions.k8s.io" {
             register_crd(&mut inner, &mut object);
         }
-        inner.objects.insert(key, object.clone());
+        let object = Arc::new(object);
+        inner.objects.insert(key, Arc::clone(&object));
         self.record(
             &mut inner,
             ChangeType::Added,
             resource,
             namespace,
-            object.clone(),
+            Arc::clone(&object),
         );
-        Ok(object)
+        Ok(Value::clone(&object))
     }
 
     /// Reads an object.
@@ -337,7 +338,7 @@ impl Store {
                 if resource.namespaced { namespace } else { "" },
                 name,
             ))
-            .cloned()
+            .map(|v| Value::clone(v))
             .ok_or_else(|| ApiError::not_found(resource, name))
     }
 
@@ -357,7 +358,7 @@ impl Store {
             })
             .map(|(_, v)| v)
             .filter(|v| keep(v))
-            .cloned()
+            .map(|v| Value::clone(v))
             .collect();
         (items, inner.rv)
     }
@@ -387,7 +388,7 @@ impl Store {
         let mut inner = self.lock();
         let namespace = if resource.namespaced { namespace } else { "" };
         let key = key(resource, namespace, name);
-        let Some(old) = inner.objects.get(&key).cloned() else {
+        let Some(old) = inner.objects.get(&key).map(|v| Value::clone(v)) else {
             return Err(ApiError::not_found(resource, name));
         };
         let mut new = change(&old)?;
@@ -491,21 +492,22 @@ impl Store {
             .is_none_or(Vec::is_empty);
         if new.pointer("/metadata/deletionTimestamp").is_some() && finalizers_empty {
             inner.rv -= 1;
-            inner.objects.insert(key.clone(), new);
+            inner.objects.insert(key.clone(), Arc::new(new));
             return Ok(self.remove_key(&mut inner, &key));
         }
         if resource.kind == "CustomResourceDefinition" && resource.group == "apiextensions.k8s.io" {
             register_crd(&mut inner, &mut new);
         }
-        inner.objects.insert(key, new.clone());
+        let new = Arc::new(new);
+        inner.objects.insert(key, Arc::clone(&new));
         self.record(
             &mut inner,
             ChangeType::Modified,
             resource,
             namespace,
-            new.clone(),
+            Arc::clone(&new),
         );
-        Ok(new)
+        Ok(Value::clone(&new))
     }
 
     /// Deletes an object with DeleteOptions: with finalizers it only gets a deletionTimestamp;
@@ -522,7 +524,7 @@ impl Store {
         let mut inner = self.lock();
         let namespace = if resource.namespaced { namespace } else { "" };
         let key = key(resource, namespace, name);
-        let Some(object) = inner.objects.get(&key).cloned() else {
+        let Some(object) = inner.objects.get(&key).map(|v| Value::clone(v)) else {
             return Err(ApiError::not_found(resource, name));
         };
         let field = |path: &str| object.pointer(path).and_then(Value::as_str);
@@ -550,7 +552,7 @@ impl Store {
                     self.delete_key(&mut inner, &dependent, None);
                 }
                 self.finish_foreground(&mut inner, &uid);
-                Ok(inner.objects.get(&key).cloned().unwrap_or(marked))
+                Ok(inner.objects.get(&key).map_or(marked, |v| Value::clone(v)))
             }
         }
     }
@@ -558,7 +560,7 @@ impl Store {
     /// Deletes one stored object (finalizers respected; `add_finalizer` first adds one), and
     /// collects its dependents when it is gone. Returns the object as last seen.
     fn delete_key(&self, inner: &mut Inner, key: &Key, add_finalizer: Option<&str>) -> Value {
-        let Some(mut object) = inner.objects.get(key).cloned() else {
+        let Some(mut object) = inner.objects.get(key).map(|v| Value::clone(v)) else {
             return Value::Null;
         };
         let mut changed = false;
@@ -586,8 +588,9 @@ impl Store {
             if changed {
                 inner.rv += 1;
                 object["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
-                inner.objects.insert(key.clone(), object.clone());
-                self.record_key(inner, ChangeType::Modified, key, object.clone());
+                let shared = Arc::new(object.clone());
+                inner.objects.insert(key.clone(), Arc::clone(&shared));
+                self.record_key(inner, ChangeType::Modified, key, shared);
             }
             return object;
         }
@@ -597,12 +600,13 @@ impl Store {
     /// Removes a stored object for good: records DELETED, unregisters a CRD's types, collects the
     /// object's dependents (Background) and completes owners waiting in foreground deletion.
     fn remove_key(&self, inner: &mut Inner, key: &Key) -> Value {
-        let Some(mut object) = inner.objects.remove(key) else {
+        let Some(object) = inner.objects.remove(key) else {
             return Value::Null;
         };
+        let mut object = Arc::unwrap_or_clone(object);
         inner.rv += 1;
         object["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
-        self.record_key(inner, ChangeType::Deleted, key, object.clone());
+        self.record_key(inner, ChangeType::Deleted, key, Arc::new(object.clone()));
         if key.0 == "apiextensions.k8s.io" && key.1 == "customresourcedefinitions" {
             unregister_crd(self, inner, &object);
         }
@@ -630,7 +634,7 @@ impl Store {
             .objects
             .iter()
             .find(|(_, o)| o.pointer("/metadata/uid").and_then(Value::as_str) == Some(owner_uid))
-            .map(|(k, o)| (k.clone(), o.clone()))
+            .map(|(k, o)| (k.clone(), Value::clone(o)))
         else {
             return;
         };
@@ -646,12 +650,13 @@ impl Store {
             return;
         }
         if finalizers.is_empty() {
-            inner.objects.insert(key.clone(), owner);
+            inner.objects.insert(key.clone(), Arc::new(owner));
             self.remove_key(inner, &key);
         } else {
             inner.rv += 1;
             owner["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
-            inner.objects.insert(key.clone(), owner.clone());
+            let owner = Arc::new(owner);
+            inner.objects.insert(key.clone(), Arc::clone(&owner));
             self.record_key(inner, ChangeType::Modified, &key, owner);
         }
     }
@@ -659,7 +664,7 @@ impl Store {
     /// Removes the ownerReferences to `owner_uid` from its dependents.
     fn orphan_dependents(&self, inner: &mut Inner, owner_uid: &str) {
         for key in dependents(inner, owner_uid) {
-            let Some(mut object) = inner.objects.get(&key).cloned() else {
+            let Some(mut object) = inner.objects.get(&key).map(|v| Value::clone(v)) else {
                 continue;
             };
             if let Some(Value::Array(refs)) = object.pointer_mut("/metadata/ownerReferences") {
@@ -667,12 +672,13 @@ impl Store {
             }
             inner.rv += 1;
             object["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
-            inner.objects.insert(key.clone(), object.clone());
+            let object = Arc::new(object);
+            inner.objects.insert(key.clone(), Arc::clone(&object));
             self.record_key(inner, ChangeType::Modified, &key, object);
         }
     }
 
-    fn record_key(&self, inner: &mut Inner, type_: ChangeType, key: &Key, object: Value) {
+    fn record_key(&self, inner: &mut Inner, type_: ChangeType, key: &Key, object: Arc<Value>) {
         let resource = ResourceType {
             group: key.0.clone(),
             plural: key.1.clone(),
@@ -807,9 +813,15 @@ fn unregister_crd(store: &Store, inner: &mut Inner, crd: &Value) {
     for key in doomed {
         if let (Some(object), Some(resource)) = (inner.objects.remove(&key), types.first()) {
             inner.rv += 1;
-            let mut object = object;
+            let mut object = Arc::unwrap_or_clone(object);
             object["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
-            store.record(inner, ChangeType::Deleted, resource, &key.2, object);
+            store.record(
+                inner,
+                ChangeType::Deleted,
+                resource,
+                &key.2,
+                Arc::new(object),
+            );
         }
     }
     inner.registry.remove_crd(&group, &plural);
