@@ -240,6 +240,57 @@ impl Registry {
         json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
     }
 
+    /// Aggregated discovery (`apidiscovery.k8s.io/v2` `APIGroupDiscoveryList`), which kubectl
+    /// asks for first: the core group for `/api`, every other group for `/apis`.
+    pub fn aggregated(&self, core: bool) -> Value {
+        let verbs = json!([
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch"
+        ]);
+        let mut groups: BTreeMap<&str, BTreeMap<&str, Vec<Value>>> = BTreeMap::new();
+        for t in self.types.values().filter(|t| t.group.is_empty() == core) {
+            let kind = json!({"group": t.group, "version": t.version, "kind": t.kind});
+            let mut subresources = Vec::new();
+            if t.status_subresource {
+                subresources.push(json!({"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}));
+            }
+            if t.log_subresource {
+                subresources.push(json!({"subresource": "log", "responseKind": {"group": "", "version": "", "kind": ""}, "verbs": ["get"]}));
+            }
+            groups
+                .entry(&t.group)
+                .or_default()
+                .entry(&t.version)
+                .or_default()
+                .push(json!({
+                    "resource": t.plural,
+                    "responseKind": kind,
+                    "scope": if t.namespaced { "Namespaced" } else { "Cluster" },
+                    "singularResource": t.singular,
+                    "verbs": verbs,
+                    "shortNames": t.short_names,
+                    "subresources": subresources,
+                }));
+        }
+        let items: Vec<Value> = groups
+            .into_iter()
+            .map(|(group, versions)| {
+                let versions: Vec<Value> = versions
+                    .into_iter()
+                    .map(|(version, resources)| json!({"version": version, "resources": resources, "freshness": "Current"}))
+                    .collect();
+                json!({"metadata": {"name": group}, "versions": versions})
+            })
+            .collect();
+        json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+    }
+
     /// `/api/v1` or `/apis/{group}/{version}`: the resources of one group version, `None` if
     /// none is served.
     pub fn resource_list(&self, group: &str, version: &str) -> Option<Value> {

@@ -231,6 +231,15 @@ fn serve(app: Arc<App>, method: Method, uri: Uri, headers: HeaderMap, body: Byte
                 "platform": "linux/amd64"}),
             );
         }
+        (Method::GET, "/api" | "/apis") if wants_aggregated(&headers) => {
+            let body = app.store.registry().aggregated(path == "/api");
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, AGGREGATED_DISCOVERY)],
+                body.to_string(),
+            )
+                .into_response();
+        }
         (Method::GET, "/api") => return json_response(200, &Registry::core_versions()),
         (Method::GET, "/apis") => return json_response(200, &app.store.registry().group_list()),
         (Method::GET, "/healthz" | "/livez" | "/readyz") => {
@@ -259,6 +268,19 @@ fn serve(app: Arc<App>, method: Method, uri: Uri, headers: HeaderMap, body: Byte
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
+}
+
+/// The media type of aggregated discovery documents.
+const AGGREGATED_DISCOVERY: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether the client prefers aggregated discovery (its first Accept entry).
+fn wants_aggregated(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|accept| accept.split(',').next())
+        .is_some_and(|first| first.contains("g=apidiscovery.k8s.io") && first.contains("v=v2"))
 }
 
 fn wants_table(headers: &HeaderMap) -> bool {

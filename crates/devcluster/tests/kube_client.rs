@@ -900,3 +900,48 @@ async fn events_written_as_events_k8s_io_are_read_as_core_v1() {
         .expect("list");
     assert!(none.items.is_empty());
 }
+
+#[tokio::test]
+async fn aggregated_discovery_lists_every_served_type() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (cluster, client) = cluster().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    crds.create(&PostParams::default(), &jobtide_api::crd::all()[0])
+        .await
+        .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(cluster.addr).await.unwrap();
+    stream
+        .write_all(b"GET /apis HTTP/1.1\r\nHost: dev\r\nAccept: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(
+        response.to_lowercase().contains(
+            "content-type: application/json;g=apidiscovery.k8s.io;v=v2;as=apigroupdiscoverylist"
+        ),
+        "{response}"
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let groups: Vec<&str> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["metadata"]["name"].as_str())
+        .collect();
+    assert!(
+        groups.contains(&"batch") && groups.contains(&"keda.sh"),
+        "{groups:?}"
+    );
+    let keda = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["metadata"]["name"] == "keda.sh")
+        .unwrap();
+    let scaledjobs = &keda["versions"][0]["resources"][0];
+    assert_eq!(scaledjobs["resource"], "scaledjobs");
+    assert_eq!(scaledjobs["scope"], "Namespaced");
+    assert_eq!(scaledjobs["subresources"][0]["subresource"], "status");
+}
