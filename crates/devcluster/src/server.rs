@@ -522,11 +522,8 @@ fn dispatch(
                         })?;
                     store.modify(storage, &namespace, name, part, |old| {
                         let mut new = to_client(old.clone());
-                        json_patch::patch(&mut new, &operations).map_err(|e| match e.kind {
-                            json_patch::PatchErrorKind::TestFailed => {
-                                ApiError::invalid(resource, name, &[(String::new(), format!("the server rejected our request due to an error in our request: {e}"))])
-                            }
-                            _ => ApiError::internal(e.to_string()),
+                        apply_json_patch(&mut new, &operations).map_err(|e| {
+                            ApiError::invalid(resource, name, &[(String::new(), format!("the server rejected our request due to an error in our request: {e}"))])
                         })?;
                         Ok(from_client(new))
                     })?
@@ -587,6 +584,25 @@ fn dispatch(
         }
         _ => Err(ApiError::method_not_allowed(method.as_str())),
     }
+}
+
+/// RFC 6902 as Kubernetes applies it: operations in order, and — like the real server's
+/// json-patch library — a `test` of `null` against a path that doesn't exist passes (kube-runtime's
+/// finalizer helper relies on it).
+fn apply_json_patch(
+    document: &mut Value,
+    operations: &json_patch::Patch,
+) -> Result<(), json_patch::PatchError> {
+    for operation in &operations.0 {
+        if let json_patch::PatchOperation::Test(test) = operation
+            && test.value.is_null()
+            && document.pointer(test.path.as_str()).is_none()
+        {
+            continue;
+        }
+        json_patch::patch(document, std::slice::from_ref(operation))?;
+    }
+    Ok(())
 }
 
 /// `pods/log`: the process output so far, or with `follow` a stream of it until the pod has
