@@ -8,27 +8,20 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use jobtide_api::ScaledJob;
-use jobtide_api::resolve::{
-    DEFAULT_CLUSTER_OBJECT_NAMESPACE, MissingEnvSource, resolve_trigger_inputs,
-};
-use jobtide_api::trigger::{TriggerConfig, parse_trigger};
+use jobtide_api::resolve::{MissingEnvSource, resolve_triggers};
 use jobtide_core::lag::PersistentLagMemory;
 use jobtide_core::scaling::{JobCountInput, TriggerMeasurement, aggregate, decide_job_count};
-use jobtide_kafka::scaler::{LagTarget, measure};
+use jobtide_kafka::scaler::measure_trigger;
 use jobtide_kafka::source::SourcePool;
-use k8s_openapi::api::core::v1::PodSpec;
 use serde::Serialize;
-use serde_json::Value;
 
-use crate::validate::{Collected, collect, input, typed};
+use crate::validate::{Collected, ManifestArgs, collect, identity, input, typed};
 
 /// Arguments of `jobtide explain`.
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    /// A manifest file, directory or `-` (repeatable); TriggerAuthentications, Secrets and
-    /// ConfigMaps among the inputs are resolved as `validate` does.
-    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
-    files: Vec<String>,
+    #[command(flatten)]
+    manifests: ManifestArgs,
     /// Ask these brokers instead of each trigger's `bootstrapServers` (e.g. a port-forward).
     #[arg(long, value_name = "HOST:PORT[,…]", env = "JOBTIDE_BOOTSTRAP_SERVERS")]
     bootstrap_servers: Option<String>,
@@ -43,17 +36,6 @@ pub struct ExplainArgs {
         env = "JOBTIDE_EXPLAIN_TIMEOUT"
     )]
     timeout: u64,
-    /// Namespace of objects that don't set one.
-    #[arg(
-        short = 'n',
-        long,
-        default_value = "default",
-        env = "JOBTIDE_NAMESPACE"
-    )]
-    namespace: String,
-    /// Namespace whose Secrets and ConfigMaps ClusterTriggerAuthentications read.
-    #[arg(long, default_value = DEFAULT_CLUSTER_OBJECT_NAMESPACE, env = "KEDA_CLUSTER_OBJECT_NAMESPACE")]
-    cluster_object_namespace: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -109,7 +91,7 @@ struct PartitionExplanation {
 }
 
 pub fn run(args: &ExplainArgs) -> ExitCode {
-    let documents = match input::read_all(&args.files, false) {
+    let documents = match input::read_all(&args.manifests.files, args.manifests.recursive) {
         Ok(documents) => documents,
         Err(error) => {
             eprintln!("error: {error}");
@@ -153,25 +135,19 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
         objects,
         scaled_jobs,
         document_errors,
-    } = collect(documents, &args.namespace);
+    } = collect(documents, &args.manifests.namespace);
     for error in &document_errors {
         eprintln!("warning: {}: {}", error.location, error.message);
     }
     let pool = SourcePool::new();
     let timeout = Duration::from_secs(args.timeout.max(1));
     let mut out = Vec::new();
+    let brokers: Option<Vec<String>> = args
+        .bootstrap_servers
+        .as_ref()
+        .map(|servers| servers.split(',').map(|s| s.trim().to_owned()).collect());
     for pending in scaled_jobs {
-        let metadata = pending.value.get("metadata");
-        let field = |key: &str| {
-            metadata
-                .and_then(|m| m.get(key))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        let name = field("name").unwrap_or_default();
-        let namespace = field("namespace")
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| args.namespace.clone());
+        let (namespace, name) = identity(&pending.value, &args.manifests.namespace);
         let scaled_job = match typed::<ScaledJob>(&pending.value) {
             Ok(scaled_job) => scaled_job,
             Err(error) => {
@@ -185,18 +161,19 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
             }
         };
         let spec = &scaled_job.spec;
-        let pod_spec = spec
-            .job_target_ref
-            .template
-            .spec
-            .clone()
-            .unwrap_or_else(PodSpec::default);
+        let resolved = resolve_triggers(
+            &objects,
+            &namespace,
+            spec,
+            &args.manifests.cluster_object_namespace,
+            MissingEnvSource::Warn,
+        );
         let mut triggers = Vec::new();
-        for (index, trigger) in spec.triggers.iter().enumerate() {
+        for ((index, trigger), resolved) in spec.triggers.iter().enumerate().zip(resolved) {
             let mut explanation = TriggerExplanation {
                 index,
                 type_: trigger.type_.clone(),
-                metric_name: None,
+                metric_name: resolved.parsed.metric_name.clone(),
                 error: None,
                 partitions: Vec::new(),
                 total_lag: 0,
@@ -204,56 +181,28 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
                 active: false,
                 jobs_wanted: 0,
             };
-            let resolved = resolve_trigger_inputs(
-                &objects,
-                &namespace,
-                &pod_spec,
-                spec.env_source_container(),
-                trigger,
-                &args.cluster_object_namespace,
-                MissingEnvSource::Warn,
-            );
-            let parsed = match resolved {
-                Ok(inputs) => parse_trigger(index, trigger, &inputs),
-                Err(error) => {
-                    explanation.error = Some(error.to_string());
-                    triggers.push(explanation);
-                    continue;
-                }
+            let measured = match (resolved.resolve_error, resolved.parsed.config) {
+                (Some(error), _) => Err(error.to_string()),
+                (None, Err(error)) => Err(error.to_string()),
+                (None, Ok(config)) => measure_trigger(
+                    &pool,
+                    &config,
+                    brokers.as_deref(),
+                    &PersistentLagMemory::new(),
+                    timeout,
+                )
+                .await
+                .map(|measurement| {
+                    (
+                        jobs_wanted(spec, measurement.to_scaling(config.lag())),
+                        measurement,
+                    )
+                })
+                .map_err(|e| e.to_string()),
             };
-            explanation.metric_name.clone_from(&parsed.metric_name);
-            let config = match parsed.config {
-                Ok(config) => config,
-                Err(error) => {
-                    explanation.error = Some(error.to_string());
-                    triggers.push(explanation);
-                    continue;
-                }
-            };
-            let mut target = match LagTarget::from_trigger(&config) {
-                Ok(target) => target,
-                Err(error) => {
-                    explanation.error = Some(error.to_string());
-                    triggers.push(explanation);
-                    continue;
-                }
-            };
-            if let Some(servers) = &args.bootstrap_servers {
-                target.connection.bootstrap_servers =
-                    servers.split(',').map(|s| s.trim().to_owned()).collect();
-            }
-            match measure(&pool, &target, &PersistentLagMemory::new(), timeout).await {
-                Ok(measurement) => {
-                    let threshold = match &config {
-                        TriggerConfig::Kafka(k) => k.lag.lag_threshold,
-                        TriggerConfig::ApacheKafka(a) => a.lag.lag_threshold,
-                    };
-                    explanation.jobs_wanted = jobs_wanted(
-                        spec,
-                        measurement.metric_value,
-                        threshold,
-                        measurement.active,
-                    );
+            match measured {
+                Ok((jobs_wanted, measurement)) => {
+                    explanation.jobs_wanted = jobs_wanted;
                     explanation.total_lag = measurement.total_lag;
                     explanation.metric_value = measurement.metric_value;
                     explanation.active = measurement.active;
@@ -271,7 +220,7 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
                         })
                         .collect();
                 }
-                Err(error) => explanation.error = Some(error.to_string()),
+                Err(error) => explanation.error = Some(error),
             }
             triggers.push(explanation);
         }
@@ -286,30 +235,16 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
 }
 
 /// The Jobs this trigger's lag alone calls for under the ScaledJob's strategy, none running.
-fn jobs_wanted(
-    spec: &jobtide_api::ScaledJobSpec,
-    metric_value: i64,
-    threshold: i64,
-    active: bool,
-) -> i64 {
-    #[allow(clippy::cast_precision_loss)] // lags far below 2^52
-    let measurement = TriggerMeasurement {
-        queue_length: metric_value as f64,
-        target: threshold as f64,
-        active,
-    };
+fn jobs_wanted(spec: &jobtide_api::ScaledJobSpec, measurement: TriggerMeasurement) -> i64 {
     let bounds = spec.bounds();
     let aggregate = aggregate(spec.aggregation(), &[measurement], bounds);
-    decide_job_count(
-        spec.scaling_strategy(),
-        JobCountInput {
-            aggregate,
-            running: 0,
-            pending: 0,
-            bounds,
-        },
-    )
-    .create
+    let input = JobCountInput {
+        aggregate,
+        running: 0,
+        pending: 0,
+        bounds,
+    };
+    decide_job_count(spec.scaling_strategy(), input).create
 }
 
 fn to_text(explanation: &Explanation) -> String {

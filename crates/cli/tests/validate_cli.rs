@@ -54,6 +54,14 @@ fn the_seed_manifest_validates_clean() {
     assert_eq!(sj["name"], "kafka-scaledjob");
     assert_eq!(sj["valid"], true);
     assert_eq!(sj["errors"], Value::Array(vec![]));
+    assert_eq!(
+        (
+            sj["file"].as_str(),
+            sj["document"].as_u64(),
+            sj["line"].as_u64()
+        ),
+        (Some("examples/seed-scaledjob.yaml"), Some(1), Some(1))
+    );
     let trigger = &sj["triggers"][0];
     assert_eq!(trigger["index"], 0);
     assert_eq!(trigger["type"], "kafka");

@@ -8,20 +8,18 @@ use futures::StreamExt;
 use jobtide_api::ScaledJob;
 use jobtide_api::facts::job_facts;
 use jobtide_api::job::{SCALED_JOB_NAME_LABEL, job_for};
-use jobtide_api::resolve::{MissingEnvSource, resolve_trigger_inputs};
+use jobtide_api::resolve::{MissingEnvSource, ObjectSet, resolve_triggers};
 use jobtide_api::scaledjob::Condition as ApiCondition;
-use jobtide_api::trigger::{TriggerConfig, parse_trigger};
 use jobtide_api::validation::check_scaled_job;
 use jobtide_core::jobs::{Propagation, RolloutStrategy, rollout_deletions};
 use jobtide_core::lag::PersistentLagMemory;
 use jobtide_core::pause::{PAUSED_ANNOTATION, is_paused};
 use jobtide_core::poll::{PollInput, PollPolicy, TriggerResult, decide_poll};
-use jobtide_core::scaling::TriggerMeasurement;
 use jobtide_core::status::{
     Condition, ConditionStatus, Conditions, Event, EventType, ReconcileOutcome, Reporter,
     after_reconcile,
 };
-use jobtide_kafka::scaler::{LagTarget, measure};
+use jobtide_kafka::scaler::measure_trigger;
 use jobtide_kafka::source::SourcePool;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -35,7 +33,7 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::facts::Objects;
+use crate::facts;
 
 /// KEDA's finalizer on ScaledJobs.
 pub const FINALIZER: &str = "finalizer.keda.sh";
@@ -339,47 +337,39 @@ async fn poll(
     let namespace = scaled_job.namespace().unwrap_or_default();
     let spec = &scaled_job.spec;
     let uid = scaled_job.uid().unwrap_or_default();
-    let objects = Objects::fetch(
-        &context.client,
-        &[&namespace, &context.cluster_object_namespace],
-    )
-    .await?;
-    let pod_spec = spec
-        .job_target_ref
-        .template
-        .spec
-        .clone()
-        .unwrap_or_default();
+    // Objects are listed only when a trigger's resolution reads some.
+    let objects = if facts::reads_objects(spec) {
+        facts::fetch(
+            &context.client,
+            &[&namespace, &context.cluster_object_namespace],
+        )
+        .await?
+    } else {
+        ObjectSet::default()
+    };
     let timeout = Duration::from_secs(
         u64::try_from(spec.polling_interval_seconds())
             .unwrap_or(30)
             .clamp(1, 10),
     );
-    let mut triggers = Vec::with_capacity(spec.triggers.len());
-    for (index, trigger) in spec.triggers.iter().enumerate() {
-        let parsed = resolve_trigger_inputs(
-            &objects,
-            &namespace,
-            &pod_spec,
-            spec.env_source_container(),
-            trigger,
-            &context.cluster_object_namespace,
-            MissingEnvSource::Fail,
-        )
-        .map_err(|e| e.to_string())
-        .map(|inputs| parse_trigger(index, trigger, &inputs));
-        let metric_name = parsed
-            .as_ref()
-            .ok()
-            .and_then(|p| p.metric_name.clone())
-            .unwrap_or_else(|| format!("s{index}-{}", trigger.type_));
-        let measurement = match parsed.and_then(|p| p.config.map_err(|e| e.to_string())) {
-            Err(error) => Err(error),
-            Ok(config) => {
-                let threshold = match &config {
-                    TriggerConfig::Kafka(k) => k.lag.lag_threshold,
-                    TriggerConfig::ApacheKafka(a) => a.lag.lag_threshold,
-                };
+    let resolved = resolve_triggers(
+        &objects,
+        &namespace,
+        spec,
+        &context.cluster_object_namespace,
+        MissingEnvSource::Fail,
+    );
+    let mut triggers = Vec::with_capacity(resolved.len());
+    for (index, resolved) in resolved.into_iter().enumerate() {
+        let metric_name = resolved
+            .parsed
+            .metric_name
+            .clone()
+            .unwrap_or_else(|| format!("s{index}-{}", spec.triggers[index].type_));
+        let measurement = match (resolved.resolve_error, resolved.parsed.config) {
+            (Some(error), _) => Err(error.to_string()),
+            (None, Err(error)) => Err(error.to_string()),
+            (None, Ok(config)) => {
                 let key = (uid.clone(), index);
                 let previous = context
                     .memories
@@ -387,22 +377,14 @@ async fn poll(
                     .ok()
                     .and_then(|m| m.get(&key).cloned())
                     .unwrap_or_default();
-                match LagTarget::from_trigger(&config) {
-                    Err(error) => Err(error.to_string()),
-                    Ok(target) => match measure(&context.pool, &target, &previous, timeout).await {
-                        Err(error) => Err(error.to_string()),
-                        Ok(measured) => {
-                            if let Ok(mut memories) = context.memories.lock() {
-                                memories.insert(key, measured.memory.clone());
-                            }
-                            #[allow(clippy::cast_precision_loss)] // lags far below 2^52
-                            Ok(TriggerMeasurement {
-                                queue_length: measured.metric_value as f64,
-                                target: threshold as f64,
-                                active: measured.active,
-                            })
+                match measure_trigger(&context.pool, &config, None, &previous, timeout).await {
+                    Ok(measured) => {
+                        if let Ok(mut memories) = context.memories.lock() {
+                            memories.insert(key, measured.memory.clone());
                         }
-                    },
+                        Ok(measured.to_scaling(config.lag()))
+                    }
+                    Err(error) => Err(error.to_string()),
                 }
             }
         };

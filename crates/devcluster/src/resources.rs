@@ -61,11 +61,6 @@ impl ResourceType {
         }
     }
 
-    /// An empty type, for filling in with struct update syntax.
-    pub fn placeholder() -> Self {
-        Self::builtin("", "", "", "", false)
-    }
-
     fn builtin(group: &str, version: &str, kind: &str, plural: &str, namespaced: bool) -> Self {
         Self {
             group: group.into(),
@@ -99,11 +94,6 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// An empty type (see [`ResourceType::placeholder`]).
-    pub fn placeholder() -> ResourceType {
-        ResourceType::placeholder()
-    }
-
     /// The built-in types jobtide uses.
     pub fn builtin() -> Self {
         let mut registry = Self::default();

@@ -200,14 +200,14 @@ impl Store {
         &self,
         inner: &mut Inner,
         type_: ChangeType,
-        resource: &ResourceType,
+        (group, plural): (&str, &str),
         namespace: &str,
         object: Arc<Value>,
     ) {
         let change = Arc::new(Change {
             rv: inner.rv,
             type_,
-            resource: (resource.group.clone(), resource.plural.clone()),
+            resource: (group.to_owned(), plural.to_owned()),
             namespace: namespace.to_owned(),
             object,
         });
@@ -316,7 +316,7 @@ impl Store {
         self.record(
             &mut inner,
             ChangeType::Added,
-            resource,
+            (&resource.group, &resource.plural),
             namespace,
             Arc::clone(&object),
         );
@@ -503,7 +503,7 @@ impl Store {
         self.record(
             &mut inner,
             ChangeType::Modified,
-            resource,
+            (&resource.group, &resource.plural),
             namespace,
             Arc::clone(&new),
         );
@@ -679,12 +679,7 @@ impl Store {
     }
 
     fn record_key(&self, inner: &mut Inner, type_: ChangeType, key: &Key, object: Arc<Value>) {
-        let resource = ResourceType {
-            group: key.0.clone(),
-            plural: key.1.clone(),
-            ..Registry::placeholder()
-        };
-        self.record(inner, type_, &resource, &key.2, object);
+        self.record(inner, type_, (&key.0, &key.1), &key.2, object);
     }
 
     /// Changes after `from` matching `filter`, and a receiver for later ones, taken under one lock
@@ -818,7 +813,7 @@ fn unregister_crd(store: &Store, inner: &mut Inner, crd: &Value) {
             store.record(
                 inner,
                 ChangeType::Deleted,
-                resource,
+                (&resource.group, &resource.plural),
                 &key.2,
                 Arc::new(object),
             );

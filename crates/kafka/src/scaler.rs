@@ -1,13 +1,14 @@
 //! KEDA's Kafka lag scaler over a shared [`OffsetsSource`]: topic discovery (keda-compat §7.2),
 //! offsets (§7.3) and the lag rules of `jobtide-core` (§7.4–§7.6). Errors carry KEDA's texts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use jobtide_api::trigger::TriggerConfig;
 use jobtide_api::trigger::connection::KafkaConnection;
 use jobtide_core::kafka::{LagPolicy, OffsetResetPolicy};
 use jobtide_core::lag::{PartitionOffsets, PersistentLagMemory, trigger_lag};
+use jobtide_core::scaling::TriggerMeasurement;
 
 use crate::client_config::{ConfigError, Isolation};
 use crate::source::{SourceError, SourcePool, TopicPartition, TopicPartitions};
@@ -305,5 +306,31 @@ async fn committed_topics(
     Ok(topics.into_iter().collect())
 }
 
-/// Per-trigger `excludePersistentLag` memories, kept by the caller across client rebuilds (D12).
-pub type Memories = BTreeMap<String, PersistentLagMemory>;
+impl Measurement {
+    /// This measurement as `jobtide-core`'s scaling input: the metric value against the
+    /// trigger's `lagThreshold` (the AverageValue target KEDA uses for ScaledJobs).
+    pub fn to_scaling(&self, policy: &LagPolicy) -> TriggerMeasurement {
+        #[allow(clippy::cast_precision_loss)] // lags far below 2^52
+        TriggerMeasurement {
+            queue_length: self.metric_value as f64,
+            target: policy.lag_threshold as f64,
+            active: self.active,
+        }
+    }
+}
+
+/// Measures a parsed trigger: [`LagTarget::from_trigger`], then [`measure`]; `brokers` replaces
+/// the trigger's `bootstrapServers` when given.
+pub async fn measure_trigger(
+    pool: &SourcePool,
+    config: &TriggerConfig,
+    brokers: Option<&[String]>,
+    previous: &PersistentLagMemory,
+    timeout: Duration,
+) -> Result<Measurement, ScalerError> {
+    let mut target = LagTarget::from_trigger(config)?;
+    if let Some(brokers) = brokers {
+        target.connection.bootstrap_servers = brokers.to_vec();
+    }
+    measure(pool, &target, previous, timeout).await
+}

@@ -6,6 +6,7 @@
 //! operator (reflector caches) resolve identically.
 
 mod env;
+mod objects;
 
 use std::collections::BTreeMap;
 
@@ -17,6 +18,7 @@ use crate::scaledjob::{AuthenticationKind, ScaleTrigger};
 use crate::secret::Secret;
 
 pub use env::{expand_env_value, resolve_container_env};
+pub use objects::ObjectSet;
 
 /// KEDA's default namespace for the Secrets and ConfigMaps of ClusterTriggerAuthentications
 /// (`KEDA_CLUSTER_OBJECT_NAMESPACE`, defaulting to the operator's namespace, `keda`).
@@ -279,6 +281,64 @@ impl AuthContext<'_> {
             self.kind, self.auth_name
         )
     }
+}
+
+/// One trigger of a ScaledJob, resolved and parsed exactly as the operator does it.
+#[derive(Debug, Clone)]
+pub struct ResolvedTrigger {
+    /// The parse with the resolved inputs — or, when resolution failed, of the metadata alone
+    /// (for the metric name; its config is not meaningful then).
+    pub parsed: crate::trigger::ParsedTrigger,
+    /// Why the trigger's inputs could not be resolved.
+    pub resolve_error: Option<ResolveError>,
+    /// Resolution warnings (e.g. a referenced Secret treated as empty).
+    pub resolve_warnings: Vec<String>,
+}
+
+/// Resolves and parses every trigger of `spec` for a ScaledJob in `namespace`.
+pub fn resolve_triggers(
+    lookup: &dyn ObjectLookup,
+    namespace: &str,
+    spec: &crate::ScaledJobSpec,
+    cluster_object_namespace: &str,
+    missing_env_source: MissingEnvSource,
+) -> Vec<ResolvedTrigger> {
+    let pod_spec = spec
+        .job_target_ref
+        .template
+        .spec
+        .clone()
+        .unwrap_or_default();
+    spec.triggers
+        .iter()
+        .enumerate()
+        .map(|(index, trigger)| {
+            match resolve_trigger_inputs(
+                lookup,
+                namespace,
+                &pod_spec,
+                spec.env_source_container(),
+                trigger,
+                cluster_object_namespace,
+                missing_env_source,
+            ) {
+                Ok(inputs) => ResolvedTrigger {
+                    parsed: crate::trigger::parse_trigger(index, trigger, &inputs),
+                    resolve_error: None,
+                    resolve_warnings: inputs.warnings,
+                },
+                Err(error) => ResolvedTrigger {
+                    parsed: crate::trigger::parse_trigger(
+                        index,
+                        trigger,
+                        &TriggerInputs::default(),
+                    ),
+                    resolve_error: Some(error),
+                    resolve_warnings: Vec::new(),
+                },
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

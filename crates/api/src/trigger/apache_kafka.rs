@@ -27,33 +27,6 @@ pub struct ApacheKafkaTrigger {
     pub isolation_level: IsolationLevel,
 }
 
-/// Every metadata key the `apache-kafka` scaler reads.
-pub const METADATA_KEYS: &[&str] = &[
-    "bootstrapServers",
-    "bootstrapServersFromEnv",
-    "consumerGroup",
-    "consumerGroupFromEnv",
-    "topic",
-    "topicFromEnv",
-    "partitionLimitation",
-    "lagThreshold",
-    "activationLagThreshold",
-    "offsetResetPolicy",
-    "allowIdleConsumers",
-    "excludePersistentLag",
-    "scaleToZeroOnInvalidOffset",
-    "limitToPartitionsWithLag",
-    "ensureEvenDistributionOfPartitions",
-    "isolationLevel",
-    "tls",
-    "sasl",
-    "awsRegion",
-    "awsEndpoint",
-    "awsAccessKeyID",
-    "awsAccessKeyIDFromEnv",
-    "awsSecretAccessKeyFromEnv",
-];
-
 #[derive(Debug, Default)]
 struct Draft {
     bootstrap_servers: Option<Vec<String>>,

@@ -34,36 +34,8 @@ pub struct KafkaTrigger {
     pub version: String,
 }
 
-/// Every metadata key the `kafka` scaler reads (for the unknown-key warning).
-pub const METADATA_KEYS: &[&str] = &[
-    "bootstrapServers",
-    "bootstrapServersFromEnv",
-    "consumerGroup",
-    "consumerGroupFromEnv",
-    "topic",
-    "topicFromEnv",
-    "partitionLimitation",
-    "lagThreshold",
-    "activationLagThreshold",
-    "offsetResetPolicy",
-    "allowIdleConsumers",
-    "excludePersistentLag",
-    "scaleToZeroOnInvalidOffset",
-    "limitToPartitionsWithLag",
-    "ensureEvenDistributionOfPartitions",
-    "isolationLevel",
-    "fullMetadata",
-    "version",
-    "tls",
-    "unsafeSsl",
-    "sasl",
-    "saslTokenProvider",
-    "awsRegion",
-    "awsEndpoint",
-    "awsAccessKeyID",
-    "awsAccessKeyIDFromEnv",
-    "awsSecretAccessKeyFromEnv",
-];
+/// The metadata keys only the `kafka` scaler reads (beyond [`super::SHARED_METADATA_KEYS`]).
+pub const METADATA_KEYS: &[&str] = &["fullMetadata", "version", "unsafeSsl", "saslTokenProvider"];
 
 /// The fields as KEDA's typed parser leaves them: `None` where the value did not parse (Go
 /// would hold the zero value, which is what validation sees).

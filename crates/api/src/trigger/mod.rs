@@ -51,12 +51,13 @@ impl TriggerType {
         Self::ALL.into_iter().find(|t| t.as_str() == value)
     }
 
-    /// The metadata keys this trigger type reads.
-    pub fn metadata_keys(self) -> &'static [&'static str] {
-        match self {
+    /// Whether this trigger type reads the metadata key `key`.
+    pub fn reads_metadata_key(self, key: &str) -> bool {
+        let own: &[&str] = match self {
             Self::Kafka => kafka::METADATA_KEYS,
-            Self::ApacheKafka => apache_kafka::METADATA_KEYS,
-        }
+            Self::ApacheKafka => &[],
+        };
+        SHARED_METADATA_KEYS.contains(&key) || own.contains(&key)
     }
 }
 
@@ -65,6 +66,33 @@ impl fmt::Display for TriggerType {
         f.write_str(self.as_str())
     }
 }
+
+/// The metadata keys both Kafka scalers read.
+pub const SHARED_METADATA_KEYS: &[&str] = &[
+    "bootstrapServers",
+    "bootstrapServersFromEnv",
+    "consumerGroup",
+    "consumerGroupFromEnv",
+    "topic",
+    "topicFromEnv",
+    "partitionLimitation",
+    "lagThreshold",
+    "activationLagThreshold",
+    "offsetResetPolicy",
+    "allowIdleConsumers",
+    "excludePersistentLag",
+    "scaleToZeroOnInvalidOffset",
+    "limitToPartitionsWithLag",
+    "ensureEvenDistributionOfPartitions",
+    "isolationLevel",
+    "tls",
+    "sasl",
+    "awsRegion",
+    "awsEndpoint",
+    "awsAccessKeyID",
+    "awsAccessKeyIDFromEnv",
+    "awsSecretAccessKeyFromEnv",
+];
 
 /// A parsed, valid trigger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +104,14 @@ pub enum TriggerConfig {
 }
 
 impl TriggerConfig {
+    /// The trigger's lag rules.
+    pub fn lag(&self) -> &jobtide_core::kafka::LagPolicy {
+        match self {
+            Self::Kafka(kafka) => &kafka.lag,
+            Self::ApacheKafka(apache) => &apache.lag,
+        }
+    }
+
     /// The trigger's type.
     pub fn trigger_type(&self) -> TriggerType {
         match self {
@@ -230,7 +266,7 @@ pub fn parse_trigger(
     let warnings = trigger
         .metadata
         .keys()
-        .filter(|key| !trigger_type.metadata_keys().contains(&key.as_str()))
+        .filter(|key| !trigger_type.reads_metadata_key(key))
         .map(|key| match &trigger.name {
             Some(name) => {
                 format!("Unmatched input property {key} in scaler {trigger_type} ({name})")

@@ -955,7 +955,7 @@ proptest! {
     fn the_parser_never_panics_on_arbitrary_metadata(
         entries in prop::collection::btree_map(
             prop_oneof![
-                prop::sample::select(kafka::METADATA_KEYS).prop_map(str::to_owned),
+                prop::sample::select([SHARED_METADATA_KEYS, kafka::METADATA_KEYS].concat()).prop_map(str::to_owned),
                 "[a-zA-Z]{1,12}",
             ],
             prop_oneof![
@@ -1023,4 +1023,14 @@ fn isolation_level_is_jobtides_extension_for_transactional_topics() {
             "parameter \"isolationLevel\" value \"serializable\" must be one of [read_uncommitted read_committed]"
         ]
     );
+}
+
+#[test]
+fn each_scaler_knows_its_own_keys() {
+    assert!(TriggerType::Kafka.reads_metadata_key("fullMetadata"));
+    assert!(!TriggerType::ApacheKafka.reads_metadata_key("fullMetadata"));
+    for trigger_type in TriggerType::ALL {
+        assert!(trigger_type.reads_metadata_key("bootstrapServersFromEnv"));
+        assert!(!trigger_type.reads_metadata_key("lagTreshold"));
+    }
 }

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-/// Where a document came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a document came from (in the JSON report: `file`, `document`, `line`, `item`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Location {
     /// The file as given (or `-` for stdin).
     pub file: String,
@@ -19,6 +19,7 @@ pub struct Location {
     /// The line the document starts on (1-based).
     pub line: usize,
     /// The item within a `kind: List` document, 0-based.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub item: Option<usize>,
 }
 

@@ -7,39 +7,32 @@
 //! a missing Secret); a missing TriggerAuthentication is an error (difference D13).
 
 pub(crate) mod input;
-pub(crate) mod objects;
 mod report;
 
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use jobtide_api::resolve::{
-    DEFAULT_CLUSTER_OBJECT_NAMESPACE, MissingEnvSource, TriggerInputs, resolve_trigger_inputs,
+    DEFAULT_CLUSTER_OBJECT_NAMESPACE, MissingEnvSource, ObjectSet, resolve_triggers,
 };
-use jobtide_api::secret::Secret;
-use jobtide_api::trigger::parse_trigger;
 use jobtide_api::validation::check_scaled_job;
 use jobtide_api::{ClusterTriggerAuthentication, ScaledJob, TriggerAuthentication};
-use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret as K8sSecret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret as K8sSecret};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use input::{Document, Location};
-use objects::Objects;
 use report::{DocumentError, Report, ScaledJobReport, TriggerReport};
 
-/// Arguments of `jobtide validate`.
+/// The manifest inputs `validate` and `explain` share.
 #[derive(Debug, Args)]
-pub struct ValidateArgs {
+pub struct ManifestArgs {
     /// A file, a directory (its .yaml/.yml/.json files) or `-` for stdin. Repeatable.
     #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
-    files: Vec<String>,
+    pub files: Vec<String>,
     /// Read directories recursively.
-    #[arg(short = 'R', long, env = "JOBTIDE_VALIDATE_RECURSIVE")]
-    recursive: bool,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text, env = "JOBTIDE_VALIDATE_OUTPUT")]
-    output: Output,
+    #[arg(short = 'R', long, env = "JOBTIDE_RECURSIVE")]
+    pub recursive: bool,
     /// Namespace of objects that don't set one (as kubectl's current namespace).
     #[arg(
         short = 'n',
@@ -47,10 +40,20 @@ pub struct ValidateArgs {
         default_value = "default",
         env = "JOBTIDE_NAMESPACE"
     )]
-    namespace: String,
+    pub namespace: String,
     /// Namespace whose Secrets and ConfigMaps ClusterTriggerAuthentications read.
     #[arg(long, default_value = DEFAULT_CLUSTER_OBJECT_NAMESPACE, env = "KEDA_CLUSTER_OBJECT_NAMESPACE")]
-    cluster_object_namespace: String,
+    pub cluster_object_namespace: String,
+}
+
+/// Arguments of `jobtide validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    manifests: ManifestArgs,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text, env = "JOBTIDE_VALIDATE_OUTPUT")]
+    output: Output,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -62,13 +65,13 @@ enum Output {
 }
 
 pub fn run(args: &ValidateArgs) -> ExitCode {
-    let ValidateArgs {
+    let ValidateArgs { manifests, output } = args;
+    let ManifestArgs {
         files,
         recursive,
-        output,
         namespace,
         cluster_object_namespace,
-    } = args;
+    } = manifests;
     let documents = match input::read_all(files, *recursive) {
         Ok(documents) => documents,
         Err(error) => {
@@ -106,7 +109,7 @@ pub(crate) struct PendingScaledJob {
 /// The documents sorted out: the lookup objects, the ScaledJob documents, and the documents
 /// that can't be used.
 pub(crate) struct Collected {
-    pub objects: Objects,
+    pub objects: ObjectSet,
     pub scaled_jobs: Vec<PendingScaledJob>,
     pub document_errors: Vec<DocumentError>,
 }
@@ -139,7 +142,7 @@ fn validate_documents(
 /// Sorts documents into lookup objects and ScaledJobs (kubectl's `List` flattened).
 pub(crate) fn collect(documents: Vec<Document>, default_namespace: &str) -> Collected {
     let mut report = Report::default();
-    let mut objects = Objects::default();
+    let mut objects = ObjectSet::default();
     let mut scaled_jobs = Vec::new();
     let mut queue: Vec<(Location, Value)> = documents
         .into_iter()
@@ -149,10 +152,8 @@ pub(crate) fn collect(documents: Vec<Document>, default_namespace: &str) -> Coll
     while let Some((location, value)) = queue.pop() {
         let mut fail = |message: String| {
             report.document_errors.push(DocumentError {
-                file: location.file.clone(),
-                document: location.document,
-                message,
                 location: location.clone(),
+                message,
             });
         };
         let Some(object) = value.as_object() else {
@@ -167,19 +168,7 @@ pub(crate) fn collect(documents: Vec<Document>, default_namespace: &str) -> Coll
             .get("kind")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let namespace = object
-            .get("metadata")
-            .and_then(|m| m.get("namespace"))
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-            .unwrap_or(default_namespace)
-            .to_owned();
-        let name = object
-            .get("metadata")
-            .and_then(|m| m.get("name"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let (namespace, name) = identity(&value, default_namespace);
         match (api_version, kind) {
             ("", _) | (_, "") => {
                 fail("not a Kubernetes object: apiVersion and kind are required".into());
@@ -201,11 +190,7 @@ pub(crate) fn collect(documents: Vec<Document>, default_namespace: &str) -> Coll
             }
             ("keda.sh/v1alpha1", "TriggerAuthentication") => {
                 match typed::<TriggerAuthentication>(&value) {
-                    Ok(ta) => {
-                        objects
-                            .trigger_authentications
-                            .insert((namespace, name), ta.spec);
-                    }
+                    Ok(ta) => objects.insert_trigger_authentication(&namespace, &name, ta.spec),
                     Err(error) => {
                         fail(format!("TriggerAuthentication {namespace}/{name}: {error}"));
                     }
@@ -213,38 +198,19 @@ pub(crate) fn collect(documents: Vec<Document>, default_namespace: &str) -> Coll
             }
             ("keda.sh/v1alpha1", "ClusterTriggerAuthentication") => {
                 match typed::<ClusterTriggerAuthentication>(&value) {
-                    Ok(cta) => {
-                        objects
-                            .cluster_trigger_authentications
-                            .insert(name, cta.spec.0);
-                    }
+                    Ok(cta) => objects.insert_cluster_trigger_authentication(&name, cta.spec.0),
                     Err(error) => fail(format!("ClusterTriggerAuthentication {name}: {error}")),
                 }
             }
             ("v1", "Secret") => match typed::<K8sSecret>(&value) {
-                Ok(secret) => {
-                    let mut data: std::collections::BTreeMap<String, Secret> = secret
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, Secret::new(String::from_utf8_lossy(&v.0).into_owned())))
-                        .collect();
-                    for (k, v) in secret.string_data.unwrap_or_default() {
-                        data.insert(k, Secret::new(v));
-                    }
-                    objects.secrets.insert((namespace, name), data);
-                }
+                Ok(secret) => objects.insert_secret(&namespace, secret),
                 Err(error) => fail(format!(
                     "Secret {namespace}/{name}: {}",
                     secret_error(&error)
                 )),
             },
             ("v1", "ConfigMap") => match typed::<ConfigMap>(&value) {
-                Ok(config_map) => {
-                    objects
-                        .config_maps
-                        .insert((namespace, name), config_map.data.unwrap_or_default());
-                }
+                Ok(config_map) => objects.insert_config_map(&namespace, config_map),
                 Err(error) => fail(format!("ConfigMap {namespace}/{name}: {error}")),
             },
             (
@@ -264,6 +230,23 @@ pub(crate) fn collect(documents: Vec<Document>, default_namespace: &str) -> Coll
         scaled_jobs,
         document_errors: report.document_errors,
     }
+}
+
+/// The namespace (the default when unset) and name of a raw object.
+pub(crate) fn identity(object: &Value, default_namespace: &str) -> (String, String) {
+    let field = |key: &str| {
+        object
+            .get("metadata")
+            .and_then(|m| m.get(key))
+            .and_then(Value::as_str)
+    };
+    (
+        field("namespace")
+            .filter(|n| !n.is_empty())
+            .unwrap_or(default_namespace)
+            .to_owned(),
+        field("name").unwrap_or_default().to_owned(),
+    )
 }
 
 /// A Secret's deserialization error without anything of its data: the field path only.
@@ -291,32 +274,19 @@ pub(crate) fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
 
 fn check(
     pending: &PendingScaledJob,
-    objects: &Objects,
+    objects: &ObjectSet,
     default_namespace: &str,
     cluster_object_namespace: &str,
 ) -> ScaledJobReport {
-    let metadata = pending.value.get("metadata");
-    let name = metadata
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let namespace = metadata
-        .and_then(|m| m.get("namespace"))
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .unwrap_or(default_namespace)
-        .to_owned();
+    let (namespace, name) = identity(&pending.value, default_namespace);
     let mut report = ScaledJobReport {
         namespace: namespace.clone(),
         name: name.clone(),
         valid: false,
         errors: Vec::new(),
         warnings: Vec::new(),
-        file: pending.location.file.clone(),
-        document: pending.location.document,
-        triggers: Vec::new(),
         location: pending.location.clone(),
+        triggers: Vec::new(),
     };
     if name.is_empty() {
         report
@@ -342,19 +312,20 @@ fn check(
     let findings = check_scaled_job(&name, spec);
     report.errors.extend(findings.errors.iter().cloned());
     report.warnings.extend(findings.warnings.iter().cloned());
-    let pod_spec = spec
-        .job_target_ref
-        .template
-        .spec
-        .clone()
-        .unwrap_or_else(PodSpec::default);
-    for (index, trigger) in spec.triggers.iter().enumerate() {
+    let resolved = resolve_triggers(
+        objects,
+        &namespace,
+        spec,
+        cluster_object_namespace,
+        MissingEnvSource::Warn,
+    );
+    for ((index, trigger), resolved) in spec.triggers.iter().enumerate().zip(resolved) {
         let extra = findings.triggers.get(index).cloned().unwrap_or_default();
         let mut trigger_report = TriggerReport {
             index,
             type_: trigger.type_.clone(),
             name: trigger.name.clone(),
-            metric_name: None,
+            metric_name: resolved.parsed.metric_name,
             valid: false,
             errors: Vec::new(),
             warnings: extra.warnings,
@@ -367,39 +338,22 @@ fn check(
                 .error_parameters
                 .push(Some("metricType".into()));
         }
-        match resolve_trigger_inputs(
-            objects,
-            &namespace,
-            &pod_spec,
-            spec.env_source_container(),
-            trigger,
-            cluster_object_namespace,
-            MissingEnvSource::Warn,
-        ) {
-            Ok(inputs) => {
-                trigger_report
-                    .warnings
-                    .extend(inputs.warnings.iter().cloned());
-                let parsed = parse_trigger(index, trigger, &inputs);
-                trigger_report.metric_name = parsed.metric_name;
-                trigger_report.warnings.extend(parsed.warnings);
-                trigger_report.config = parsed.view;
-                if let Err(error) = parsed.config {
-                    for param_error in error.param_errors() {
-                        trigger_report.errors.push(param_error.message);
-                        trigger_report
-                            .error_parameters
-                            .push(Some(param_error.parameter));
-                    }
+        if let Some(error) = resolved.resolve_error {
+            trigger_report.errors.push(error.to_string());
+            trigger_report
+                .error_parameters
+                .push(Some("authenticationRef".into()));
+        } else {
+            trigger_report.warnings.extend(resolved.resolve_warnings);
+            trigger_report.warnings.extend(resolved.parsed.warnings);
+            trigger_report.config = resolved.parsed.view;
+            if let Err(error) = resolved.parsed.config {
+                for param_error in error.param_errors() {
+                    trigger_report.errors.push(param_error.message);
+                    trigger_report
+                        .error_parameters
+                        .push(Some(param_error.parameter));
                 }
-            }
-            Err(error) => {
-                let metadata_only = parse_trigger(index, trigger, &TriggerInputs::default());
-                trigger_report.metric_name = metadata_only.metric_name;
-                trigger_report.errors.push(error.to_string());
-                trigger_report
-                    .error_parameters
-                    .push(Some("authenticationRef".into()));
             }
         }
         trigger_report.valid = trigger_report.errors.is_empty();

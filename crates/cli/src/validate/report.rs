@@ -21,11 +21,9 @@ pub struct Report {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DocumentError {
-    pub file: String,
-    pub document: usize,
-    pub message: String,
-    #[serde(skip)]
+    #[serde(flatten)]
     pub location: Location,
+    pub message: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -36,11 +34,9 @@ pub struct ScaledJobReport {
     pub valid: bool,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
-    pub file: String,
-    pub document: usize,
-    pub triggers: Vec<TriggerReport>,
-    #[serde(skip)]
+    #[serde(flatten)]
     pub location: Location,
+    pub triggers: Vec<TriggerReport>,
 }
 
 #[derive(Debug, Serialize)]
