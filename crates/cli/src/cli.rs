@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{crd, explain, kafka, validate};
+use crate::{crd, dev, explain, kafka, operator, validate};
 
 /// jobtide: event-driven batch Jobs for Kubernetes, serving KEDA's ScaledJob API.
 #[derive(Debug, Parser)]
@@ -28,6 +28,13 @@ enum Command {
     /// per-partition offsets and lag, the metric value, activity, and the Jobs that lag calls
     /// for. Exit 1 when a trigger can't be measured.
     Explain(explain::ExplainArgs),
+    /// Run the ScaledJob operator against a Kubernetes API (in-cluster config or a kubeconfig):
+    /// watches ScaledJobs, measures Kafka lag, creates Jobs; serves /metrics, /healthz, /readyz.
+    Operator(Box<operator::OperatorArgs>),
+    /// Run everything on this machine: an embedded Kubernetes API server with jobtide's CRDs, a
+    /// local job runner (pods are local processes), an embedded Kafka broker and the operator.
+    /// Writes a kubeconfig for kubectl; Ctrl-C stops everything.
+    Dev(Box<dev::DevArgs>),
     /// Produce, consume (and commit) and create topics: for demos, tests and Jobs.
     #[command(subcommand)]
     Kafka(kafka::KafkaCommand),
@@ -42,6 +49,8 @@ impl Cli {
             Command::Validate(args) => validate::run(&args),
             Command::Explain(args) => explain::run(&args),
             Command::Kafka(command) => kafka::run(command),
+            Command::Operator(args) => operator::run(*args),
+            Command::Dev(args) => dev::run(*args),
         }
     }
 }

@@ -2,8 +2,10 @@
 
 mod cli;
 mod crd;
+mod dev;
 mod explain;
 mod kafka;
+mod operator;
 mod validate;
 
 fn main() -> std::process::ExitCode {

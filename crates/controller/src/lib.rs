@@ -1,15 +1,22 @@
 //! jobtide's ScaledJob controller on kube-runtime: one reconcile = one poll, expressed as
 //! gather facts → `jobtide_core::poll::decide_poll` → act.
 //!
-//! # Status
-//! First slice of the operator: reconcile with KEDA's finalizer, initial conditions, pause,
-//! trigger validation, `triggersTypes` / `authenticationsTypes`, immediate rollout deletions,
-//! the poll (Kafka lag through shared sources, Job counting, creation, history cleanup, status
-//! and events through events.k8s.io) and requeue after `pollingInterval`. Not yet: metrics,
-//! leader election, flags, watching Secrets/TriggerAuthentications for changes, counting Jobs the
-//! cache hasn't shown yet (KEDA #2488).
+//! - [`operator::spawn`] runs the controller (with or without leader election) on one watch
+//!   each for ScaledJobs, their Jobs and their Pods; Jobs and Pods are counted from those caches,
+//!   corrected by the Jobs this operator created or deleted that the cache hasn't shown yet
+//!   ([`cache::Expectations`], KEDA #2488).
+//! - [`http::serve`] serves `/metrics`, `/healthz` and `/readyz`.
+//! - [`leader::Elector`] is Lease-based leader election.
 
+pub mod cache;
+mod context;
 mod facts;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod operator;
+pub mod ratelimit;
 mod reconcile;
 
-pub use reconcile::{Context, run};
+pub use context::{Config, Context};
+pub use reconcile::{Error, FINALIZER};

@@ -1,39 +1,34 @@
 //! The reconcile: KEDA's reconcile steps (§2.2), then one poll (§2.4) decided by `jobtide-core`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
-use futures::StreamExt;
 use jobtide_api::ScaledJob;
 use jobtide_api::facts::job_facts;
-use jobtide_api::job::{SCALED_JOB_NAME_LABEL, job_for};
+use jobtide_api::job::job_for;
 use jobtide_api::resolve::{MissingEnvSource, ObjectSet, resolve_triggers};
 use jobtide_api::scaledjob::Condition as ApiCondition;
 use jobtide_api::validation::check_scaled_job;
+use jobtide_core::jobs::JobFacts;
 use jobtide_core::jobs::{Propagation, RolloutStrategy, rollout_deletions};
-use jobtide_core::lag::PersistentLagMemory;
 use jobtide_core::pause::{PAUSED_ANNOTATION, is_paused};
 use jobtide_core::poll::{PollInput, PollPolicy, TriggerResult, decide_poll};
 use jobtide_core::status::{
-    Condition, ConditionStatus, Conditions, Event, EventType, ReconcileOutcome, Reporter,
-    after_reconcile,
+    Condition, ConditionStatus, Conditions, Event, ReconcileOutcome, after_reconcile,
 };
 use jobtide_kafka::scaler::measure_trigger;
-use jobtide_kafka::source::SourcePool;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{
-    Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter as KubeReporter,
-};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::{Controller, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
+use crate::context::{Context, Started};
 use crate::facts;
+use crate::metrics::ScalerLabels;
 
 /// KEDA's finalizer on ScaledJobs.
 pub const FINALIZER: &str = "finalizer.keda.sh";
@@ -47,118 +42,70 @@ pub enum Error {
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// The Job and Pod caches didn't fill in time.
+    #[error("the Job and Pod caches are not synced yet")]
+    CachesNotReady,
 }
 
-/// What the reconciler shares across ScaledJobs.
-pub struct Context {
-    client: Client,
-    pool: SourcePool,
-    operator_version: String,
-    cluster_object_namespace: String,
-    memories: Mutex<HashMap<(String, usize), PersistentLagMemory>>,
-    started: Mutex<HashSet<String>>,
-    operator: Recorder,
-    scale_handler: Recorder,
-}
-
-impl std::fmt::Debug for Context {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").finish_non_exhaustive()
-    }
-}
-
-impl Context {
-    /// A context for `client`; `instance` names this operator replica in events.
-    pub fn new(
-        client: Client,
-        operator_version: &str,
-        cluster_object_namespace: &str,
-        instance: &str,
-    ) -> Self {
-        let reporter = |controller: &str| KubeReporter {
-            controller: controller.into(),
-            instance: Some(instance.into()),
-        };
-        Self {
-            operator: Recorder::new(client.clone(), reporter(Reporter::Operator.name())),
-            scale_handler: Recorder::new(client.clone(), reporter(Reporter::ScaleHandler.name())),
-            client,
-            pool: SourcePool::new(),
-            operator_version: operator_version.into(),
-            cluster_object_namespace: cluster_object_namespace.into(),
-            memories: Mutex::new(HashMap::new()),
-            started: Mutex::new(HashSet::new()),
-        }
-    }
-
-    async fn publish(&self, scaled_job: &ScaledJob, events: &[Event]) {
-        let reference = scaled_job.object_ref(&());
-        for event in events {
-            let recorder = match event.reporter {
-                Reporter::Operator => &self.operator,
-                Reporter::ScaleHandler => &self.scale_handler,
-            };
-            let published = KubeEvent {
-                type_: match event.type_ {
-                    EventType::Normal => KubeEventType::Normal,
-                    EventType::Warning => KubeEventType::Warning,
-                },
-                reason: event.reason.into(),
-                note: Some(event.note.clone()),
-                action: event.action.chars().take(128).collect(),
-                secondary: None,
-            };
-            if let Err(error) = recorder.publish(&published, &reference).await {
-                tracing::warn!(%error, reason = event.reason, "publishing an event failed");
-            }
-        }
-    }
-}
-
-/// Runs the controller until the stream ends.
-pub async fn run(context: Arc<Context>) {
-    let scaled_jobs: Api<ScaledJob> = Api::all(context.client.clone());
-    let jobs: Api<Job> = Api::all(context.client.clone());
-    Controller::new(scaled_jobs, watcher::Config::default())
-        .owns(
-            jobs,
-            watcher::Config::default().labels(SCALED_JOB_NAME_LABEL),
-        )
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::warn!(%error, "reconcile failed");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_: Arc<ScaledJob>, error: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(%error, "requeueing after an error");
+pub(crate) fn error_policy(scaled_job: Arc<ScaledJob>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::warn!(
+        scaled_job = %scaled_job.name_any(),
+        namespace = scaled_job.namespace().unwrap_or_default(),
+        %error,
+        "reconcile failed; retrying in 5s"
+    );
     Action::requeue(Duration::from_secs(5))
 }
 
-async fn reconcile(scaled_job: Arc<ScaledJob>, context: Arc<Context>) -> Result<Action, Error> {
+pub(crate) async fn reconcile(
+    scaled_job: Arc<ScaledJob>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    let began = Instant::now();
+    // The first poll after a (re)start counts Jobs only from a full cache (no Job beyond the
+    // strategy's decision after a restart mid-burst).
+    if !context.caches_ready() {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            context.jobs.wait_ready().await;
+            context.pods.wait_ready().await;
+        })
+        .await
+        .map_err(|_| Error::CachesNotReady)?;
+    }
     let namespace = scaled_job.namespace().unwrap_or_default();
     let api: Api<ScaledJob> = Api::namespaced(context.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, scaled_job, |event| async {
+    let result = finalizer(&api, FINALIZER, scaled_job, |event| async {
         match event {
             FinalizerEvent::Apply(scaled_job) => apply(&scaled_job, &context).await,
             FinalizerEvent::Cleanup(scaled_job) => {
                 context
                     .publish(&scaled_job, &[Event::scalers_stopped(), Event::deleted()])
                     .await;
+                let owner = Context::owner(&scaled_job);
                 if let Some(uid) = scaled_job.uid()
                     && let Ok(mut started) = context.started.lock()
+                    && let Some(gone) = started.remove(&uid)
                 {
-                    started.remove(&uid);
+                    context.metrics.unregistered(&owner, &gone.trigger_types);
+                }
+                context.expectations.forget(&owner);
+                if let (Some(uid), Ok(mut memories)) = (scaled_job.uid(), context.memories.lock()) {
+                    memories.retain(|(of, _), _| *of != uid);
                 }
                 Ok(Action::await_change())
             }
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(e.to_string()))
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    context
+        .metrics
+        .reconciled(result.is_ok(), began.elapsed().as_secs_f64());
+    result
 }
 
 fn read_conditions(scaled_job: &ScaledJob) -> Option<Conditions> {
@@ -266,8 +213,20 @@ async fn apply(scaled_job: &ScaledJob, context: &Context) -> Result<Action, Erro
     }
     rollout(scaled_job, context).await?;
     if let Some(uid) = scaled_job.uid() {
-        let first = context.started.lock().is_ok_and(|mut s| s.insert(uid));
+        let types: Vec<String> = spec.triggers.iter().map(|t| t.type_.clone()).collect();
+        let first = context.started.lock().is_ok_and(|mut started| {
+            let mut first = false;
+            started.entry(uid).or_insert_with(|| {
+                first = true;
+                Started {
+                    trigger_types: types.clone(),
+                    last_poll: None,
+                }
+            });
+            first
+        });
         if first {
+            context.metrics.registered(&namespace, &types);
             let mut started = vec![Event::scalers_started()];
             started.extend(spec.triggers.iter().map(|t| Event::scaler_built(&t.type_)));
             context.publish(scaled_job, &started).await;
@@ -287,14 +246,24 @@ async fn rollout(scaled_job: &ScaledJob, context: &Context) -> Result<(), Error>
         return Ok(());
     }
     let namespace = scaled_job.namespace().unwrap_or_default();
+    let owner = Context::owner(scaled_job);
     let jobs: Api<Job> = Api::namespaced(context.client.clone(), &namespace);
-    let listed = jobs
-        .list(&ListParams::default().labels(&format!(
-            "{SCALED_JOB_NAME_LABEL}={}",
-            scaled_job.name_any()
-        )))
-        .await?;
-    let facts: Vec<_> = listed.items.iter().map(|job| job_facts(job, &[])).collect();
+    let cached = context.jobs.of(&owner);
+    let listed: Vec<&str> = cached
+        .iter()
+        .filter_map(|j| j.metadata.name.as_deref())
+        .collect();
+    let adjustment = context.expectations.adjust(&owner, &listed, Instant::now());
+    let facts: Vec<_> = cached
+        .iter()
+        .filter(|job| {
+            !adjustment
+                .still_listed_deleted
+                .iter()
+                .any(|d| Some(d.as_str()) == job.metadata.name.as_deref())
+        })
+        .map(|job| job_facts(job, &[]))
+        .collect();
     let doomed = rollout_deletions(&facts, scaled_job.metadata.generation.unwrap_or(0), rollout);
     if doomed.is_empty() {
         return Ok(());
@@ -307,7 +276,16 @@ async fn rollout(scaled_job: &ScaledJob, context: &Context) -> Result<(), Error>
         Propagation::Background => DeleteParams::background(),
     };
     for name in &doomed {
-        if let Err(error) = jobs.delete(name, &params).await {
+        let deleted = match jobs.delete(name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(error),
+        };
+        if deleted.is_ok() {
+            context.expectations.deleted(&owner, name);
+            context.metrics.job_deleted(&owner, "rollout");
+        }
+        if let Err(error) = deleted {
             context
                 .publish(
                     scaled_job,
@@ -326,6 +304,17 @@ async fn rollout(scaled_job: &ScaledJob, context: &Context) -> Result<(), Error>
     Ok(())
 }
 
+/// The scaler name KEDA puts in metric labels: the trigger's `name`, else its Go type's name.
+fn scaler_name(trigger: &jobtide_api::scaledjob::ScaleTrigger) -> String {
+    match trigger.name.as_deref() {
+        Some(name) if !name.is_empty() => name.to_owned(),
+        _ => match trigger.type_.as_str() {
+            "apache-kafka" => "apacheKafkaScaler".into(),
+            other => format!("{}Scaler", other.replace('-', "")),
+        },
+    }
+}
+
 /// §2.4: measure every trigger, count Jobs, let `core` decide, act.
 async fn poll(
     scaled_job: &ScaledJob,
@@ -335,40 +324,64 @@ async fn poll(
 ) -> Result<(), Error> {
     let name = scaled_job.name_any();
     let namespace = scaled_job.namespace().unwrap_or_default();
+    let owner = Context::owner(scaled_job);
     let spec = &scaled_job.spec;
     let uid = scaled_job.uid().unwrap_or_default();
+    let interval = Duration::from_secs(
+        u64::try_from(spec.polling_interval_seconds())
+            .unwrap_or(30)
+            .max(1),
+    );
+    let began = Instant::now();
+    if let Ok(mut started) = context.started.lock()
+        && let Some(state) = started.get_mut(&uid)
+    {
+        if let Some((_, due)) = state.last_poll {
+            context
+                .metrics
+                .loop_lateness(&owner, began.saturating_duration_since(due).as_secs_f64());
+        }
+        state.last_poll = Some((began, began + interval));
+    }
     // Objects are listed only when a trigger's resolution reads some.
     let objects = if facts::reads_objects(spec) {
         facts::fetch(
             &context.client,
-            &[&namespace, &context.cluster_object_namespace],
+            &[&namespace, &context.config.cluster_object_namespace],
         )
         .await?
     } else {
         ObjectSet::default()
     };
-    let timeout = Duration::from_secs(
-        u64::try_from(spec.polling_interval_seconds())
-            .unwrap_or(30)
-            .clamp(1, 10),
-    );
+    let timeout = interval.clamp(Duration::from_secs(1), Duration::from_secs(10));
     let resolved = resolve_triggers(
         &objects,
         &namespace,
         spec,
-        &context.cluster_object_namespace,
+        &context.config.cluster_object_namespace,
         MissingEnvSource::Fail,
     );
     let mut triggers = Vec::with_capacity(resolved.len());
+    let mut series = Vec::with_capacity(resolved.len());
     for (index, resolved) in resolved.into_iter().enumerate() {
+        let trigger = &spec.triggers[index];
         let metric_name = resolved
             .parsed
             .metric_name
             .clone()
-            .unwrap_or_else(|| format!("s{index}-{}", spec.triggers[index].type_));
+            .unwrap_or_else(|| format!("s{index}-{}", trigger.type_));
+        let labels = ScalerLabels {
+            namespace: namespace.clone(),
+            metric: metric_name.clone(),
+            scaledObject: name.clone(),
+            scaler: scaler_name(trigger),
+            triggerIndex: index.to_string(),
+            r#type: "scaledjob".into(),
+        };
+        let measured_at = Instant::now();
         let measurement = match (resolved.resolve_error, resolved.parsed.config) {
-            (Some(error), _) => Err(error.to_string()),
-            (None, Err(error)) => Err(error.to_string()),
+            (Some(error), _) => Err(("config", error.to_string())),
+            (None, Err(error)) => Err(("config", error.to_string())),
             (None, Ok(config)) => {
                 let key = (uid.clone(), index);
                 let previous = context
@@ -377,36 +390,66 @@ async fn poll(
                     .ok()
                     .and_then(|m| m.get(&key).cloned())
                     .unwrap_or_default();
-                match measure_trigger(&context.pool, &config, None, &previous, timeout).await {
+                match measure_trigger(
+                    &context.pool,
+                    &config,
+                    context.config.bootstrap_servers_override.as_deref(),
+                    &previous,
+                    timeout,
+                )
+                .await
+                {
                     Ok(measured) => {
                         if let Ok(mut memories) = context.memories.lock() {
                             memories.insert(key, measured.memory.clone());
                         }
                         Ok(measured.to_scaling(config.lag()))
                     }
-                    Err(error) => Err(error.to_string()),
+                    Err(error) => Err((error.category(), error.to_string())),
                 }
             }
         };
+        context.metrics.measured(
+            &labels,
+            measured_at.elapsed().as_secs_f64(),
+            match &measurement {
+                Ok(m) => Ok((m.queue_length, m.active)),
+                Err((category, _)) => Err(category),
+            },
+        );
+        series.push(labels);
         triggers.push(TriggerResult {
             metric_name,
-            measurement,
+            measurement: measurement.map_err(|(_, message)| message),
         });
     }
+    context.metrics.keep_series(&owner, series);
 
-    let jobs_api: Api<Job> = Api::namespaced(context.client.clone(), &namespace);
-    let pods_api: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
-    let selector = ListParams::default().labels(&format!("{SCALED_JOB_NAME_LABEL}={name}"));
-    let jobs = jobs_api.list(&selector).await?.items;
-    let pods = pods_api.list(&selector).await?.items;
+    // Jobs and pods from the caches, corrected by what this operator did that the Job cache
+    // hasn't shown yet (KEDA #2488: a Job created last poll but not yet seen would be
+    // created again).
+    let jobs = context.jobs.of(&owner);
+    let pods = context.pods.of(&owner);
+    let listed: Vec<&str> = jobs
+        .iter()
+        .filter_map(|j| j.metadata.name.as_deref())
+        .collect();
+    let adjustment = context.expectations.adjust(&owner, &listed, Instant::now());
     let mut pods_by_job: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
     for pod in &pods {
         if let Some(job) = pod.labels().get("job-name") {
             pods_by_job.entry(job.as_str()).or_default().push(pod);
         }
     }
-    let facts: Vec<_> = jobs
+    let generation = scaled_job.metadata.generation.unwrap_or(0).to_string();
+    let facts: Vec<JobFacts> = jobs
         .iter()
+        .filter(|job| {
+            !adjustment
+                .still_listed_deleted
+                .iter()
+                .any(|d| Some(d.as_str()) == job.metadata.name.as_deref())
+        })
         .map(|job| {
             job_facts(
                 job,
@@ -416,6 +459,11 @@ async fn poll(
                     .unwrap_or_default(),
             )
         })
+        .chain(adjustment.unseen_created.iter().map(|created| JobFacts {
+            name: created.clone(),
+            generation: Some(generation.clone()),
+            ..JobFacts::default()
+        }))
         .collect();
     let decision = decide_poll(&PollInput {
         triggers: &triggers,
@@ -430,23 +478,44 @@ async fn poll(
         conditions,
         now: SystemTime::now(),
     });
+    tracing::debug!(
+        scaled_job = %name,
+        %namespace,
+        create = decision.jobs.create,
+        delete = decision.delete.len(),
+        unseen_created = adjustment.unseen_created.len(),
+        "poll decided"
+    );
 
+    let jobs_api: Api<Job> = Api::namespaced(context.client.clone(), &namespace);
     let mut events = Vec::new();
     for _ in 0..decision.jobs.create {
-        let result = match job_for(scaled_job, &context.operator_version) {
+        let result = match job_for(scaled_job, &context.config.operator_version) {
             Ok(job) => jobs_api
                 .create(&PostParams::default(), &job)
                 .await
-                .map(|_| ())
                 .map_err(|e| e.to_string()),
             Err(error) => Err(error.to_string()),
         };
-        if let Err(error) = result {
-            events.push(Event::job_create_failed(&format!("{name}-"), &error));
+        match result {
+            Ok(created) => {
+                context.expectations.created(&owner, &created.name_any());
+                context.metrics.job_created(&owner, true);
+            }
+            Err(error) => {
+                context.metrics.job_created(&owner, false);
+                events.push(Event::job_create_failed(&format!("{name}-"), &error));
+            }
         }
     }
     for doomed in &decision.delete {
-        jobs_api.delete(doomed, &DeleteParams::background()).await?;
+        match jobs_api.delete(doomed, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+        context.expectations.deleted(&owner, doomed);
+        context.metrics.job_deleted(&owner, "history");
     }
     events.extend(decision.events.iter().cloned());
     let mut activity = serde_json::Map::new();

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jobtide_api::ScaledJob;
-use jobtide_controller::{Context, run};
+use jobtide_controller::operator::{self, Leadership};
+use jobtide_controller::{Config as OperatorConfig, Context};
 use jobtide_devcluster::DevCluster;
 use jobtide_devcluster::runner::RunnerConfig;
 use jobtide_kafka::ffi::MockKafka;
@@ -33,8 +34,11 @@ async fn setup() -> (DevCluster, Client, MockKafka) {
         crds.create(&PostParams::default(), &crd).await.unwrap();
     }
     let kafka = MockKafka::start(1).unwrap();
-    let context = Arc::new(Context::new(client.clone(), "test", "keda", "jobtide-test"));
-    tokio::spawn(run(context));
+    let context = Arc::new(Context::new(
+        client.clone(),
+        OperatorConfig::new("test", "jobtide-test"),
+    ));
+    let _ = operator::spawn(context, Leadership::Always, std::future::pending());
     (cluster, client, kafka)
 }
 

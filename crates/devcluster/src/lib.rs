@@ -75,7 +75,9 @@ impl DevCluster {
         let addr = listener.local_addr()?;
         let store = Arc::new(Store::new());
         let faults = Arc::new(faults::Faults::default());
-        let runner = runner_config.map(|_| Arc::new(runner::Runner::default()));
+        let runner = runner_config
+            .as_ref()
+            .map(|_| Arc::new(runner::Runner::default()));
         let runner_task = runner.as_ref().zip(runner_config).map(|(runner, config)| {
             tokio::spawn(Arc::clone(runner).run(Arc::clone(&store), config))
         });

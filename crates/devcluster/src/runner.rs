@@ -22,16 +22,23 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::store::{Part, Store};
 
 /// Runner settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunnerConfig {
     /// Pods running at once; more stay Pending (Unschedulable).
     pub max_parallel_pods: usize,
+    /// Directories put in front of the runner's own `PATH` for pod processes (e.g. where the
+    /// `jobtide` binary is).
+    pub path_prepend: Vec<std::path::PathBuf>,
+    /// Environment every pod process gets unless its container sets the variable.
+    pub default_env: BTreeMap<String, String>,
 }
 
 impl Default for RunnerConfig {
     fn default() -> Self {
         Self {
             max_parallel_pods: 8,
+            path_prepend: Vec::new(),
+            default_env: BTreeMap::new(),
         }
     }
 }
@@ -44,6 +51,17 @@ type LogBuffer = Arc<Mutex<Vec<u8>>>;
 /// A running pod's process.
 struct Running {
     kill: tokio::sync::oneshot::Sender<()>,
+    /// The process group of the pod's process (0 until it started): the whole group goes when
+    /// the pod does, as a container's processes go with it.
+    group: Arc<std::sync::atomic::AtomicI32>,
+}
+
+/// Kills every process of a pod's process group.
+fn kill_group(group: &std::sync::atomic::AtomicI32) {
+    let id = group.swap(0, std::sync::atomic::Ordering::SeqCst);
+    if let Some(pid) = rustix::process::Pid::from_raw(id) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
 }
 
 /// The runner's state, shared with the API server for `pods/log`.
@@ -91,6 +109,7 @@ impl Runner {
     pub fn stop_all(&self) {
         if let Ok(mut running) = self.running.lock() {
             for (_, process) in running.drain() {
+                kill_group(&process.group);
                 let _ = process.kill.send(());
             }
         }
@@ -112,12 +131,12 @@ impl Runner {
                     Err(RecvError::Closed) => return,
                 },
             }
-            self.sync(&store, config);
+            self.sync(&store, &config);
         }
     }
 
     /// One pass over every Job and pod.
-    fn sync(self: &Arc<Self>, store: &Arc<Store>, config: RunnerConfig) {
+    fn sync(self: &Arc<Self>, store: &Arc<Store>, config: &RunnerConfig) {
         let (Some(job_type), Some(pod_type)) = (
             store.resource("batch", "v1", "jobs"),
             store.resource("", "v1", "pods"),
@@ -199,7 +218,7 @@ impl Runner {
                 continue;
             }
             running_pods += 1;
-            self.start_pod(store, &pod);
+            self.start_pod(store, &pod, config);
         }
     }
 
@@ -479,7 +498,7 @@ impl Runner {
         env
     }
 
-    fn start_pod(self: &Arc<Self>, store: &Arc<Store>, pod: &Value) {
+    fn start_pod(self: &Arc<Self>, store: &Arc<Store>, pod: &Value, config: &RunnerConfig) {
         let Some(pod_type) = store.resource("", "v1", "pods") else {
             return;
         };
@@ -511,15 +530,27 @@ impl Runner {
             .chain(container["args"].as_array().into_iter().flatten())
             .filter_map(|v| v.as_str().map(str::to_owned))
             .collect();
-        let env = Self::env(store, pod, &container);
+        let mut env = config.default_env.clone();
+        env.extend(Self::env(store, pod, &container));
+        let path = std::env::join_paths(config.path_prepend.iter().cloned().chain(
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+        ))
+        .unwrap_or_default();
         let restart_on_failure = str_at(pod, "/spec/restartPolicy") == "OnFailure";
         let log = Arc::new(Mutex::new(Vec::new()));
         if let Ok(mut logs) = self.logs.lock() {
             logs.insert(key.clone(), Arc::clone(&log));
         }
         let (kill, killed) = tokio::sync::oneshot::channel();
+        let group = Arc::new(std::sync::atomic::AtomicI32::new(0));
         if let Ok(mut running) = self.running.lock() {
-            running.insert(key.clone(), Running { kill });
+            running.insert(
+                key.clone(),
+                Running {
+                    kill,
+                    group: Arc::clone(&group),
+                },
+            );
         }
         let container_name = container["name"].as_str().unwrap_or("main").to_owned();
         let set_status = {
@@ -569,7 +600,8 @@ impl Runner {
                         .args(&argv[1..])
                         .env_clear()
                         .envs(&env)
-                        .env("PATH", std::env::var("PATH").unwrap_or_default())
+                        .env("PATH", &path)
+                        .process_group(0)
                         .env("HOSTNAME", &name)
                         .stdin(Stdio::null())
                         .stdout(writer.try_clone()?)
@@ -597,6 +629,9 @@ impl Runner {
                         break;
                     }
                 };
+                if let Some(id) = child.id().and_then(|id| i32::try_from(id).ok()) {
+                    group.store(id, std::sync::atomic::Ordering::SeqCst);
+                }
                 set_status(running_status(restarts));
                 let pump = {
                     let log = Arc::clone(&log);
@@ -616,12 +651,14 @@ impl Runner {
                 let exit = tokio::select! {
                     status = child.wait() => status.ok().and_then(|s| s.code()).unwrap_or(137),
                     _ = &mut killed => {
+                        kill_group(&group);
                         let _ = child.kill().await;
                         return;
                     }
                 };
-                // A background process the command left behind may hold the pipe open: the
-                // container has ended when its main process has (as with the kubelet).
+                // The container ends with its main process: what it left in the background
+                // goes too (the kubelet tears down the container's cgroup).
+                kill_group(&group);
                 let _ = tokio::time::timeout(Duration::from_secs(1), pump).await;
                 if exit != 0 && restart_on_failure {
                     restarts += 1;

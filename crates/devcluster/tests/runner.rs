@@ -16,7 +16,10 @@ async fn cluster(max_parallel_pods: usize) -> (DevCluster, Client) {
     let cluster = DevCluster::start_with_runner(
         "127.0.0.1:0".parse().unwrap(),
         None,
-        RunnerConfig { max_parallel_pods },
+        RunnerConfig {
+            max_parallel_pods,
+            ..RunnerConfig::default()
+        },
     )
     .await
     .expect("start");
@@ -282,4 +285,56 @@ async fn deleting_a_job_kills_its_process_and_deadlines_fail_jobs() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_a_pod_started_go_with_it() {
+    let (cluster, client) = cluster(4).await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let gone = async |pid: &str, what: &str| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while alive(pid) {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    // A background process left behind by a finished container goes with the container.
+    jobs.create(
+        &PostParams::default(),
+        &job(
+            "leaves-one-behind",
+            "sleep 30 >/dev/null 2>&1 & echo $!",
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    let pid = pid_of(&pods, "leaves-one-behind").await;
+    wait_for(&jobs, "leaves-one-behind", "Complete").await;
+    gone(&pid, "a background process outlived its container").await;
+
+    // A child of the shell (not exec'd) dies when the Job is deleted, and when the runner stops.
+    jobs.create(
+        &PostParams::default(),
+        &job("shell-child", "sleep 30 & echo $!; wait", json!({})),
+    )
+    .await
+    .unwrap();
+    let pid = pid_of(&pods, "shell-child").await;
+    assert!(alive(&pid));
+    jobs.delete("shell-child", &DeleteParams::background())
+        .await
+        .unwrap();
+    gone(&pid, "the shell's child survived its Job").await;
+
+    jobs.create(
+        &PostParams::default(),
+        &job("shell-child-2", "sleep 30 & echo $!; wait", json!({})),
+    )
+    .await
+    .unwrap();
+    let pid = pid_of(&pods, "shell-child-2").await;
+    drop(cluster);
+    gone(&pid, "the shell's child outlived the runner").await;
 }

@@ -225,6 +225,24 @@ impl MockKafka {
     }
 }
 
+impl MockKafka {
+    /// Makes broker `broker_id` (the mock numbers them from 1) advertise `host:port` in
+    /// Metadata instead of its own listener: a stable address that forwards to it.
+    pub fn advertise(&self, broker_id: i32, host: &str, port: u16) -> Result<(), String> {
+        let host = CString::new(host).map_err(|_| "host contains a NUL byte".to_owned())?;
+        // SAFETY: `cluster` and `host` are live for the call; librdkafka copies the host.
+        unsafe {
+            rd::rd_kafka_mock_broker_set_host_port(
+                self.cluster,
+                broker_id,
+                host.as_ptr(),
+                i32::from(port),
+            );
+        };
+        Ok(())
+    }
+}
+
 /// Kafka protocol API keys the mock cluster can be told to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MockApi {

@@ -120,6 +120,12 @@ pub async fn consume(
 ) -> Result<Vec<Record>, ToolError> {
     let consumer: StreamConsumer = base(bootstrap_servers)
         .set("group.id", group)
+        // A one-shot consumer: a short session (the brokers' default minimum) frees its
+        // partitions soon if it dies without leaving the group. It also bounds how long
+        // librdkafka's mock cluster keeps an emptied group rebalancing (its session timeout
+        // minus one second) before the next member's join completes.
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "2000")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .set(

@@ -1,0 +1,296 @@
+//! `jobtide operator`: the ScaledJob operator against a Kubernetes API (in-cluster config or a
+//! kubeconfig), with metrics, health endpoints, optional leader election and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use futures::FutureExt;
+use jobtide_controller::leader::{Elector, Timing};
+use jobtide_controller::operator::{self, Leadership};
+use jobtide_controller::ratelimit::RateLimitLayer;
+use jobtide_controller::{Config, Context};
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "JOBTIDE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log level or filter (`info`, `debug`, `jobtide_controller=debug,info`, …).
+    #[arg(long, default_value = "info", env = "JOBTIDE_LOG_LEVEL")]
+    pub log_level: String,
+}
+
+impl LogArgs {
+    /// Installs the process-wide subscriber (stderr).
+    pub fn init(&self) -> anyhow::Result<()> {
+        let filter = tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .with_context(|| format!("--log-level {:?} is not a valid filter", self.log_level))?;
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr);
+        let installed = match self.log_format {
+            LogFormat::Text => builder.try_init(),
+            LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        };
+        installed.map_err(|e| anyhow::anyhow!("installing the logger: {e}"))
+    }
+}
+
+/// What the controller watches and how (shared by `operator` and `dev`).
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Watch this namespace only (default: all namespaces).
+    #[arg(long, value_name = "NAMESPACE", env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Reconcile only ScaledJobs matching this label selector.
+    #[arg(long, value_name = "SELECTOR", env = "JOBTIDE_LABEL_SELECTOR")]
+    pub label_selector: Option<String>,
+    /// ScaledJobs reconciled at once (a poll mostly waits on Kafka and the API).
+    #[arg(
+        long,
+        default_value_t = 100,
+        value_name = "N",
+        env = "JOBTIDE_MAX_CONCURRENT_RECONCILES"
+    )]
+    pub max_concurrent_reconciles: u16,
+    /// Where ClusterTriggerAuthentications find their Secrets and ConfigMaps (KEDA's).
+    #[arg(
+        long,
+        default_value = "keda",
+        value_name = "NAMESPACE",
+        env = "KEDA_CLUSTER_OBJECT_NAMESPACE"
+    )]
+    pub cluster_object_namespace: String,
+}
+
+impl ControllerArgs {
+    /// The controller configuration.
+    pub fn config(&self, instance: &str, bootstrap_override: Option<Vec<String>>) -> Config {
+        let mut config = Config::new(env!("CARGO_PKG_VERSION"), instance);
+        config.namespace = self.namespace.clone().filter(|n| !n.is_empty());
+        config.label_selector = self.label_selector.clone().filter(|s| !s.is_empty());
+        config.max_concurrent_reconciles = self.max_concurrent_reconciles;
+        config
+            .cluster_object_namespace
+            .clone_from(&self.cluster_object_namespace);
+        config.bootstrap_servers_override = bootstrap_override;
+        config
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct OperatorArgs {
+    #[command(flatten)]
+    controller: ControllerArgs,
+    #[command(flatten)]
+    log: LogArgs,
+    /// A kubeconfig file (default: in-cluster config, else `$KUBECONFIG` or `~/.kube/config`).
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// Where `/metrics` is served (`:PORT` means all interfaces).
+    #[arg(long, default_value = ":8080", value_name = "ADDR", value_parser = bind_address)]
+    metrics_bind_address: SocketAddr,
+    /// Where `/healthz` and `/readyz` are served.
+    #[arg(long, default_value = ":8081", value_name = "ADDR", value_parser = bind_address)]
+    health_probe_bind_address: SocketAddr,
+    /// Kubernetes API requests per second (token bucket; 0: unlimited).
+    #[arg(
+        long,
+        default_value_t = 20,
+        value_name = "QPS",
+        env = "JOBTIDE_KUBE_API_QPS"
+    )]
+    kube_api_qps: u32,
+    /// Kubernetes API request burst.
+    #[arg(
+        long,
+        default_value_t = 30,
+        value_name = "N",
+        env = "JOBTIDE_KUBE_API_BURST"
+    )]
+    kube_api_burst: u32,
+    /// Elect a leader among replicas on a Lease (15 s lease, 10 s renew deadline, 2 s retry).
+    #[arg(long, env = "JOBTIDE_LEADER_ELECT")]
+    leader_elect: bool,
+    /// The Lease's namespace (default: this pod's namespace, else `default`).
+    #[arg(long, value_name = "NAMESPACE", env = "POD_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// The Lease's name.
+    #[arg(long, default_value = "jobtide-operator", value_name = "NAME")]
+    leader_election_id: String,
+    /// Measure every Kafka trigger against these brokers instead of its `bootstrapServers`
+    /// (for local testing).
+    #[arg(long, value_name = "HOST:PORT[,…]", value_delimiter = ',')]
+    bootstrap_servers_override: Option<Vec<String>>,
+}
+
+/// `:8080` → `0.0.0.0:8080`; otherwise a socket address.
+pub fn bind_address(text: &str) -> Result<SocketAddr, String> {
+    let full = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_owned()
+    };
+    full.parse()
+        .map_err(|_| format!("{text:?} is not HOST:PORT or :PORT"))
+}
+
+/// A name for this replica: the pod's name when set, else host name and process id.
+pub fn instance_name() -> String {
+    if let Ok(pod) = std::env::var("POD_NAME")
+        && !pod.is_empty()
+    {
+        return pod;
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "jobtide".into(), |h| h.trim().to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// A kube client for `config`, rate limited.
+pub fn client(config: kube::Config, qps: u32, burst: u32) -> anyhow::Result<kube::Client> {
+    let builder =
+        kube::client::ClientBuilder::try_from(config).context("building the Kubernetes client")?;
+    Ok(match RateLimitLayer::new(qps, burst) {
+        Some(layer) => builder.with_layer(&layer).build(),
+        None => builder.build(),
+    })
+}
+
+pub fn run(args: OperatorArgs) -> ExitCode {
+    if let Err(error) = args.log.init() {
+        eprintln!("error: {error:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: starting the async runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(operate(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
+    let kube_config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .with_context(|| format!("kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration (in-cluster or kubeconfig)")?,
+    };
+    let pod_namespace = kube_config.default_namespace.clone();
+    let client = client(kube_config, args.kube_api_qps, args.kube_api_burst)?;
+    let instance = instance_name();
+    let context = Arc::new(Context::new(
+        client.clone(),
+        args.controller
+            .config(&instance, args.bootstrap_servers_override.clone()),
+    ));
+    let shutdown = shutdown_signal().shared();
+    let leadership = if args.leader_elect {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(pod_namespace);
+        tracing::info!(lease = %args.leader_election_id, %namespace, identity = %instance, "leader election on");
+        Leadership::Elected(Box::new(Elector::new(
+            client,
+            &namespace,
+            &args.leader_election_id,
+            &instance,
+            Timing::default(),
+        )))
+    } else {
+        Leadership::Always
+    };
+    let (health, task) = operator::spawn(Arc::clone(&context), leadership, shutdown.clone());
+    let (metrics_at, metrics_task) = jobtide_controller::http::serve(
+        args.metrics_bind_address,
+        context.metrics(),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("serving metrics on {}", args.metrics_bind_address))?;
+    let (health_at, health_task) = jobtide_controller::http::serve(
+        args.health_probe_bind_address,
+        context.metrics(),
+        health,
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "serving health probes on {}",
+            args.health_probe_bind_address
+        )
+    })?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        metrics = %metrics_at,
+        health = %health_at,
+        namespace = args.controller.namespace.as_deref().unwrap_or("<all>"),
+        "jobtide operator started"
+    );
+    shutdown.clone().await;
+    tracing::info!("shutting down: finishing reconciles in flight");
+    if tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("reconciles still running after 30 s; exiting anyway");
+    }
+    let _ = metrics_task.await;
+    let _ = health_task.await;
+    Ok(())
+}

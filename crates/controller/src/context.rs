@@ -1,0 +1,155 @@
+//! What the reconciler shares across ScaledJobs: the client, the Kafka clients, the caches, the
+//! expectations, the metrics and the event recorders.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use jobtide_api::ScaledJob;
+use jobtide_core::lag::PersistentLagMemory;
+use jobtide_core::status::{Event, EventType, Reporter};
+use jobtide_kafka::source::SourcePool;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::events::{
+    Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter as KubeReporter,
+};
+use kube::{Client, Resource};
+
+use crate::cache::{Expectations, OwnedCache, OwnerKey};
+use crate::metrics::Metrics;
+
+/// How the operator runs (the `jobtide operator` flags).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The version written to Jobs (`app.kubernetes.io/version`) and `keda_build_info`.
+    pub operator_version: String,
+    /// Where ClusterTriggerAuthentications find their Secrets (KEDA's `KEDA_CLUSTER_OBJECT_NAMESPACE`).
+    pub cluster_object_namespace: String,
+    /// This replica's name in events' `reportingInstance`.
+    pub instance: String,
+    /// Watch ScaledJobs (and their Jobs and Pods) of this namespace only; `None`: all.
+    pub namespace: Option<String>,
+    /// Reconcile only ScaledJobs matching this label selector.
+    pub label_selector: Option<String>,
+    /// Reconciles running at once (0: no limit).
+    pub max_concurrent_reconciles: u16,
+    /// Measure every Kafka trigger against these brokers instead of its `bootstrapServers`
+    /// (`jobtide dev`: in-cluster addresses in manifests reach the local broker).
+    pub bootstrap_servers_override: Option<Vec<String>>,
+}
+
+impl Config {
+    /// Defaults for tests and `jobtide dev`: all namespaces, no selector, KEDA's cluster object
+    /// namespace `keda`.
+    pub fn new(operator_version: &str, instance: &str) -> Self {
+        Self {
+            operator_version: operator_version.into(),
+            cluster_object_namespace: jobtide_api::resolve::DEFAULT_CLUSTER_OBJECT_NAMESPACE.into(),
+            instance: instance.into(),
+            namespace: None,
+            label_selector: None,
+            max_concurrent_reconciles: 0,
+            bootstrap_servers_override: None,
+        }
+    }
+}
+
+/// The state of one ScaledJob's scaler loop, kept between polls.
+#[derive(Debug)]
+pub(crate) struct Started {
+    /// The trigger types registered in the metrics.
+    pub trigger_types: Vec<String>,
+    /// When the last poll ran and when the next one was due.
+    pub last_poll: Option<(Instant, Instant)>,
+}
+
+/// What the reconciler shares across ScaledJobs.
+pub struct Context {
+    pub(crate) client: Client,
+    pub(crate) config: Config,
+    pub(crate) pool: Arc<SourcePool>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) jobs: OwnedCache<Job>,
+    pub(crate) pods: OwnedCache<Pod>,
+    pub(crate) expectations: Expectations,
+    pub(crate) memories: Mutex<HashMap<(String, usize), PersistentLagMemory>>,
+    /// By ScaledJob uid.
+    pub(crate) started: Mutex<HashMap<String, Started>>,
+    operator: Recorder,
+    scale_handler: Recorder,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context for `client`.
+    pub fn new(client: Client, config: Config) -> Self {
+        let reporter = |controller: &str| KubeReporter {
+            controller: controller.into(),
+            instance: Some(config.instance.clone()),
+        };
+        let pool = Arc::new(SourcePool::with_statistics(std::time::Duration::from_secs(
+            15,
+        )));
+        Self {
+            operator: Recorder::new(client.clone(), reporter(Reporter::Operator.name())),
+            scale_handler: Recorder::new(client.clone(), reporter(Reporter::ScaleHandler.name())),
+            metrics: Arc::new(Metrics::new(Arc::clone(&pool), &config.operator_version)),
+            client,
+            config,
+            pool,
+            jobs: OwnedCache::default(),
+            pods: OwnedCache::default(),
+            expectations: Expectations::default(),
+            memories: Mutex::new(HashMap::new()),
+            started: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The metrics this operator exports.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Whether the Job and Pod caches hold a full list.
+    pub fn caches_ready(&self) -> bool {
+        self.jobs.is_ready() && self.pods.is_ready()
+    }
+
+    pub(crate) fn owner(scaled_job: &ScaledJob) -> OwnerKey {
+        (
+            scaled_job.meta().namespace.clone().unwrap_or_default(),
+            scaled_job.meta().name.clone().unwrap_or_default(),
+        )
+    }
+
+    pub(crate) async fn publish(&self, scaled_job: &ScaledJob, events: &[Event]) {
+        let reference = scaled_job.object_ref(&());
+        for event in events {
+            let recorder = match event.reporter {
+                Reporter::Operator => &self.operator,
+                Reporter::ScaleHandler => &self.scale_handler,
+            };
+            let published = KubeEvent {
+                type_: match event.type_ {
+                    EventType::Normal => KubeEventType::Normal,
+                    EventType::Warning => KubeEventType::Warning,
+                },
+                reason: event.reason.into(),
+                note: Some(event.note.clone()),
+                action: event.action.chars().take(128).collect(),
+                secondary: None,
+            };
+            if let Err(error) = recorder.publish(&published, &reference).await {
+                tracing::warn!(%error, reason = event.reason, "publishing an event failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! Prometheus metrics: KEDA's names and labels where KEDA has them (keda-compat §9, with D15),
+//! `jobtide_*` for the rest. Labels hold names and fixed categories only, never error text.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use jobtide_kafka::source::SourcePool;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::cache::OwnerKey;
+
+/// KEDA's per-trigger labels (`scaledObject` holds the ScaledJob's name, `type="scaledjob"`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[allow(non_snake_case)] // KEDA's label names
+pub struct ScalerLabels {
+    pub namespace: String,
+    pub metric: String,
+    pub scaledObject: String,
+    pub scaler: String,
+    pub triggerIndex: String,
+    pub r#type: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[allow(non_snake_case)]
+struct ScaledJobLabels {
+    namespace: String,
+    scaledJob: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoopLabels {
+    namespace: String,
+    r#type: String,
+    resource: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    r#type: String,
+    namespace: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    git_commit: String,
+    goversion: String,
+    goos: String,
+    goarch: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabels {
+    r#type: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CategoryLabels {
+    category: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[allow(non_snake_case)]
+struct DeletedLabels {
+    namespace: String,
+    scaledJob: String,
+    reason: String,
+}
+
+/// Every series the operator exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    scaler_value: Family<ScalerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    scaler_latency: Family<ScalerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    scaler_active: Family<ScalerLabels, Gauge>,
+    scaler_errors: Family<ScalerLabels, Counter>,
+    scaled_job_errors: Family<ScaledJobLabels, Counter>,
+    loop_latency: Family<LoopLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    resources: Family<ResourceLabels, Gauge>,
+    triggers: Family<TypeLabels, Gauge>,
+    reconcile_duration: Family<ResultLabels, Histogram>,
+    jobs_created: Family<ScaledJobLabels, Counter>,
+    job_create_errors: Family<ScaledJobLabels, Counter>,
+    jobs_deleted: Family<DeletedLabels, Counter>,
+    scaler_failures: Family<CategoryLabels, Counter>,
+    scaler_duration: Histogram,
+    leader: Gauge,
+    /// The scaler series set per ScaledJob, to delete them when its triggers change or it goes.
+    series: Mutex<HashMap<OwnerKey, Vec<ScalerLabels>>>,
+}
+
+fn seconds_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl Metrics {
+    /// The registry with every family, and a collector of the Kafka clients' request counts.
+    pub fn new(pool: Arc<SourcePool>, version: &str) -> Self {
+        let mut registry = Registry::default();
+        let scaler_value = Family::default();
+        let scaler_latency = Family::default();
+        let scaler_active = Family::default();
+        let scaler_errors = Family::default();
+        let scaled_job_errors = Family::default();
+        let loop_latency = Family::default();
+        let resources = Family::default();
+        let triggers = Family::default();
+        let reconcile_duration = Family::new_with_constructor(seconds_buckets as fn() -> _);
+        let jobs_created = Family::default();
+        let job_create_errors = Family::default();
+        let jobs_deleted = Family::default();
+        let scaler_failures = Family::default();
+        let scaler_duration = seconds_buckets();
+        let leader = Gauge::default();
+        // KEDA's series (names as KEDA exposes them; prometheus-client adds `_total` to counters).
+        registry.register(
+            "keda_scaler_metrics_value",
+            "The current value for each scaler's metric that would be used by the HPA in computing the target average",
+            scaler_value.clone(),
+        );
+        registry.register(
+            "keda_scaler_metrics_latency_seconds",
+            "The latency of retrieving current metric from each scaler",
+            scaler_latency.clone(),
+        );
+        registry.register(
+            "keda_scaler_active",
+            "Indicates whether a scaler is active (1), or not (0)",
+            scaler_active.clone(),
+        );
+        registry.register(
+            "keda_scaler_detail_errors",
+            "The number of errors that have occurred for each scaler (jobtide counts ScaledJob scalers too: D15)",
+            scaler_errors.clone(),
+        );
+        registry.register(
+            "keda_scaled_job_errors",
+            "Number of scaled job errors",
+            scaled_job_errors.clone(),
+        );
+        registry.register(
+            "keda_internal_scale_loop_latency_seconds",
+            "Total deviation (in seconds) between the expected execution time and the actual execution time for the scaling loop",
+            loop_latency.clone(),
+        );
+        registry.register(
+            "keda_resource_registered_total",
+            "Total resources registered (a gauge, named with _total as KEDA does)",
+            resources.clone(),
+        );
+        registry.register(
+            "keda_trigger_registered_total",
+            "Total triggers registered (a gauge, named with _total as KEDA does)",
+            triggers.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: version.into(),
+                git_commit: option_env!("JOBTIDE_GIT_COMMIT")
+                    .unwrap_or("unknown")
+                    .into(),
+                // KEDA reports its Go version; jobtide reports the Rust version it requires.
+                goversion: concat!("rust", env!("CARGO_PKG_RUST_VERSION")).into(),
+                goos: std::env::consts::OS.into(),
+                goarch: std::env::consts::ARCH.into(),
+            })
+            .set(1);
+        registry.register(
+            "keda_build_info",
+            "Info metric, with static information about the build",
+            build_info,
+        );
+        // jobtide's own series.
+        registry.register(
+            "jobtide_reconcile_duration_seconds",
+            "Duration of a ScaledJob reconcile (one poll), by result (ok, error)",
+            reconcile_duration.clone(),
+        );
+        registry.register("jobtide_jobs_created", "Jobs created", jobs_created.clone());
+        registry.register(
+            "jobtide_job_create_errors",
+            "Job creations that failed",
+            job_create_errors.clone(),
+        );
+        registry.register(
+            "jobtide_jobs_deleted",
+            "Jobs deleted, by reason (history, rollout)",
+            jobs_deleted.clone(),
+        );
+        registry.register(
+            "jobtide_scaler_errors",
+            "Failed trigger measurements, by category",
+            scaler_failures.clone(),
+        );
+        registry.register(
+            "jobtide_scaler_duration_seconds",
+            "Duration of one trigger measurement (all triggers)",
+            scaler_duration.clone(),
+        );
+        registry.register(
+            "jobtide_leader",
+            "1 while this instance is the leader (or runs without leader election)",
+            leader.clone(),
+        );
+        registry.register_collector(Box::new(KafkaCollector { pool }));
+        Self {
+            registry,
+            scaler_value,
+            scaler_latency,
+            scaler_active,
+            scaler_errors,
+            scaled_job_errors,
+            loop_latency,
+            resources,
+            triggers,
+            reconcile_duration,
+            jobs_created,
+            job_create_errors,
+            jobs_deleted,
+            scaler_failures,
+            scaler_duration,
+            leader,
+            series: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The text exposition (OpenMetrics).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// A trigger's measurement: value and activity on success, the error counters otherwise;
+    /// latency either way.
+    pub fn measured(
+        &self,
+        labels: &ScalerLabels,
+        latency_seconds: f64,
+        result: Result<(f64, bool), &'static str>,
+    ) {
+        self.scaler_latency
+            .get_or_create(labels)
+            .set(latency_seconds);
+        self.scaler_duration.observe(latency_seconds);
+        match result {
+            Ok((value, active)) => {
+                self.scaler_value.get_or_create(labels).set(value);
+                self.scaler_active
+                    .get_or_create(labels)
+                    .set(i64::from(active));
+                // Present at 0 from the first poll on, as KEDA initializes it.
+                drop(self.scaler_errors.get_or_create(labels));
+            }
+            Err(category) => {
+                self.scaler_errors.get_or_create(labels).inc();
+                self.scaled_job_errors
+                    .get_or_create(&ScaledJobLabels {
+                        namespace: labels.namespace.clone(),
+                        scaledJob: labels.scaledObject.clone(),
+                    })
+                    .inc();
+                self.scaler_failures
+                    .get_or_create(&CategoryLabels {
+                        category: category.into(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    /// Keeps only `current` among the scaler series of `owner` (KEDA deletes them on reconcile).
+    pub fn keep_series(&self, owner: &OwnerKey, current: Vec<ScalerLabels>) {
+        let Ok(mut series) = self.series.lock() else {
+            return;
+        };
+        let previous = series.insert(owner.clone(), current.clone());
+        for stale in previous.into_iter().flatten() {
+            if !current.contains(&stale) {
+                self.remove_scaler_series(&stale);
+            }
+        }
+    }
+
+    fn remove_scaler_series(&self, labels: &ScalerLabels) {
+        self.scaler_value.remove(labels);
+        self.scaler_latency.remove(labels);
+        self.scaler_active.remove(labels);
+        self.scaler_errors.remove(labels);
+    }
+
+    /// A ScaledJob started (its scalers built): KEDA's registration gauges go up.
+    pub fn registered(&self, namespace: &str, trigger_types: &[String]) {
+        self.resources
+            .get_or_create(&ResourceLabels {
+                r#type: "scaled_job".into(),
+                namespace: namespace.into(),
+            })
+            .inc();
+        for type_ in trigger_types {
+            self.triggers
+                .get_or_create(&TypeLabels {
+                    r#type: type_.clone(),
+                })
+                .inc();
+        }
+    }
+
+    /// A ScaledJob went: its registration and every per-ScaledJob series go.
+    pub fn unregistered(&self, owner: &OwnerKey, trigger_types: &[String]) {
+        self.resources
+            .get_or_create(&ResourceLabels {
+                r#type: "scaled_job".into(),
+                namespace: owner.0.clone(),
+            })
+            .dec();
+        for type_ in trigger_types {
+            self.triggers
+                .get_or_create(&TypeLabels {
+                    r#type: type_.clone(),
+                })
+                .dec();
+        }
+        if let Ok(mut series) = self.series.lock() {
+            for labels in series.remove(owner).into_iter().flatten() {
+                self.remove_scaler_series(&labels);
+            }
+        }
+        self.loop_latency.remove(&loop_labels(owner));
+    }
+
+    /// How late a poll ran against its schedule.
+    pub fn loop_lateness(&self, owner: &OwnerKey, seconds: f64) {
+        self.loop_latency
+            .get_or_create(&loop_labels(owner))
+            .set(seconds);
+    }
+
+    /// A reconcile's duration.
+    pub fn reconciled(&self, ok: bool, seconds: f64) {
+        self.reconcile_duration
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "error" }.into(),
+            })
+            .observe(seconds);
+    }
+
+    /// A Job created (or a creation failed).
+    pub fn job_created(&self, owner: &OwnerKey, ok: bool) {
+        let labels = ScaledJobLabels {
+            namespace: owner.0.clone(),
+            scaledJob: owner.1.clone(),
+        };
+        if ok {
+            self.jobs_created.get_or_create(&labels).inc();
+        } else {
+            self.job_create_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// A Job deleted, for `reason` (`history`, `rollout`).
+    pub fn job_deleted(&self, owner: &OwnerKey, reason: &str) {
+        self.jobs_deleted
+            .get_or_create(&DeletedLabels {
+                namespace: owner.0.clone(),
+                scaledJob: owner.1.clone(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Whether this instance leads.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+}
+
+fn loop_labels(owner: &OwnerKey) -> LoopLabels {
+    LoopLabels {
+        namespace: owner.0.clone(),
+        r#type: "scaledjob".into(),
+        resource: owner.1.clone(),
+    }
+}
+
+/// `keda_build_info`'s labels, and the Kafka clients' request counts read at scrape time.
+#[derive(Debug)]
+struct KafkaCollector {
+    pool: Arc<SourcePool>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    request: String,
+}
+
+impl Collector for KafkaCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+        for source in self.pool.sources() {
+            for (request, count) in source.requests_sent() {
+                *totals.entry(request).or_insert(0) += count;
+            }
+        }
+        let clients = ConstGauge::new(i64::try_from(self.pool.len()).unwrap_or(i64::MAX));
+        clients.encode(encoder.encode_descriptor(
+            "jobtide_kafka_clients",
+            "Kafka clients (one per brokers, credentials and isolation level)",
+            None,
+            clients.metric_type(),
+        )?)?;
+        let mut family = encoder.encode_descriptor(
+            "jobtide_kafka_requests",
+            "Kafka requests sent by the scalers' clients, by request type (from librdkafka statistics)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (request, count) in totals {
+            let counter = ConstCounter::new(u64::try_from(count).unwrap_or(0));
+            counter.encode(family.encode_family(&RequestLabels { request })?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,195 @@
+//! Wiring: the kube-runtime Controller on ScaledJobs, fed by one watch each for ScaledJobs, their
+//! Jobs and their Pods (the Job and Pod watches also fill the caches the polls count from), run
+//! while this instance leads.
+
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use jobtide_api::ScaledJob;
+use jobtide_api::job::SCALED_JOB_NAME_LABEL;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use tokio::sync::watch;
+
+use crate::context::Context;
+use crate::reconcile::{error_policy, reconcile};
+
+/// Readiness: the ScaledJob, Job and Pod caches hold a full list.
+#[derive(Debug, Clone)]
+pub struct Health {
+    ready: watch::Receiver<bool>,
+}
+
+impl Health {
+    /// Whether `/readyz` answers OK.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until `shutdown` resolves (then finishes the reconciles in flight) or
+/// `stop` resolves (then drops them at once: leadership was lost). `ready` turns true when the
+/// caches are synced.
+pub async fn run_controller(
+    context: Arc<Context>,
+    ready: watch::Sender<bool>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    stop: impl Future<Output = ()>,
+) {
+    let client = context.client.clone();
+    let namespace = context.config.namespace.as_deref();
+    let mut scaled_jobs_config = watcher::Config::default();
+    if let Some(selector) = &context.config.label_selector {
+        scaled_jobs_config = scaled_jobs_config.labels(selector);
+    }
+    let owned = watcher::Config::default().labels(SCALED_JOB_NAME_LABEL);
+    ready.send_replace(false);
+    context.jobs.reset();
+    context.pods.reset();
+    let jobs = {
+        let context = Arc::clone(&context);
+        watcher(scoped::<Job>(&client, namespace), owned.clone())
+            .default_backoff()
+            .map_ok(move |event| {
+                context.jobs.apply(&event);
+                event
+            })
+            .touched_objects()
+    };
+    let pods = {
+        let context = Arc::clone(&context);
+        watcher(scoped::<Pod>(&client, namespace), owned)
+            .default_backoff()
+            .map_ok(move |event| {
+                context.pods.apply(&event);
+                event
+            })
+            .touched_objects()
+    };
+    let controller = Controller::new(scoped::<ScaledJob>(&client, namespace), scaled_jobs_config)
+        .with_config(
+            controller::Config::default().concurrency(context.config.max_concurrent_reconciles),
+        );
+    let store = controller.store();
+    let readiness = {
+        let context = Arc::clone(&context);
+        async move {
+            if store.wait_until_ready().await.is_ok() {
+                context.jobs.wait_ready().await;
+                context.pods.wait_ready().await;
+                tracing::info!("caches synced; ready");
+                ready.send_replace(true);
+            }
+            std::future::pending::<()>().await;
+        }
+    };
+    let running = controller
+        .owns_stream(jobs)
+        .watches_stream(pods, |pod: Pod| {
+            let namespace = pod.metadata.namespace.clone()?;
+            let scaled_job = pod.metadata.labels.as_ref()?.get(SCALED_JOB_NAME_LABEL)?;
+            Some(ObjectRef::<ScaledJob>::new(scaled_job).within(&namespace))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                match error {
+                    // The reconciler's own errors were logged by the error policy.
+                    controller::Error::ReconcilerFailed(..) => {}
+                    other => tracing::warn!(error = %other, "controller"),
+                }
+            }
+        });
+    tokio::select! {
+        () = running => {}
+        () = stop => tracing::warn!("stopped acting: leadership lost"),
+        () = readiness => {}
+    }
+}
+
+/// How the operator decides who acts.
+#[derive(Debug)]
+pub enum Leadership {
+    /// Act at once (one replica, or `jobtide dev`).
+    Always,
+    /// Act only while holding the Lease.
+    Elected(Box<crate::leader::Elector>),
+}
+
+/// Runs the operator until `shutdown` resolves: the controller while this instance leads,
+/// releasing the lease at the end. Returns the readiness to serve on `/readyz`.
+pub fn spawn(
+    context: Arc<Context>,
+    leadership: Leadership,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> (Health, tokio::task::JoinHandle<()>) {
+    let (ready, ready_rx) = watch::channel(false);
+    let health = Health { ready: ready_rx };
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let task = tokio::spawn(async move {
+        match leadership {
+            Leadership::Always => {
+                context.metrics.set_leader(true);
+                run_controller(context, ready, shutdown, std::future::pending()).await;
+            }
+            Leadership::Elected(elector) => {
+                let (leading, mut leading_rx) = watch::channel(false);
+                let election = tokio::spawn((*elector).run(leading, Box::pin(shutdown.clone())));
+                loop {
+                    // A standby is healthy and ready; it only waits.
+                    ready.send_replace(true);
+                    tokio::select! {
+                        changed = leading_rx.wait_for(|leading| *leading) => {
+                            if changed.is_err() { break; }
+                        }
+                        () = shutdown.clone() => break,
+                    }
+                    context.metrics.set_leader(true);
+                    let mut lost = leading_rx.clone();
+                    run_controller(
+                        Arc::clone(&context),
+                        ready.clone(),
+                        shutdown.clone(),
+                        async move {
+                            let _ = lost.wait_for(|leading| !*leading).await;
+                        },
+                    )
+                    .await;
+                    context.metrics.set_leader(false);
+                    if shutdown.clone().now_or_never_ready() {
+                        break;
+                    }
+                }
+                // The election releases the lease once it sees the shutdown.
+                let _ = election.await;
+            }
+        }
+    });
+    (health, task)
+}
+
+trait NowOrNever {
+    fn now_or_never_ready(self) -> bool;
+}
+
+impl<F: Future<Output = ()>> NowOrNever for F {
+    fn now_or_never_ready(self) -> bool {
+        futures::FutureExt::now_or_never(self).is_some()
+    }
+}
