@@ -10,7 +10,9 @@ use jobtide_api::job::SCALED_JOB_NAME_LABEL;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector;
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Predicate, PredicateConfig, predicates};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::watch;
@@ -81,11 +83,25 @@ pub async fn run_controller(
             })
             .touched_objects()
     };
-    let controller = Controller::new(scoped::<ScaledJob>(&client, namespace), scaled_jobs_config)
-        .with_config(
-            controller::Config::default().concurrency(context.config.max_concurrent_reconciles),
+    // A ScaledJob is reconciled when what it asks for changes — spec (generation), labels,
+    // annotations (pause), finalizers, deletion — not when its status does: every poll writes
+    // status, and a status write that re-triggered a poll would poll in a loop while active.
+    let (store, writer) = reflector::store();
+    let scaled_jobs = watcher(scoped::<ScaledJob>(&client, namespace), scaled_jobs_config)
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation
+                .combine(predicates::labels)
+                .combine(predicates::annotations)
+                .combine(predicates::finalizers)
+                .combine(|sj: &ScaledJob| sj.metadata.deletion_timestamp.as_ref().map(|_| 1)),
+            PredicateConfig::default(),
         );
-    let store = controller.store();
+    let controller = Controller::for_stream(scaled_jobs, store.clone()).with_config(
+        controller::Config::default().concurrency(context.config.max_concurrent_reconciles),
+    );
     let readiness = {
         let context = Arc::clone(&context);
         async move {
