@@ -295,6 +295,9 @@ impl Store {
         if resource.group == "batch" && resource.plural == "jobs" {
             default_job(&mut object);
         }
+        if resource.group.is_empty() && resource.plural == "secrets" {
+            merge_string_data(&mut object);
+        }
         if let Err(causes) = validation::validate(resource, &object, None) {
             inner.rv -= 1;
             return Err(ApiError::invalid(resource, &name, &causes));
@@ -476,6 +479,9 @@ impl Store {
         }
         new["apiVersion"] = json!(resource.api_version());
         new["kind"] = json!(resource.kind);
+        if resource.group.is_empty() && resource.plural == "secrets" {
+            merge_string_data(&mut new);
+        }
         if let Err(causes) = validation::validate(resource, &new, Some(&old)) {
             return Err(ApiError::invalid(resource, name, &causes));
         }
@@ -706,6 +712,28 @@ impl Store {
 impl Default for Store {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// A Secret's `stringData` is write-only, as in the real server: merged into `data` (base64),
+/// overriding keys of the same name, and never stored.
+fn merge_string_data(secret: &mut Value) {
+    let Some(map) = secret.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(strings)) = map.remove("stringData") else {
+        return;
+    };
+    let data = map.entry("data").or_insert_with(|| json!({}));
+    if !data.is_object() {
+        *data = json!({});
+    }
+    for (key, value) in strings {
+        let text = value.as_str().unwrap_or_default();
+        data[key.as_str()] = json!(base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            text
+        ));
     }
 }
 

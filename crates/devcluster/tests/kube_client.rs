@@ -945,3 +945,31 @@ async fn aggregated_discovery_lists_every_served_type() {
     assert_eq!(scaledjobs["scope"], "Namespaced");
     assert_eq!(scaledjobs["subresources"][0]["subresource"], "status");
 }
+
+#[tokio::test]
+async fn secret_string_data_is_merged_into_data_and_not_stored() {
+    let cluster = DevCluster::start("127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let client = Client::try_from(Config::new(cluster.url().parse().unwrap())).unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client, "default");
+    let created = secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "s"},
+                "data": {"a": "b2xk", "b": "a2VwdA=="},
+                "stringData": {"a": "new", "c": "plain"},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(created.string_data.is_none());
+    let data = created.data.unwrap();
+    let text = |key: &str| String::from_utf8(data[key].0.clone()).unwrap();
+    assert_eq!(
+        (text("a"), text("b"), text("c")),
+        ("new".into(), "kept".into(), "plain".into())
+    );
+}

@@ -1,0 +1,616 @@
+//! The operator's behaviour beyond the walkthrough, on the embedded API server with its local job
+//! runner and librdkafka's mock cluster: pause, Min > 0, pending pods, API failures and lost
+//! watches, restarts, leader election, request shapes, bad input and secrets.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use common::*;
+use jobtide_api::ScaledJob;
+use jobtide_controller::leader::{Elector, Timing};
+use jobtide_controller::operator::Leadership;
+use jobtide_devcluster::faults::{Failure, Matcher};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+/// Scripts of Jobs that keep running through a test.
+const SLEEP: &str = "sleep 60";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_stops_creation_and_unpause_resumes_it() {
+    let h = harness(8).await;
+    h.kafka.create_topic("paused", 1).unwrap();
+    produce(&h.kafka, "paused", 2).await;
+    let _operator = start_operator(&h.client, "a", Leadership::Always);
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    let mut sj = scaled_job(
+        "p",
+        &h.kafka.bootstrap_servers(),
+        "paused",
+        SLEEP,
+        json!({}),
+    );
+    sj.metadata.annotations = Some([("autoscaling.keda.sh/paused".into(), "true".into())].into());
+    api.create(&PostParams::default(), &sj).await.unwrap();
+    eventually("Paused True", 10, async || {
+        let sj = api.get("p").await.ok()?;
+        (condition(&sj, "Paused")?.0 == "True").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        jobs_of(&h.client, "p").await.is_empty(),
+        "a paused ScaledJob created Jobs"
+    );
+
+    api.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"autoscaling.keda.sh/paused": null}}})),
+    )
+    .await
+    .unwrap();
+    eventually("two Jobs after unpausing", 15, async || {
+        let sj = api.get("p").await.ok()?;
+        (jobs_of(&h.client, "p").await.len() == 2 && condition(&sj, "Paused")?.0 == "False")
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_replica_count_is_maintained_with_no_lag() {
+    let h = harness(8).await;
+    h.kafka.create_topic("idle", 1).unwrap();
+    let _operator = start_operator(&h.client, "a", Leadership::Always);
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    let sj = scaled_job(
+        "m",
+        &h.kafka.bootstrap_servers(),
+        "idle",
+        SLEEP,
+        json!({"minReplicaCount": 2}),
+    );
+    api.create(&PostParams::default(), &sj).await.unwrap();
+    eventually("two Jobs", 15, async || {
+        (jobs_of(&h.client, "m").await.len() == 2).then_some(())
+    })
+    .await;
+    // Several polls later, still two.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(jobs_of(&h.client, "m").await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_pods_count_as_running_so_nothing_is_created_twice() {
+    // The runner runs one pod at a time: the other Jobs' pods stay Pending (Unschedulable).
+    let h = harness(1).await;
+    h.kafka.create_topic("busy", 1).unwrap();
+    produce(&h.kafka, "busy", 4).await;
+    let _operator = start_operator(&h.client, "a", Leadership::Always);
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    api.create(
+        &PostParams::default(),
+        &scaled_job(
+            "busy",
+            &h.kafka.bootstrap_servers(),
+            "busy",
+            SLEEP,
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("four Jobs", 15, async || {
+        (jobs_of(&h.client, "busy").await.len() == 4).then_some(())
+    })
+    .await;
+    // Nobody consumes: the lag stays 4 for every poll, and the default strategy subtracts the
+    // running Jobs, pending pods included.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(jobs_of(&h.client, "busy").await.len(), 4);
+
+    // `accurate` with pendingPodConditions: pods not Ready count as pending, and pending Jobs
+    // are subtracted from what the lag asks for.
+    let accurate = scaled_job(
+        "accurate",
+        &h.kafka.bootstrap_servers(),
+        "busy",
+        SLEEP,
+        json!({"scalingStrategy": {"strategy": "accurate", "pendingPodConditions": ["Ready"]}}),
+    );
+    api.create(&PostParams::default(), &accurate).await.unwrap();
+    eventually("four accurate Jobs", 15, async || {
+        (jobs_of(&h.client, "accurate").await.len() == 4).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(jobs_of(&h.client, "accurate").await.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_500_429_and_lost_watches_converge_without_duplicates() {
+    let h = harness(16).await;
+    h.kafka.create_topic("faulty", 1).unwrap();
+    let _operator = start_operator(&h.client, "a", Leadership::Always);
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    api.create(
+        &PostParams::default(),
+        &scaled_job(
+            "f",
+            &h.kafka.bootstrap_servers(),
+            "faulty",
+            SLEEP,
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("Ready", 10, async || {
+        (condition(&api.get("f").await.ok()?, "Ready")?.0 == "True").then_some(())
+    })
+    .await;
+    let faults = &h.cluster.faults;
+    faults.fail_next(
+        2,
+        Matcher {
+            verb: Some("create".into()),
+            resource: Some("jobs".into()),
+        },
+        Failure::InternalError,
+    );
+    faults.fail_next(
+        2,
+        Matcher {
+            verb: Some("patch".into()),
+            resource: Some("scaledjobs".into()),
+        },
+        Failure::TooManyRequests {
+            retry_after_seconds: 1,
+        },
+    );
+    produce(&h.kafka, "faulty", 3).await;
+    eventually("three Jobs despite the failures", 30, async || {
+        (jobs_of(&h.client, "f").await.len() == 3).then_some(())
+    })
+    .await;
+    let events = events_of(&h.client, "f").await;
+    assert!(
+        events
+            .iter()
+            .any(|(reason, _)| reason == "KEDAJobCreateFailed"),
+        "{events:?}"
+    );
+
+    // Every watch is cut and the history compacted: watchers get 410 Gone and list again.
+    h.cluster.store.compact();
+    faults.drop_watches();
+    produce(&h.kafka, "faulty", 2).await;
+    eventually("five Jobs after the watches came back", 30, async || {
+        (jobs_of(&h.client, "f").await.len() == 5).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(jobs_of(&h.client, "f").await.len(), 5, "no duplicate Jobs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_burst_creates_no_extra_job() {
+    let h = harness(16).await;
+    h.kafka.create_topic("burst", 1).unwrap();
+    produce(&h.kafka, "burst", 5).await;
+    let first = start_operator(&h.client, "first", Leadership::Always);
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    api.create(
+        &PostParams::default(),
+        &scaled_job(
+            "burst",
+            &h.kafka.bootstrap_servers(),
+            "burst",
+            SLEEP,
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("five Jobs", 15, async || {
+        (jobs_of(&h.client, "burst").await.len() == 5).then_some(())
+    })
+    .await;
+    first.stop().await;
+    // The new instance's Job list fails a few times (its Job watch backs off) while its
+    // ScaledJob watch is ready: its first poll must wait for the Jobs, not count none.
+    h.cluster.faults.fail_next(
+        3,
+        Matcher {
+            verb: Some("list".into()),
+            resource: Some("jobs".into()),
+        },
+        Failure::InternalError,
+    );
+    let _second = start_operator(&h.client, "second", Leadership::Always);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(jobs_of(&h.client, "burst").await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_instances_exactly_one_acts_and_the_other_takes_over() {
+    let h = harness(16).await;
+    h.kafka.create_topic("leader", 1).unwrap();
+    let elected = |name: &str| {
+        Leadership::Elected(Box::new(Elector::new(
+            h.client.clone(),
+            "default",
+            "jobtide-test",
+            name,
+            Timing::default(),
+        )))
+    };
+    let one = start_operator(&h.client, "one", elected("one"));
+    let two = start_operator(&h.client, "two", elected("two"));
+    let leases: Api<Lease> = Api::namespaced(h.client.clone(), "default");
+    let holder = eventually("a lease holder", 10, async || {
+        leases.get("jobtide-test").await.ok()?.spec?.holder_identity
+    })
+    .await;
+    let (leader, standby) = if holder == "one" {
+        (one, two)
+    } else {
+        (two, one)
+    };
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    produce(&h.kafka, "leader", 2).await;
+    api.create(
+        &PostParams::default(),
+        &scaled_job(
+            "l",
+            &h.kafka.bootstrap_servers(),
+            "leader",
+            SLEEP,
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("two Jobs", 15, async || {
+        (jobs_of(&h.client, "l").await.len() == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(jobs_of(&h.client, "l").await.len(), 2);
+    let instances: std::collections::BTreeSet<String> = all_events_of(&h.client, "l")
+        .await
+        .into_iter()
+        .filter_map(|e| e.reporting_instance)
+        .collect();
+    assert_eq!(
+        instances,
+        [holder.clone()].into(),
+        "events from the leader only"
+    );
+    assert!(leader.metrics().contains("jobtide_leader 1"));
+    assert!(standby.metrics().contains("jobtide_leader 0"));
+    assert!(!standby.metrics().contains("jobtide_jobs_created_total{"));
+
+    // The leader stops and releases the lease: the standby takes over at once and acts.
+    leader.stop().await;
+    let next = eventually("the standby holding the lease", 10, async || {
+        let holder2 = leases
+            .get("jobtide-test")
+            .await
+            .ok()?
+            .spec?
+            .holder_identity?;
+        (holder2 != holder).then_some(holder2)
+    })
+    .await;
+    produce(&h.kafka, "leader", 1).await;
+    eventually("a third Job from the new leader", 15, async || {
+        (jobs_of(&h.client, "l").await.len() == 3).then_some(())
+    })
+    .await;
+    assert!(standby.metrics().contains("jobtide_leader 1"));
+    assert!(standby.metrics().contains("jobtide_jobs_created_total{"));
+    assert!(
+        all_events_of(&h.client, "l")
+            .await
+            .iter()
+            .any(|e| e.reporting_instance.as_deref() == Some(next.as_str()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_shapes_that_matter_in_a_real_cluster() {
+    let h = harness(16).await;
+    h.kafka.create_topic("shapes", 1).unwrap();
+    produce(&h.kafka, "shapes", 3).await;
+    let _operator = start_operator(&h.client, "a", Leadership::Always);
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    api.create(
+        &PostParams::default(),
+        &scaled_job(
+            "shapes",
+            &h.kafka.bootstrap_servers(),
+            "shapes",
+            "true",
+            json!({"successfulJobsHistoryLimit": 1}),
+        ),
+    )
+    .await
+    .unwrap();
+    // Nobody commits: Jobs keep coming and the history keeps one.
+    eventually("a history deletion", 30, async || {
+        h.cluster
+            .faults
+            .requests()
+            .iter()
+            .any(|r| r.method == "DELETE" && r.resource.as_deref() == Some("jobs"))
+            .then_some(())
+    })
+    .await;
+    let requests = h.cluster.faults.requests();
+    let uid = api.get("shapes").await.unwrap().uid().unwrap();
+    for create in requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.resource.as_deref() == Some("jobs"))
+    {
+        let body = create.body.as_ref().unwrap();
+        let owner = &body["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["controller"], json!(true), "{body}");
+        assert_eq!(owner["blockOwnerDeletion"], json!(true), "{body}");
+        assert_eq!(owner["kind"], json!("ScaledJob"));
+        assert_eq!(owner["uid"], json!(uid));
+    }
+    for delete in requests
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.resource.as_deref() == Some("jobs"))
+    {
+        let background = delete
+            .body
+            .as_ref()
+            .is_some_and(|b| b["propagationPolicy"] == json!("Background"))
+            || delete.query.contains("propagationPolicy=Background");
+        assert!(background, "{delete:?}");
+    }
+    // Status is written with merge patches (the finalizer with kube-runtime's guarded JSON patch).
+    let status_patches: Vec<_> = requests
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.ends_with("/status"))
+        .collect();
+    assert!(!status_patches.is_empty());
+    for patch in status_patches {
+        assert_eq!(
+            patch.content_type.as_deref(),
+            Some("application/merge-patch+json"),
+            "{patch:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_scaled_job_fails_alone() {
+    let h = harness(16).await;
+    h.kafka.create_topic("good", 1).unwrap();
+    produce(&h.kafka, "good", 2).await;
+    let _operator = start_operator(&h.client, "a", Leadership::Always);
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    let bad = scaled_job(
+        "bad",
+        &h.kafka.bootstrap_servers(),
+        "good",
+        SLEEP,
+        json!({"triggers": [{"type": "kafka", "metadata": {"bootstrapServers": "x:9092", "consumerGroup": "g", "topic": "good", "lagThreshold": "lots"}}]}),
+    );
+    api.create(&PostParams::default(), &bad).await.unwrap();
+    let unknown = scaled_job(
+        "unknown",
+        &h.kafka.bootstrap_servers(),
+        "good",
+        SLEEP,
+        json!({"triggers": [{"type": "rabbitmq", "metadata": {"queueName": "q"}}]}),
+    );
+    api.create(&PostParams::default(), &unknown).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &scaled_job(
+            "fine",
+            &h.kafka.bootstrap_servers(),
+            "good",
+            SLEEP,
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    for name in ["bad", "unknown"] {
+        eventually("Ready False", 10, async || {
+            let sj = api.get(name).await.ok()?;
+            (condition(&sj, "Ready")?.0 == "False").then_some(())
+        })
+        .await;
+        let events = all_events_of(&h.client, name).await;
+        assert!(
+            events.iter().any(|e| e.type_.as_deref() == Some("Warning")),
+            "{name}: {events:?}"
+        );
+        assert!(jobs_of(&h.client, name).await.is_empty());
+    }
+    let warning = all_events_of(&h.client, "bad")
+        .await
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter_map(|e| e.message)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(warning.contains("lagThreshold"), "{warning}");
+    eventually("the good ScaledJob's Jobs", 15, async || {
+        (jobs_of(&h.client, "fine").await.len() == 2).then_some(())
+    })
+    .await;
+}
+
+/// Everything the tests' operators log, for the secret check.
+fn log_capture() -> Arc<Mutex<Vec<u8>>> {
+    static CAPTURE: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    Arc::clone(CAPTURE.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = Arc::clone(&buffer);
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                "jobtide_controller=trace,jobtide_kafka=trace,jobtide_api=trace,kube=debug,info",
+            )
+            .with_writer(move || CaptureWriter(Arc::clone(&writer)))
+            .try_init();
+        buffer
+    }))
+}
+
+struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_value_appears_in_no_log_event_status_or_metric() {
+    const PASSWORD: &str = "pa55-Very-Secret-4711";
+    let logs = log_capture();
+    let h = harness(16).await;
+    h.kafka.create_topic("secure", 1).unwrap();
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), "default");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "kafka-credentials"},
+                "stringData": {"sasl": "plaintext", "username": "user", "password": PASSWORD},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let auth: Api<jobtide_api::TriggerAuthentication> =
+        Api::namespaced(h.client.clone(), "default");
+    auth.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "keda.sh/v1alpha1", "kind": "TriggerAuthentication",
+            "metadata": {"name": "kafka-auth"},
+            "spec": {"secretTargetRef": [
+                {"parameter": "sasl", "name": "kafka-credentials", "key": "sasl"},
+                {"parameter": "username", "name": "kafka-credentials", "key": "username"},
+                {"parameter": "password", "name": "kafka-credentials", "key": "password"},
+            ]},
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let operator = start_operator(&h.client, "a", Leadership::Always);
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    let mut sj = scaled_job(
+        "secure",
+        &h.kafka.bootstrap_servers(),
+        "secure",
+        SLEEP,
+        json!({}),
+    );
+    sj.spec.triggers[0].authentication_ref =
+        serde_json::from_value(json!({"name": "kafka-auth"})).unwrap();
+    api.create(&PostParams::default(), &sj).await.unwrap();
+    // The mock broker has no SASL: the trigger fails, and the failure is reported.
+    eventually("the SASL trigger failing", 30, async || {
+        let sj = api.get("secure").await.ok()?;
+        (condition(&sj, "Ready")? == ("False".into(), "TriggerError".into())).then_some(())
+    })
+    .await;
+    let status = serde_json::to_string(&api.get("secure").await.unwrap().status).unwrap();
+    // The credentials were resolved (the Secret's stringData became data): the failure is the
+    // connection, not a missing password.
+    let events = events_of(&h.client, "secure").await;
+    assert!(
+        events
+            .iter()
+            .any(|(r, m)| r == "KEDAScalerFailed" && m.contains("waiting for the Kafka cluster")),
+        "{events:?}"
+    );
+    assert!(!status.contains(PASSWORD), "status: {status}");
+    for event in all_events_of(&h.client, "secure").await {
+        let text = serde_json::to_string(&event).unwrap();
+        assert!(!text.contains(PASSWORD), "event: {text}");
+    }
+    let metrics = operator.metrics();
+    assert!(
+        metrics.contains("keda_scaler_detail_errors_total{"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(PASSWORD), "metrics: {metrics}");
+    let logged = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        logged.contains("secure"),
+        "nothing logged about the ScaledJob"
+    );
+    assert!(!logged.contains(PASSWORD), "a log line holds the secret");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_the_cache_has_not_shown_yet_are_counted() {
+    let h = harness(16).await;
+    h.kafka.create_topic("stale", 1).unwrap();
+    let _operator = start_operator(&h.client, "a", Leadership::Always);
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    api.create(
+        &PostParams::default(),
+        &scaled_job(
+            "stale",
+            &h.kafka.bootstrap_servers(),
+            "stale",
+            SLEEP,
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("Ready", 10, async || {
+        (condition(&api.get("stale").await.ok()?, "Ready")?.0 == "True").then_some(())
+    })
+    .await;
+    // The Job watch is cut and fails to resume for a while: the Job cache stays as it was
+    // (empty) while polls go on every second (KEDA #2488's stale cache).
+    h.cluster.faults.fail_next(
+        6,
+        Matcher {
+            verb: Some("watch".into()),
+            resource: Some("jobs".into()),
+        },
+        Failure::InternalError,
+    );
+    h.cluster.faults.drop_watches();
+    produce(&h.kafka, "stale", 3).await;
+    // Counted in the store itself: the test's own lists would use up the injected failures.
+    let stored = || {
+        let jobs = h.cluster.store.resource("batch", "v1", "jobs").unwrap();
+        h.cluster
+            .store
+            .list(&jobs, Some("default"), |_| true)
+            .0
+            .len()
+    };
+    eventually("three Jobs", 15, async || (stored() == 3).then_some(())).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(stored(), 3);
+}

@@ -1,0 +1,200 @@
+//! Shared harness of the operator tests: the embedded API server with its local job runner,
+//! librdkafka's mock cluster, and operators started and stopped at will.
+
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jobtide_api::ScaledJob;
+use jobtide_controller::operator::{self, Leadership};
+use jobtide_controller::{Config as OperatorConfig, Context};
+use jobtide_devcluster::DevCluster;
+use jobtide_devcluster::runner::RunnerConfig;
+use jobtide_kafka::ffi::MockKafka;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client, Config};
+use serde_json::{Value, json};
+
+pub struct Harness {
+    pub cluster: DevCluster,
+    pub client: Client,
+    pub kafka: MockKafka,
+}
+
+/// The API server (with the runner running at most `max_parallel_pods`), CRDs, a mock cluster.
+pub async fn harness(max_parallel_pods: usize) -> Harness {
+    let cluster = DevCluster::start_with_runner(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        RunnerConfig {
+            max_parallel_pods,
+            ..RunnerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let client = Client::try_from(Config::new(cluster.url().parse().unwrap())).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in jobtide_api::crd::all() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    let kafka = MockKafka::start(1).unwrap();
+    Harness {
+        cluster,
+        client,
+        kafka,
+    }
+}
+
+/// A running operator; `stop` shuts it down gracefully.
+pub struct Operator {
+    pub context: Arc<Context>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Operator {
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("the operator stopped in time")
+                .unwrap();
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        self.context.metrics().encode()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub fn start_operator(client: &Client, instance: &str, leadership: Leadership) -> Operator {
+    let context = Arc::new(Context::new(
+        client.clone(),
+        OperatorConfig::new("test", instance),
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (_, task) = operator::spawn(Arc::clone(&context), leadership, async move {
+        let _ = stopped.await;
+    });
+    Operator {
+        context,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+/// A ScaledJob on `topic` whose Jobs run `script` in `sh -c`; `extra` is merged into the spec.
+/// One Job per message: `lagThreshold` 1 and `allowIdleConsumers` (no cap at the partition count).
+pub fn scaled_job(name: &str, servers: &str, topic: &str, script: &str, extra: Value) -> ScaledJob {
+    let mut spec = json!({
+        "jobTargetRef": {"backoffLimit": 4, "template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "main", "image": "busybox", "command": ["/bin/sh", "-c"], "args": [script]}]}}},
+        "pollingInterval": 1, "maxReplicaCount": 30, "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 2,
+        "triggers": [{"type": "kafka", "metadata": {"bootstrapServers": servers, "consumerGroup": "my-group",
+            "topic": topic, "lagThreshold": "1", "offsetResetPolicy": "earliest", "allowIdleConsumers": "true"}}],
+    });
+    for (key, value) in extra.as_object().into_iter().flatten() {
+        spec[key] = value.clone();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+pub async fn eventually<T>(
+    what: &str,
+    seconds: u64,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn condition(sj: &ScaledJob, type_: &str) -> Option<(String, String)> {
+    let c = sj
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone().unwrap_or_default()))
+}
+
+/// (reason, message) of the events about `name`.
+pub async fn events_of(client: &Client, name: &str) -> Vec<(String, String)> {
+    all_events_of(client, name)
+        .await
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+pub async fn all_events_of(client: &Client, name: &str) -> Vec<Event> {
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .unwrap()
+        .items
+}
+
+pub async fn jobs_of(client: &Client, name: &str) -> Vec<Job> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    jobs.list(&ListParams::default().labels(&format!("scaledjob.keda.sh/name={name}")))
+        .await
+        .unwrap()
+        .items
+}
+
+pub fn has_condition(job: &Job, type_: &str) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// Produces `count` messages to `topic`.
+pub async fn produce(kafka: &MockKafka, topic: &str, count: usize) {
+    let records: Vec<_> = (0..count)
+        .map(|i| (Some(i.to_string()), format!("message-{i}")))
+        .collect();
+    jobtide_kafka::tools::produce(
+        &kafka.bootstrap_servers(),
+        topic,
+        &records,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+}
