@@ -5,10 +5,12 @@
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use jobtide_api::ScaledJob;
 use jobtide_api::job::SCALED_JOB_NAME_LABEL;
+use jobtide_api::scaledjob::AuthenticationKind;
+use jobtide_api::{ClusterTriggerAuthentication, ScaledJob, TriggerAuthentication};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector;
 use kube::runtime::reflector::ObjectRef;
@@ -104,6 +106,7 @@ pub async fn run_controller(
     );
     let readiness = {
         let context = Arc::clone(&context);
+        let store = store.clone();
         async move {
             if store.wait_until_ready().await.is_ok() {
                 context.jobs.wait_ready().await;
@@ -116,6 +119,42 @@ pub async fn run_controller(
     };
     let running = controller
         .owns_stream(jobs)
+        .watches_stream(
+            watcher(
+                scoped::<PartialObjectMeta<Secret>>(&client, namespace),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .touched_objects(),
+            dependents(&store, &context, Source::Object),
+        )
+        .watches_stream(
+            watcher(
+                scoped::<PartialObjectMeta<ConfigMap>>(&client, namespace),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .touched_objects(),
+            dependents(&store, &context, Source::Object),
+        )
+        .watches_stream(
+            watcher(
+                scoped::<PartialObjectMeta<TriggerAuthentication>>(&client, namespace),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .touched_objects(),
+            dependents(&store, &context, Source::TriggerAuthentication),
+        )
+        .watches_stream(
+            watcher(
+                Api::<PartialObjectMeta<ClusterTriggerAuthentication>>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .touched_objects(),
+            dependents(&store, &context, Source::ClusterTriggerAuthentication),
+        )
         .watches_stream(pods, |pod: Pod| {
             let namespace = pod.metadata.namespace.clone()?;
             let scaled_job = pod.metadata.labels.as_ref()?.get(SCALED_JOB_NAME_LABEL)?;
@@ -136,6 +175,68 @@ pub async fn run_controller(
         () = running => {}
         () = stop => tracing::warn!("stopped acting: leadership lost"),
         () = readiness => {}
+    }
+}
+
+/// What changed, for [`dependents`].
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// A Secret or ConfigMap.
+    Object,
+    TriggerAuthentication,
+    ClusterTriggerAuthentication,
+}
+
+/// Maps a changed Secret, ConfigMap or (Cluster)TriggerAuthentication to the ScaledJobs whose
+/// trigger resolution may read it, so that a change is picked up at once rather than at the
+/// next poll. Secrets and ConfigMaps map by namespace (which ones a TriggerAuthentication reads
+/// is only known after resolving it); authentications map by name.
+fn dependents<O: Resource>(
+    store: &reflector::Store<ScaledJob>,
+    context: &Arc<Context>,
+    source: Source,
+) -> impl Fn(O) -> Vec<ObjectRef<ScaledJob>> + Send + Sync + 'static {
+    let store = store.clone();
+    let cluster_namespace = context.config.cluster_object_namespace.clone();
+    move |changed: O| {
+        let meta = changed.meta();
+        let namespace = meta.namespace.as_deref().unwrap_or_default();
+        let name = meta.name.as_deref().unwrap_or_default();
+        store
+            .state()
+            .iter()
+            .filter(|sj| {
+                let same_namespace = sj.metadata.namespace.as_deref() == Some(namespace);
+                let refs = || {
+                    sj.spec
+                        .triggers
+                        .iter()
+                        .filter_map(|t| t.authentication_ref.as_ref())
+                };
+                match source {
+                    Source::Object => {
+                        (same_namespace && crate::facts::reads_objects(&sj.spec))
+                            || (namespace == cluster_namespace
+                                && refs().any(|r| {
+                                    r.kind == Some(AuthenticationKind::ClusterTriggerAuthentication)
+                                }))
+                    }
+                    Source::TriggerAuthentication => {
+                        same_namespace
+                            && refs().any(|r| {
+                                r.name == name
+                                    && r.kind
+                                        != Some(AuthenticationKind::ClusterTriggerAuthentication)
+                            })
+                    }
+                    Source::ClusterTriggerAuthentication => refs().any(|r| {
+                        r.name == name
+                            && r.kind == Some(AuthenticationKind::ClusterTriggerAuthentication)
+                    }),
+                }
+            })
+            .map(|sj| ObjectRef::from_obj(sj.as_ref()))
+            .collect()
     }
 }
 

@@ -614,3 +614,151 @@ async fn jobs_the_cache_has_not_shown_yet_are_counted() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(stored(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_config_map_is_picked_up_before_the_next_poll() {
+    let h = harness(16).await;
+    h.kafka.create_topic("present", 1).unwrap();
+    let _operator = start_operator(&h.client, "a", Leadership::Always);
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(h.client.clone(), "default");
+    config_maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "kafka"}, "data": {"topic": "absent"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    // The topic comes from the container's env, which comes from the ConfigMap; polls are
+    // 5 minutes apart.
+    let mut sj = scaled_job(
+        "env",
+        &h.kafka.bootstrap_servers(),
+        "unused",
+        SLEEP,
+        json!({"pollingInterval": 300}),
+    );
+    let trigger = &mut sj.spec.triggers[0].metadata;
+    trigger.remove("topic");
+    trigger.insert("topicFromEnv".into(), "TOPIC".into());
+    sj.spec.job_target_ref.template.spec.as_mut().unwrap().containers[0].env =
+        serde_json::from_value(json!([{"name": "TOPIC", "valueFrom": {"configMapKeyRef": {"name": "kafka", "key": "topic"}}}]))
+            .unwrap();
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    api.create(&PostParams::default(), &sj).await.unwrap();
+    eventually("Ready False: the topic doesn't exist", 10, async || {
+        let sj = api.get("env").await.ok()?;
+        (condition(&sj, "Ready")? == ("False".into(), "TriggerError".into())).then_some(())
+    })
+    .await;
+    config_maps
+        .patch(
+            "kafka",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"topic": "present"}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "Ready True long before the next scheduled poll",
+        15,
+        async || {
+            let sj = api.get("env").await.ok()?;
+            (condition(&sj, "Ready")?.0 == "True").then_some(())
+        },
+    )
+    .await;
+}
+
+/// `GET path` over plain HTTP/1.1: (status, body).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_readiness_over_http() {
+    let h = harness(16).await;
+    h.kafka.create_topic("metered", 1).unwrap();
+    produce(&h.kafka, "metered", 2).await;
+    let operator = start_operator(&h.client, "a", Leadership::Always);
+    let (addr, _server) = jobtide_controller::http::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        operator.context.metrics(),
+        operator.health.clone(),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(http_get(addr, "/healthz").await, (200, "ok".into()));
+    eventually("ready", 10, async || {
+        (http_get(addr, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    api.create(
+        &PostParams::default(),
+        &scaled_job(
+            "mx",
+            &h.kafka.bootstrap_servers(),
+            "metered",
+            SLEEP,
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("two Jobs", 15, async || {
+        (jobs_of(&h.client, "mx").await.len() == 2).then_some(())
+    })
+    .await;
+    let labels = r#"{namespace="default",metric="s0-kafka-metered",scaledObject="mx",scaler="kafkaScaler",triggerIndex="0",type="scaledjob"}"#;
+    let (status, text) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    for expected in [
+        format!("keda_scaler_metrics_value{labels} 2.0"),
+        format!("keda_scaler_active{labels} 1"),
+        format!("keda_scaler_detail_errors_total{labels} 0"),
+        r#"keda_resource_registered_total{type="scaled_job",namespace="default"} 1"#.to_owned(),
+        r#"keda_trigger_registered_total{type="kafka"} 1"#.to_owned(),
+        r#"jobtide_jobs_created_total{namespace="default",scaledJob="mx"} 2"#.to_owned(),
+        "jobtide_leader 1".to_owned(),
+        "# TYPE keda_build_info gauge".to_owned(),
+        "# TYPE jobtide_kafka_requests counter".to_owned(),
+    ] {
+        assert!(text.contains(&expected), "missing {expected} in\n{text}");
+    }
+    assert!(text.contains(&format!("keda_scaler_metrics_latency_seconds{labels} ")));
+    assert!(text.contains("jobtide_reconcile_duration_seconds_count{result=\"ok\"}"));
+
+    // The ScaledJob goes: its series go, its registration too.
+    api.delete("mx", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the ScaledJob's series removed", 15, async || {
+        let (_, text) = http_get(addr, "/metrics").await;
+        (!text.contains(labels)
+            && text.contains(
+                r#"keda_resource_registered_total{type="scaled_job",namespace="default"} 0"#,
+            ))
+        .then_some(())
+    })
+    .await;
+}

@@ -295,6 +295,22 @@ fn wants_table(headers: &HeaderMap) -> bool {
         })
 }
 
+/// `Accept: application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1` (kube-rs's
+/// `metadata_watcher`, client-go's metadata informers).
+fn wants_partial_metadata(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|accept| accept.split(',').next())
+        .is_some_and(|first| first.contains("as=PartialObjectMetadata"))
+}
+
+/// An object reduced to its metadata, as the real server answers a metadata request.
+fn partial_metadata(object: Value) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+        "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({}))})
+}
+
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
     if body.len() > MAX_BODY {
         return Err(ApiError::bad_request("request entity too large"));
@@ -385,6 +401,7 @@ fn dispatch(
         identity
     };
     let storage = &storage;
+    let partial = wants_partial_metadata(headers);
     match (method, target.name.as_deref()) {
         (&Method::GET, None) => {
             let labels = params
@@ -412,7 +429,7 @@ fn dispatch(
                     store,
                     app.faults.watch_epoch(),
                     (storage.clone(), resource.clone()),
-                    to_client,
+                    if partial { partial_metadata } else { to_client },
                     target.namespace.clone(),
                     &params,
                     keep,
@@ -447,6 +464,14 @@ fn dispatch(
             if let Some(token) = continue_token {
                 metadata["continue"] = json!(token);
             }
+            if partial {
+                let items: Vec<Value> = items.into_iter().map(partial_metadata).collect();
+                return Ok(json_response(
+                    200,
+                    &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                        "metadata": metadata, "items": items}),
+                ));
+            }
             Ok(json_response(
                 200,
                 &json!({"kind": format!("{}List", resource.kind), "apiVersion": resource.api_version(),
@@ -455,6 +480,9 @@ fn dispatch(
         }
         (&Method::GET, Some(name)) => {
             let object = to_client(store.get(storage, &namespace, name)?);
+            if partial {
+                return Ok(json_response(200, &partial_metadata(object)));
+            }
             if wants_table(headers) {
                 let rv = store.resource_version();
                 return Ok(json_response(200, &table::table(resource, &[object], rv)));

@@ -973,3 +973,39 @@ async fn secret_string_data_is_merged_into_data_and_not_stored() {
         ("new".into(), "kept".into(), "plain".into())
     );
 }
+
+#[tokio::test]
+async fn metadata_only_requests_get_partial_object_metadata() {
+    let cluster = DevCluster::start("127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let client = Client::try_from(Config::new(cluster.url().parse().unwrap())).unwrap();
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    config_maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "c", "labels": {"a": "b"}}, "data": {"k": "v"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let metadata: Api<kube::core::PartialObjectMeta<ConfigMap>> =
+        Api::namespaced(client.clone(), "default");
+    let listed = metadata.list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.types.kind, "PartialObjectMetadataList");
+    assert_eq!(
+        listed.items[0].types.as_ref().unwrap().kind,
+        "PartialObjectMetadata"
+    );
+    assert_eq!(listed.items[0].metadata.labels.as_ref().unwrap()["a"], "b");
+    let one = metadata.get("c").await.unwrap();
+    assert_eq!(one.types.unwrap().api_version, "meta.k8s.io/v1");
+    // A metadata watch sees changes as metadata only.
+    let mut events = watcher(metadata, watcher::Config::default())
+        .touched_objects()
+        .boxed();
+    let first = events.try_next().await.unwrap().unwrap();
+    assert_eq!(first.types.unwrap().kind, "PartialObjectMetadata");
+}

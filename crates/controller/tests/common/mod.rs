@@ -53,6 +53,7 @@ pub async fn harness(max_parallel_pods: usize) -> Harness {
 /// A running operator; `stop` shuts it down gracefully.
 pub struct Operator {
     pub context: Arc<Context>,
+    pub health: operator::Health,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -89,11 +90,12 @@ pub fn start_operator(client: &Client, instance: &str, leadership: Leadership) -
         OperatorConfig::new("test", instance),
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (_, task) = operator::spawn(Arc::clone(&context), leadership, async move {
+    let (health, task) = operator::spawn(Arc::clone(&context), leadership, async move {
         let _ = stopped.await;
     });
     Operator {
         context,
+        health,
         stop: Some(stop),
         task: Some(task),
     }
