@@ -8,11 +8,21 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use jobtide_api::ScaledJob;
+use jobtide_api::facts::job_facts;
+use jobtide_api::job::SCALED_JOB_NAME_LABEL;
 use jobtide_api::resolve::{MissingEnvSource, resolve_triggers};
 use jobtide_core::lag::PersistentLagMemory;
-use jobtide_core::scaling::{JobCountInput, TriggerMeasurement, aggregate, decide_job_count};
+use jobtide_core::poll::{PollInput, PollPolicy, TriggerResult, decide_poll};
+use jobtide_core::scaling::{
+    JobCountInput, TriggerMeasurement, aggregate, arithmetic, decide_job_count,
+};
+use jobtide_core::status::Conditions;
 use jobtide_kafka::scaler::measure_trigger;
 use jobtide_kafka::source::SourcePool;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
 use serde::Serialize;
 
 use crate::validate::{Collected, ManifestArgs, collect, identity, input, typed};
@@ -28,6 +38,13 @@ pub struct ExplainArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text, env = "JOBTIDE_EXPLAIN_OUTPUT")]
     output: Output,
+    /// Count the live Jobs of each ScaledJob in this cluster (a kubeconfig file) and show the
+    /// decision the operator's next poll would take, with its arithmetic.
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// The same from an API server URL with no credentials (`kubectl proxy`, `jobtide dev`).
+    #[arg(long, value_name = "URL", conflicts_with = "kubeconfig")]
+    server: Option<String>,
     /// How long one trigger's measurement may take.
     #[arg(
         long,
@@ -61,6 +78,27 @@ struct ScaledJobExplanation {
     /// A problem with the ScaledJob itself (schema), else null.
     error: Option<String>,
     triggers: Vec<TriggerExplanation>,
+    /// With cluster access (`--kubeconfig` / `--server`): the live Jobs and the next poll's
+    /// decision; else null.
+    live: Option<LiveExplanation>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LiveExplanation {
+    /// Listing the Jobs failed (then the rest is absent).
+    error: Option<String>,
+    running: i64,
+    pending: i64,
+    finishing: i64,
+    succeeded: i64,
+    failed: i64,
+    /// Jobs the next poll would create.
+    create: i64,
+    /// Finished Jobs the next poll would delete (history limits).
+    delete: Vec<String>,
+    /// The decision written out with its numbers.
+    arithmetic: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -139,6 +177,13 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
     for error in &document_errors {
         eprintln!("warning: {}: {}", error.location, error.message);
     }
+    let client = match cluster_client(args).await {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!("warning: no cluster access, live Job counts skipped: {error:#}");
+            None
+        }
+    };
     let pool = SourcePool::new();
     let timeout = Duration::from_secs(args.timeout.max(1));
     let mut out = Vec::new();
@@ -156,6 +201,7 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
                     name,
                     error: Some(error),
                     triggers: Vec::new(),
+                    live: None,
                 });
                 continue;
             }
@@ -169,6 +215,7 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
             MissingEnvSource::Warn,
         );
         let mut triggers = Vec::new();
+        let mut results = Vec::new();
         for ((index, trigger), resolved) in spec.triggers.iter().enumerate().zip(resolved) {
             let mut explanation = TriggerExplanation {
                 index,
@@ -193,15 +240,24 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
                 )
                 .await
                 .map(|measurement| {
-                    (
-                        jobs_wanted(spec, measurement.to_scaling(config.lag())),
-                        measurement,
-                    )
+                    let scaling = measurement.to_scaling(config.lag());
+                    (jobs_wanted(spec, scaling), scaling, measurement)
                 })
                 .map_err(|e| e.to_string()),
             };
+            results.push(TriggerResult {
+                metric_name: resolved
+                    .parsed
+                    .metric_name
+                    .clone()
+                    .unwrap_or_else(|| format!("s{index}-{}", trigger.type_)),
+                measurement: match &measured {
+                    Ok((_, scaling, _)) => Ok(*scaling),
+                    Err(error) => Err(error.clone()),
+                },
+            });
             match measured {
-                Ok((jobs_wanted, measurement)) => {
+                Ok((jobs_wanted, _, measurement)) => {
                     explanation.jobs_wanted = jobs_wanted;
                     explanation.total_lag = measurement.total_lag;
                     explanation.metric_value = measurement.metric_value;
@@ -224,14 +280,126 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
             }
             triggers.push(explanation);
         }
+        let live = match &client {
+            Some(client) => Some(live(client, &scaled_job, &namespace, &name, &results).await),
+            None => None,
+        };
         out.push(ScaledJobExplanation {
             namespace,
             name,
             error: None,
             triggers,
+            live,
         });
     }
     Explanation { scaled_jobs: out }
+}
+
+async fn cluster_client(args: &ExplainArgs) -> anyhow::Result<Option<kube::Client>> {
+    let config = match (&args.kubeconfig, &args.server) {
+        (Some(path), _) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await?
+        }
+        (None, Some(server)) => kube::Config::new(server.parse()?),
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(kube::Client::try_from(config)?))
+}
+
+/// The ScaledJob's Jobs and pods as the cluster has them now, and what `core` decides on them
+/// with this run's measurements: the next poll's decision.
+async fn live(
+    client: &kube::Client,
+    scaled_job: &ScaledJob,
+    namespace: &str,
+    name: &str,
+    triggers: &[TriggerResult],
+) -> LiveExplanation {
+    let selector = ListParams::default().labels(&format!("{SCALED_JOB_NAME_LABEL}={name}"));
+    let listed = async {
+        let jobs = Api::<Job>::namespaced(client.clone(), namespace)
+            .list(&selector)
+            .await?;
+        let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+            .list(&selector)
+            .await?;
+        Ok::<_, kube::Error>((jobs.items, pods.items))
+    }
+    .await;
+    let (jobs, pods) = match listed {
+        Ok(listed) => listed,
+        Err(error) => {
+            return LiveExplanation {
+                error: Some(format!("listing the Jobs of {namespace}/{name}: {error}")),
+                running: 0,
+                pending: 0,
+                finishing: 0,
+                succeeded: 0,
+                failed: 0,
+                create: 0,
+                delete: Vec::new(),
+                arithmetic: Vec::new(),
+            };
+        }
+    };
+    let facts: Vec<_> = jobs
+        .iter()
+        .map(|job| {
+            let job_name = job.metadata.name.as_deref().unwrap_or_default();
+            let own: Vec<&Pod> = pods
+                .iter()
+                .filter(|p| {
+                    p.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("job-name"))
+                        .is_some_and(|j| j == job_name)
+                })
+                .collect();
+            job_facts(job, &own)
+        })
+        .collect();
+    let spec = &scaled_job.spec;
+    let policy = PollPolicy {
+        bounds: spec.bounds(),
+        strategy: spec.scaling_strategy(),
+        aggregation: spec.aggregation(),
+        pending_pod_conditions: spec.pending_pod_conditions(),
+        history_limits: spec.history_limits(),
+    };
+    let decision = decide_poll(&PollInput {
+        triggers,
+        jobs: &facts,
+        policy: policy.clone(),
+        conditions: &Conditions::initial(),
+        now: std::time::SystemTime::now(),
+    });
+    let counts = decision.counts;
+    LiveExplanation {
+        error: None,
+        running: counts.running,
+        pending: counts.pending,
+        finishing: counts.finishing,
+        succeeded: counts.succeeded,
+        failed: counts.failed,
+        create: decision.jobs.create,
+        delete: decision.delete.clone(),
+        arithmetic: arithmetic(
+            policy.strategy,
+            JobCountInput {
+                aggregate: decision.aggregate,
+                running: counts.running,
+                pending: counts.pending,
+                bounds: policy.bounds,
+            },
+            decision.jobs,
+        ),
+    }
 }
 
 /// The Jobs this trigger's lag alone calls for under the ScaledJob's strategy, none running.
@@ -285,6 +453,28 @@ fn to_text(explanation: &Explanation) -> String {
                 "    total lag {}, metric value {}, active {}, Jobs this lag calls for with none running: {}",
                 t.total_lag, t.metric_value, t.active, t.jobs_wanted
             );
+        }
+        if let Some(live) = &sj.live {
+            if let Some(error) = &live.error {
+                let _ = writeln!(out, "  live: error: {error}");
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "  live Jobs: {} running ({} of them pending), {} finishing, {} succeeded, {} failed",
+                live.running, live.pending, live.finishing, live.succeeded, live.failed
+            );
+            let _ = writeln!(out, "  next poll:");
+            for line in &live.arithmetic {
+                let _ = writeln!(out, "    {line}");
+            }
+            if !live.delete.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "    delete (history limits): {}",
+                    live.delete.join(", ")
+                );
+            }
         }
     }
     out

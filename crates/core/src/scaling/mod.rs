@@ -260,5 +260,8 @@ fn trunc_to_i64(value: f64) -> i64 {
     value.trunc() as i64
 }
 
+mod arithmetic;
+pub use arithmetic::arithmetic;
+
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,164 @@
+//! The Job-count decision written out with its numbers, for `jobtide explain`: the same branches
+//! as [`super::decide_job_count`], which the tests check it agrees with.
+
+use super::{JobCountDecision, JobCountInput, ScalingStrategy};
+
+/// One line per step, ending with the number of Jobs to create.
+pub fn arithmetic(
+    strategy: ScalingStrategy,
+    input: JobCountInput,
+    decision: JobCountDecision,
+) -> Vec<String> {
+    let JobCountInput {
+        aggregate,
+        running,
+        pending,
+        bounds,
+    } = input;
+    let mut lines = vec![format!(
+        "maxScale = ceil(min(queueLength / target, Max)) = {} (queueLength {}, Max {}); scaleTo = ceil(queueLength) = {}",
+        aggregate.max_scale, aggregate.queue_length, bounds.max, aggregate.scale_to
+    )];
+    if running < bounds.min {
+        lines.push(format!(
+            "running {running} < minReplicaCount {}: effectiveMaxScale = scaleTo = Min − running = {}",
+            bounds.min, decision.effective_max_scale
+        ));
+    } else {
+        let r = running - bounds.min;
+        let min_note = if bounds.min > 0 {
+            format!(" (running {running} − Min {})", bounds.min)
+        } else {
+            String::new()
+        };
+        lines.push(match strategy {
+            ScalingStrategy::Default => format!(
+                "default: effectiveMaxScale = maxScale − running = {} − {r}{min_note} = {}",
+                aggregate.max_scale,
+                aggregate.max_scale - r
+            ),
+            ScalingStrategy::Custom {
+                queue_length_deduction,
+                running_job_percentage,
+            } => format!(
+                "custom: effectiveMaxScale = min(maxScale − deduction − trunc(running × percentage), Max) = min({} − {queue_length_deduction} − trunc({r}{min_note} × {running_job_percentage}), {}) = {}",
+                aggregate.max_scale, bounds.max, decision.effective_max_scale
+            ),
+            ScalingStrategy::Accurate => {
+                if aggregate.max_scale + r - pending > bounds.max {
+                    format!(
+                        "accurate: maxScale + running − pending = {} + {r}{min_note} − {pending} > Max {}, so effectiveMaxScale = Max − running = {}",
+                        aggregate.max_scale,
+                        bounds.max,
+                        bounds.max - r
+                    )
+                } else {
+                    format!(
+                        "accurate: maxScale + running − pending = {} + {r}{min_note} − {pending} <= Max {}, so effectiveMaxScale = maxScale − pending = {}",
+                        aggregate.max_scale,
+                        bounds.max,
+                        aggregate.max_scale - pending
+                    )
+                }
+            }
+            ScalingStrategy::Eager => format!(
+                "eager: effectiveMaxScale = min(Max − running, maxScale) = min({} − {r}{min_note}, {}) = {}; scaleTo = Max = {}",
+                bounds.max,
+                aggregate.max_scale,
+                (bounds.max - r).min(aggregate.max_scale),
+                bounds.max
+            ),
+        });
+    }
+    lines.push(if aggregate.is_active {
+        format!(
+            "create = min(scaleTo, max(effectiveMaxScale, 0)) = min({}, {}) = {}",
+            decision.scale_to, decision.effective_max_scale, decision.create
+        )
+    } else {
+        "not active: create = 0".to_owned()
+    });
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::super::{Aggregate, decide_job_count};
+    use super::*;
+    use crate::replicas::ReplicaBounds;
+
+    fn strategy() -> impl Strategy<Value = ScalingStrategy> {
+        prop_oneof![
+            Just(ScalingStrategy::Default),
+            Just(ScalingStrategy::Accurate),
+            Just(ScalingStrategy::Eager),
+            (0i64..5, 0.0f64..2.0).prop_map(|(d, p)| ScalingStrategy::Custom {
+                queue_length_deduction: d,
+                running_job_percentage: p
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn the_written_arithmetic_ends_with_the_decision(
+            strategy in strategy(),
+            queue in 0u32..200,
+            max_scale in 0i64..50,
+            running in 0i64..40,
+            pending_share in 0i64..=100,
+            min in 0i64..5,
+            max in 0i64..60,
+            active: bool,
+        ) {
+            let input = JobCountInput {
+                aggregate: Aggregate {
+                    is_active: active,
+                    queue_length: f64::from(queue),
+                    scale_to: i64::from(queue),
+                    max_scale,
+                },
+                running,
+                pending: running * pending_share / 100,
+                bounds: ReplicaBounds { min, max },
+            };
+            let decision = decide_job_count(strategy, input);
+            let lines = arithmetic(strategy, input, decision);
+            let last = lines.last().unwrap();
+            prop_assert!(last.ends_with(&format!("= {}", decision.create)), "{lines:?}");
+            // The strategy line ends with the effective value the decision used (before the
+            // clamp at 0).
+            if running >= min {
+                let line = &lines[1];
+                let effective = line.split(';').next().unwrap().rsplit("= ").next().unwrap();
+                prop_assert_eq!(effective.parse::<i64>().unwrap().max(0), decision.effective_max_scale, "{:?}", lines);
+            }
+        }
+    }
+
+    #[test]
+    fn a_worked_example() {
+        let input = JobCountInput {
+            aggregate: Aggregate {
+                is_active: true,
+                queue_length: 7.0,
+                scale_to: 7,
+                max_scale: 7,
+            },
+            running: 2,
+            pending: 1,
+            bounds: ReplicaBounds { min: 0, max: 30 },
+        };
+        let decision = decide_job_count(ScalingStrategy::Default, input);
+        assert_eq!(
+            arithmetic(ScalingStrategy::Default, input, decision),
+            [
+                "maxScale = ceil(min(queueLength / target, Max)) = 7 (queueLength 7, Max 30); scaleTo = ceil(queueLength) = 7",
+                "default: effectiveMaxScale = maxScale − running = 7 − 2 = 5",
+                "create = min(scaleTo, max(effectiveMaxScale, 0)) = min(7, 5) = 5",
+            ]
+        );
+    }
+}
