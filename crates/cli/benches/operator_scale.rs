@@ -126,8 +126,8 @@ async fn main() {
             .create_topic(&format!("topic-{t}"), i32::try_from(partitions).unwrap())
             .unwrap();
     }
-    // Some lag on every topic (nobody commits): every trigger is active, no Job is needed to
-    // exercise the Kafka side, and maxReplicaCount 0 keeps the API side to status writes.
+    // Some lag on every topic (nobody commits): every trigger is active; maxReplicaCount 1 gives
+    // each ScaledJob one Job, which never runs (no runner here) and so caps creation there.
     for t in 0..topics {
         let records: Vec<_> = (0..partitions * 2)
             .map(|i| (Some(i.to_string()), format!("m{i}")))
@@ -155,7 +155,7 @@ async fn main() {
                     "spec": {
                         "jobTargetRef": {"template": {"spec": {"restartPolicy": "Never", "containers": [
                             {"name": "main", "image": "busybox", "command": ["true"]}]}}},
-                        "pollingInterval": interval, "maxReplicaCount": 0,
+                        "pollingInterval": interval, "maxReplicaCount": 1,
                         "triggers": [{"type": "kafka", "metadata": {"bootstrapServers": servers,
                             "consumerGroup": format!("group-{}", i % groups), "topic": format!("topic-{}", i % topics),
                             "lagThreshold": "5", "offsetResetPolicy": "earliest"}}],

@@ -258,9 +258,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         )
     })?;
     let server = cluster.url();
-    let client = kube::Client::try_from(kube::Config::new(
+    let client = kube::Client::try_from(jobtide_controller::with_user_agent(kube::Config::new(
         server.parse().context("the API server's URL")?,
-    ))?;
+    )))?;
     install_crds(&client).await?;
 
     let mut config = Config::new(env!("CARGO_PKG_VERSION"), "jobtide-dev");

@@ -102,10 +102,10 @@ pub struct OperatorArgs {
     #[arg(long, value_name = "PATH")]
     kubeconfig: Option<std::path::PathBuf>,
     /// Where `/metrics` is served (`:PORT` means all interfaces).
-    #[arg(long, default_value = ":8080", value_name = "ADDR", value_parser = bind_address)]
+    #[arg(long, default_value = ":8080", value_name = "ADDR", value_parser = bind_address, env = "JOBTIDE_METRICS_BIND_ADDRESS")]
     metrics_bind_address: SocketAddr,
     /// Where `/healthz` and `/readyz` are served.
-    #[arg(long, default_value = ":8081", value_name = "ADDR", value_parser = bind_address)]
+    #[arg(long, default_value = ":8081", value_name = "ADDR", value_parser = bind_address, env = "JOBTIDE_HEALTH_PROBE_BIND_ADDRESS")]
     health_probe_bind_address: SocketAddr,
     /// Kubernetes API requests per second (token bucket; 0: unlimited).
     #[arg(

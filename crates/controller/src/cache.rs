@@ -17,6 +17,8 @@ pub type OwnerKey = (String, String);
 pub struct OwnedCache<K> {
     state: RwLock<State<K>>,
     ready: watch::Sender<bool>,
+    /// Drops what the polls never read before an object is stored (memory at scale).
+    trim: fn(&mut K),
 }
 
 struct State<K> {
@@ -42,6 +44,7 @@ impl<K> Default for OwnedCache<K> {
                 relist: None,
             }),
             ready: watch::Sender::new(false),
+            trim: |_| {},
         }
     }
 }
@@ -80,13 +83,28 @@ impl<K: Resource> State<K> {
 }
 
 impl<K: Resource + Clone> OwnedCache<K> {
+    /// A cache that stores objects trimmed by `trim`.
+    pub fn with_trim(trim: fn(&mut K)) -> Self {
+        Self {
+            trim,
+            ..Self::default()
+        }
+    }
+
+    fn stored(&self, object: &K) -> Arc<K> {
+        let mut object = object.clone();
+        object.meta_mut().managed_fields = None;
+        (self.trim)(&mut object);
+        Arc::new(object)
+    }
+
     /// Applies one watch event (a re-list replaces the whole state when it ends).
     pub fn apply(&self, event: &watcher::Event<K>) {
         let Ok(mut state) = self.state.write() else {
             return;
         };
         match event {
-            watcher::Event::Apply(object) => state.insert(Arc::new(object.clone())),
+            watcher::Event::Apply(object) => state.insert(self.stored(object)),
             watcher::Event::Delete(object) => {
                 if let Some((key, _)) = identity(object) {
                     state.remove(&key);
@@ -94,7 +112,7 @@ impl<K: Resource + Clone> OwnedCache<K> {
             }
             watcher::Event::Init => state.relist = Some(Vec::new()),
             watcher::Event::InitApply(object) => {
-                let object = Arc::new(object.clone());
+                let object = self.stored(object);
                 match &mut state.relist {
                     Some(relist) => relist.push(object),
                     None => state.insert(object),

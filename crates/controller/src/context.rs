@@ -105,8 +105,20 @@ impl Context {
             client,
             config,
             pool,
-            jobs: OwnedCache::default(),
-            pods: OwnedCache::default(),
+            // A poll reads a Job's metadata and status and a pod's phase and conditions.
+            jobs: OwnedCache::with_trim(|job| {
+                job.spec = None;
+                job.metadata.owner_references = None;
+            }),
+            pods: OwnedCache::with_trim(|pod| {
+                pod.spec = None;
+                pod.metadata.owner_references = None;
+                if let Some(status) = &mut pod.status {
+                    status.container_statuses = None;
+                    status.init_container_statuses = None;
+                    status.ephemeral_container_statuses = None;
+                }
+            }),
             expectations: Expectations::default(),
             memories: Mutex::new(HashMap::new()),
             started: Mutex::new(HashMap::new()),

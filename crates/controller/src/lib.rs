@@ -19,4 +19,17 @@ pub mod ratelimit;
 mod reconcile;
 
 pub use context::{Config, Context};
+
+/// The `User-Agent` of the operator's API requests (audit logs; the RBAC test tells the
+/// operator's requests from the test's by it).
+pub const USER_AGENT: &str = concat!("jobtide-operator/", env!("CARGO_PKG_VERSION"));
+
+/// Sets [`USER_AGENT`] on a client configuration.
+pub fn with_user_agent(mut config: kube::Config) -> kube::Config {
+    config.headers.push((
+        ::http::header::USER_AGENT,
+        ::http::HeaderValue::from_static(USER_AGENT),
+    ));
+    config
+}
 pub use reconcile::{Error, FINALIZER};

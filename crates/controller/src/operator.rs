@@ -91,6 +91,8 @@ pub async fn run_controller(
     let (store, writer) = reflector::store();
     let scaled_jobs = watcher(scoped::<ScaledJob>(&client, namespace), scaled_jobs_config)
         .default_backoff()
+        // Real API servers send managedFields with every object; nothing here reads them.
+        .modify(|sj| sj.metadata.managed_fields = None)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(

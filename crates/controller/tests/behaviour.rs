@@ -29,7 +29,7 @@ async fn pause_stops_creation_and_unpause_resumes_it() {
     let h = harness(8).await;
     h.kafka.create_topic("paused", 1).unwrap();
     produce(&h.kafka, "paused", 2).await;
-    let _operator = start_operator(&h.client, "a", Leadership::Always);
+    let _operator = start_operator(&h, "a", Leadership::Always);
     let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
     let mut sj = scaled_job(
         "p",
@@ -70,7 +70,7 @@ async fn pause_stops_creation_and_unpause_resumes_it() {
 async fn min_replica_count_is_maintained_with_no_lag() {
     let h = harness(8).await;
     h.kafka.create_topic("idle", 1).unwrap();
-    let _operator = start_operator(&h.client, "a", Leadership::Always);
+    let _operator = start_operator(&h, "a", Leadership::Always);
     let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
     let sj = scaled_job(
         "m",
@@ -95,7 +95,7 @@ async fn pending_pods_count_as_running_so_nothing_is_created_twice() {
     let h = harness(1).await;
     h.kafka.create_topic("busy", 1).unwrap();
     produce(&h.kafka, "busy", 4).await;
-    let _operator = start_operator(&h.client, "a", Leadership::Always);
+    let _operator = start_operator(&h, "a", Leadership::Always);
     let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
     api.create(
         &PostParams::default(),
@@ -140,7 +140,7 @@ async fn pending_pods_count_as_running_so_nothing_is_created_twice() {
 async fn injected_500_429_and_lost_watches_converge_without_duplicates() {
     let h = harness(16).await;
     h.kafka.create_topic("faulty", 1).unwrap();
-    let _operator = start_operator(&h.client, "a", Leadership::Always);
+    let _operator = start_operator(&h, "a", Leadership::Always);
     let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
     api.create(
         &PostParams::default(),
@@ -207,7 +207,7 @@ async fn a_restart_mid_burst_creates_no_extra_job() {
     let h = harness(16).await;
     h.kafka.create_topic("burst", 1).unwrap();
     produce(&h.kafka, "burst", 5).await;
-    let first = start_operator(&h.client, "first", Leadership::Always);
+    let first = start_operator(&h, "first", Leadership::Always);
     let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
     api.create(
         &PostParams::default(),
@@ -236,7 +236,7 @@ async fn a_restart_mid_burst_creates_no_extra_job() {
         },
         Failure::InternalError,
     );
-    let _second = start_operator(&h.client, "second", Leadership::Always);
+    let _second = start_operator(&h, "second", Leadership::Always);
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(jobs_of(&h.client, "burst").await.len(), 5);
 }
@@ -254,8 +254,8 @@ async fn of_two_instances_exactly_one_acts_and_the_other_takes_over() {
             Timing::default(),
         )))
     };
-    let one = start_operator(&h.client, "one", elected("one"));
-    let two = start_operator(&h.client, "two", elected("two"));
+    let one = start_operator(&h, "one", elected("one"));
+    let two = start_operator(&h, "two", elected("two"));
     let leases: Api<Lease> = Api::namespaced(h.client.clone(), "default");
     let holder = eventually("a lease holder", 10, async || {
         leases.get("jobtide-test").await.ok()?.spec?.holder_identity
@@ -332,7 +332,7 @@ async fn request_shapes_that_matter_in_a_real_cluster() {
     let h = harness(16).await;
     h.kafka.create_topic("shapes", 1).unwrap();
     produce(&h.kafka, "shapes", 3).await;
-    let _operator = start_operator(&h.client, "a", Leadership::Always);
+    let _operator = start_operator(&h, "a", Leadership::Always);
     let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
     api.create(
         &PostParams::default(),
@@ -400,7 +400,7 @@ async fn a_bad_scaled_job_fails_alone() {
     let h = harness(16).await;
     h.kafka.create_topic("good", 1).unwrap();
     produce(&h.kafka, "good", 2).await;
-    let _operator = start_operator(&h.client, "a", Leadership::Always);
+    let _operator = start_operator(&h, "a", Leadership::Always);
     let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
     let bad = scaled_job(
         "bad",
@@ -520,7 +520,7 @@ async fn a_secret_value_appears_in_no_log_event_status_or_metric() {
     )
     .await
     .unwrap();
-    let operator = start_operator(&h.client, "a", Leadership::Always);
+    let operator = start_operator(&h, "a", Leadership::Always);
     let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
     let mut sj = scaled_job(
         "secure",
@@ -571,7 +571,7 @@ async fn a_secret_value_appears_in_no_log_event_status_or_metric() {
 async fn jobs_the_cache_has_not_shown_yet_are_counted() {
     let h = harness(16).await;
     h.kafka.create_topic("stale", 1).unwrap();
-    let _operator = start_operator(&h.client, "a", Leadership::Always);
+    let _operator = start_operator(&h, "a", Leadership::Always);
     let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
     api.create(
         &PostParams::default(),
@@ -619,7 +619,7 @@ async fn jobs_the_cache_has_not_shown_yet_are_counted() {
 async fn a_changed_config_map_is_picked_up_before_the_next_poll() {
     let h = harness(16).await;
     h.kafka.create_topic("present", 1).unwrap();
-    let _operator = start_operator(&h.client, "a", Leadership::Always);
+    let _operator = start_operator(&h, "a", Leadership::Always);
     let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(h.client.clone(), "default");
     config_maps
@@ -698,7 +698,7 @@ async fn metrics_health_and_readiness_over_http() {
     let h = harness(16).await;
     h.kafka.create_topic("metered", 1).unwrap();
     produce(&h.kafka, "metered", 2).await;
-    let operator = start_operator(&h.client, "a", Leadership::Always);
+    let operator = start_operator(&h, "a", Leadership::Always);
     let (addr, _server) = jobtide_controller::http::serve(
         "127.0.0.1:0".parse().unwrap(),
         operator.context.metrics(),
@@ -761,4 +761,150 @@ async fn metrics_health_and_readiness_over_http() {
         .then_some(())
     })
     .await;
+}
+
+/// (API group, resource[/subresource], verb) triples.
+type Permissions = std::collections::BTreeSet<(String, String, String)>;
+
+/// The rules of every ClusterRole and Role in `deploy/rbac.yaml`.
+fn deployed_rules() -> Permissions {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rbac.yaml"),
+    )
+    .unwrap();
+    let mut allowed = Permissions::new();
+    for document in text.split("\n---\n") {
+        let object: serde_json::Value = serde_saphyr::from_str(document).unwrap();
+        if !matches!(object["kind"].as_str(), Some("ClusterRole" | "Role")) {
+            continue;
+        }
+        for rule in object["rules"].as_array().unwrap() {
+            for group in rule["apiGroups"].as_array().unwrap() {
+                for resource in rule["resources"].as_array().unwrap() {
+                    for verb in rule["verbs"].as_array().unwrap() {
+                        allowed.insert((
+                            group.as_str().unwrap().to_owned(),
+                            resource.as_str().unwrap().to_owned(),
+                            verb.as_str().unwrap().to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    allowed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_rules_are_exactly_what_the_operator_uses() {
+    let h = harness(16).await;
+    h.kafka.create_topic("rbac", 1).unwrap();
+    produce(&h.kafka, "rbac", 3).await;
+    // Objects a poll reads: a Secret, a ConfigMap, a TriggerAuthentication using both.
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), "default");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "creds"}, "stringData": {"tls": "disable"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let auth: Api<jobtide_api::TriggerAuthentication> =
+        Api::namespaced(h.client.clone(), "default");
+    auth.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "keda.sh/v1alpha1", "kind": "TriggerAuthentication",
+            "metadata": {"name": "plain"},
+            "spec": {"secretTargetRef": [{"parameter": "tls", "name": "creds", "key": "tls"}]},
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let operator_client = kube::Client::try_from(jobtide_controller::with_user_agent(
+        kube::Config::new(h.cluster.url().parse().unwrap()),
+    ))
+    .unwrap();
+    let operator = start_operator(
+        &h,
+        "rbac",
+        Leadership::Elected(Box::new(Elector::new(
+            operator_client,
+            "default",
+            "jobtide-rbac",
+            "rbac",
+            Timing::default(),
+        ))),
+    );
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    let mut sj = scaled_job(
+        "rbac",
+        &h.kafka.bootstrap_servers(),
+        "rbac",
+        "true",
+        json!({"successfulJobsHistoryLimit": 1, "rollout": {"strategy": "immediate"}}),
+    );
+    sj.spec.triggers[0].authentication_ref =
+        serde_json::from_value(json!({"name": "plain"})).unwrap();
+    api.create(&PostParams::default(), &sj).await.unwrap();
+    // Jobs are created and finished ones deleted (nobody commits, so Jobs keep coming).
+    eventually("history deletions", 30, async || {
+        h.cluster
+            .faults
+            .requests()
+            .iter()
+            .any(|r| r.method == "DELETE" && r.resource.as_deref() == Some("jobs"))
+            .then_some(())
+    })
+    .await;
+    // A changed spec under the immediate rollout deletes the old generation's Jobs.
+    api.patch(
+        "rbac",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"maxReplicaCount": 29}})),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    api.delete("rbac", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the ScaledJob gone", 15, async || {
+        api.get_opt("rbac").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    operator.stop().await;
+
+    let mut used = Permissions::new();
+    for request in h.cluster.faults.requests() {
+        if request.user_agent.as_deref() != Some(jobtide_controller::USER_AGENT)
+            || request.verb == "discovery"
+        {
+            continue;
+        }
+        let group = match request.path.strip_prefix("/apis/") {
+            Some(rest) => rest.split('/').next().unwrap().to_owned(),
+            None => String::new(),
+        };
+        let mut resource = request.resource.clone().unwrap();
+        if request.path.ends_with("/status") {
+            resource.push_str("/status");
+        }
+        used.insert((group, resource, request.verb.clone()));
+    }
+    let allowed = deployed_rules();
+    let missing: Vec<_> = used.difference(&allowed).collect();
+    assert!(
+        missing.is_empty(),
+        "the operator used what deploy/rbac.yaml doesn't grant: {missing:?}"
+    );
+    let unused: Vec<_> = allowed.difference(&used).collect();
+    assert!(
+        unused.is_empty(),
+        "deploy/rbac.yaml grants what the operator didn't use: {unused:?}"
+    );
 }

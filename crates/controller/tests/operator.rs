@@ -20,7 +20,7 @@ use kube::{Api, Client, ResourceExt};
 
 async fn setup() -> (DevCluster, Client, MockKafka) {
     let h = common::harness(8).await;
-    let operator = common::start_operator(&h.client, "jobtide-test", Leadership::Always);
+    let operator = common::start_operator(&h, "jobtide-test", Leadership::Always);
     // The operator runs for the whole test.
     std::mem::forget(operator);
     (h.cluster, h.client, h.kafka)

@@ -50,6 +50,8 @@ pub struct RequestRecord {
     pub content_type: Option<String>,
     /// The body, when it is JSON (for asserting request shapes).
     pub body: Option<serde_json::Value>,
+    /// The client's `User-Agent`.
+    pub user_agent: Option<String>,
     /// The status code answered.
     pub status: u16,
 }

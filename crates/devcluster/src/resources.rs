@@ -114,6 +114,35 @@ impl Registry {
             ResourceType::builtin("batch", "v1", "Job", "jobs", true).with_status(),
             ResourceType::builtin("events.k8s.io", "v1", "Event", "events", true).short(&["ev"]),
             ResourceType::builtin("coordination.k8s.io", "v1", "Lease", "leases", true),
+            // Stored and served (so that deployment manifests apply), not acted on.
+            ResourceType::builtin("", "v1", "Service", "services", true)
+                .with_status()
+                .short(&["svc"]),
+            ResourceType::builtin("apps", "v1", "Deployment", "deployments", true)
+                .with_status()
+                .short(&["deploy"]),
+            ResourceType::builtin(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "ClusterRole",
+                "clusterroles",
+                false,
+            ),
+            ResourceType::builtin(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "ClusterRoleBinding",
+                "clusterrolebindings",
+                false,
+            ),
+            ResourceType::builtin("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
+            ResourceType::builtin(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "RoleBinding",
+                "rolebindings",
+                true,
+            ),
             ResourceType::builtin(
                 "apiextensions.k8s.io",
                 "v1",

@@ -192,6 +192,10 @@ pub async fn handle(
         query: uri.query().unwrap_or_default().to_owned(),
         content_type,
         body: logged_body,
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         status: 0,
     };
     let response = match app.faults.injected(&verb, resource.as_deref()) {

@@ -84,11 +84,13 @@ impl Drop for Operator {
     }
 }
 
-pub fn start_operator(client: &Client, instance: &str, leadership: Leadership) -> Operator {
-    let context = Arc::new(Context::new(
-        client.clone(),
-        OperatorConfig::new("test", instance),
-    ));
+/// An operator with its own client, which sends the operator's User-Agent.
+pub fn start_operator(h: &Harness, instance: &str, leadership: Leadership) -> Operator {
+    let client = Client::try_from(jobtide_controller::with_user_agent(Config::new(
+        h.cluster.url().parse().unwrap(),
+    )))
+    .unwrap();
+    let context = Arc::new(Context::new(client, OperatorConfig::new("test", instance)));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (health, task) = operator::spawn(Arc::clone(&context), leadership, async move {
         let _ = stopped.await;
