@@ -55,6 +55,17 @@ impl Cli {
     }
 }
 
+/// The multi-threaded tokio runtime of the async commands; exit code 2 when it can't start.
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("error: starting the async runtime: {error}");
+            ExitCode::from(2)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;

@@ -157,15 +157,9 @@ pub fn run(args: DevArgs) -> ExitCode {
         eprintln!("error: {error:#}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::cli::runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: starting the async runtime: {error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let code = match runtime.block_on(dev(args)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,10 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code
 
+mod common;
+
+use common::kubectl;
+
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,22 +23,6 @@ use serde_json::Value;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn kubectl() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("JOBTIDE_KUBECTL") {
-        return Some(path.into());
-    }
-    let pinned = Path::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.33");
-    if pinned.exists() {
-        return Some(pinned.to_path_buf());
-    }
-    Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|_| "kubectl".into())
 }
 
 fn documents(text: &str) -> Vec<Value> {

@@ -4,6 +4,10 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code
 
+mod common;
+
+use common::kubectl;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -16,22 +20,6 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{ListParams, LogParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-
-fn kubectl() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("JOBTIDE_KUBECTL") {
-        return Some(path.into());
-    }
-    let pinned = Path::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.33");
-    if pinned.exists() {
-        return Some(pinned.to_path_buf());
-    }
-    Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|_| "kubectl".into())
-}
 
 /// A running `jobtide dev`, stopped with SIGTERM on drop.
 struct Dev {

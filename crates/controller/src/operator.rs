@@ -122,39 +122,23 @@ pub async fn run_controller(
     let running = controller
         .owns_stream(jobs)
         .watches_stream(
-            watcher(
-                scoped::<PartialObjectMeta<Secret>>(&client, namespace),
-                watcher::Config::default(),
-            )
-            .default_backoff()
-            .touched_objects(),
+            metadata_changes(scoped::<PartialObjectMeta<Secret>>(&client, namespace)),
             dependents(&store, &context, Source::Object),
         )
         .watches_stream(
-            watcher(
-                scoped::<PartialObjectMeta<ConfigMap>>(&client, namespace),
-                watcher::Config::default(),
-            )
-            .default_backoff()
-            .touched_objects(),
+            metadata_changes(scoped::<PartialObjectMeta<ConfigMap>>(&client, namespace)),
             dependents(&store, &context, Source::Object),
         )
         .watches_stream(
-            watcher(
-                scoped::<PartialObjectMeta<TriggerAuthentication>>(&client, namespace),
-                watcher::Config::default(),
-            )
-            .default_backoff()
-            .touched_objects(),
+            metadata_changes(scoped::<PartialObjectMeta<TriggerAuthentication>>(
+                &client, namespace,
+            )),
             dependents(&store, &context, Source::TriggerAuthentication),
         )
         .watches_stream(
-            watcher(
-                Api::<PartialObjectMeta<ClusterTriggerAuthentication>>::all(client.clone()),
-                watcher::Config::default(),
-            )
-            .default_backoff()
-            .touched_objects(),
+            metadata_changes(Api::<PartialObjectMeta<ClusterTriggerAuthentication>>::all(
+                client.clone(),
+            )),
             dependents(&store, &context, Source::ClusterTriggerAuthentication),
         )
         .watches_stream(pods, |pod: Pod| {
@@ -178,6 +162,19 @@ pub async fn run_controller(
         () = stop => tracing::warn!("stopped acting: leadership lost"),
         () = readiness => {}
     }
+}
+
+/// Every change of `K`'s objects, metadata only (no Secret value is held).
+fn metadata_changes<K>(
+    api: Api<PartialObjectMeta<K>>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default,
+{
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
 }
 
 /// What changed, for [`dependents`].

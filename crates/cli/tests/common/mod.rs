@@ -1,0 +1,21 @@
+//! Helpers shared by the CLI's integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// kubectl: `$JOBTIDE_KUBECTL`, the machine image's pinned 1.33, or `kubectl` on PATH.
+pub fn kubectl() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("JOBTIDE_KUBECTL") {
+        return Some(path.into());
+    }
+    let pinned = Path::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.33");
+    if pinned.exists() {
+        return Some(pinned.to_path_buf());
+    }
+    Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| "kubectl".into())
+}
