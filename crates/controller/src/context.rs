@@ -7,16 +7,14 @@ use std::time::Instant;
 
 use jobtide_api::ScaledJob;
 use jobtide_core::lag::PersistentLagMemory;
-use jobtide_core::status::{Event, EventType, Reporter};
+use jobtide_core::status::Event;
 use jobtide_kafka::source::SourcePool;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::events::{
-    Event as KubeEvent, EventType as KubeEventType, Recorder, Reporter as KubeReporter,
-};
 use kube::{Client, Resource};
 
 use crate::cache::{Expectations, OwnedCache, OwnerKey};
+use crate::events::Publisher;
 use crate::metrics::Metrics;
 
 /// How the operator runs (the `jobtide operator` flags).
@@ -76,8 +74,7 @@ pub struct Context {
     pub(crate) memories: Mutex<HashMap<(String, usize), PersistentLagMemory>>,
     /// By ScaledJob uid.
     pub(crate) started: Mutex<HashMap<String, Started>>,
-    operator: Recorder,
-    scale_handler: Recorder,
+    events: Publisher,
 }
 
 impl std::fmt::Debug for Context {
@@ -91,16 +88,11 @@ impl std::fmt::Debug for Context {
 impl Context {
     /// A context for `client`.
     pub fn new(client: Client, config: Config) -> Self {
-        let reporter = |controller: &str| KubeReporter {
-            controller: controller.into(),
-            instance: Some(config.instance.clone()),
-        };
         let pool = Arc::new(SourcePool::with_statistics(std::time::Duration::from_secs(
             15,
         )));
         Self {
-            operator: Recorder::new(client.clone(), reporter(Reporter::Operator.name())),
-            scale_handler: Recorder::new(client.clone(), reporter(Reporter::ScaleHandler.name())),
+            events: Publisher::new(client.clone(), &config.instance),
             metrics: Arc::new(Metrics::new(Arc::clone(&pool), &config.operator_version)),
             client,
             config,
@@ -143,23 +135,8 @@ impl Context {
     }
 
     pub(crate) async fn publish(&self, scaled_job: &ScaledJob, events: &[Event]) {
-        let reference = scaled_job.object_ref(&());
         for event in events {
-            let recorder = match event.reporter {
-                Reporter::Operator => &self.operator,
-                Reporter::ScaleHandler => &self.scale_handler,
-            };
-            let published = KubeEvent {
-                type_: match event.type_ {
-                    EventType::Normal => KubeEventType::Normal,
-                    EventType::Warning => KubeEventType::Warning,
-                },
-                reason: event.reason.into(),
-                note: Some(event.note.clone()),
-                action: event.action.chars().take(128).collect(),
-                secondary: None,
-            };
-            if let Err(error) = recorder.publish(&published, &reference).await {
+            if let Err(error) = self.events.publish(scaled_job, event).await {
                 tracing::warn!(%error, reason = event.reason, "publishing an event failed");
             }
         }

@@ -125,6 +125,32 @@ async fn messages_become_jobs_that_run_and_history_is_limited() {
     })
     .await;
 
+    // Repeats of an event are one Event with a series (as client-go and kube-runtime publish).
+    let new_events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), "default");
+    let created: Vec<_> = new_events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("KEDAJobsCreated"))
+        .collect();
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0].note.as_deref(), Some("Created 1 jobs"));
+    assert_eq!(
+        created[0].reporting_controller.as_deref(),
+        Some("scale-handler")
+    );
+    assert_eq!(
+        created[0].reporting_instance.as_deref(),
+        Some("jobtide-test")
+    );
+    assert!(
+        created[0].series.as_ref().is_some_and(|s| s.count >= 2),
+        "{created:?}"
+    );
+
     // Deleting the ScaledJob runs the finalizer; its Jobs are garbage-collected.
     api.delete("kafka-scaledjob", &DeleteParams::default())
         .await
