@@ -213,7 +213,7 @@ impl Metrics {
         );
         registry.register(
             "jobtide_leader",
-            "1 while this instance is the leader (or runs without leader election)",
+            "Whether this instance acts: 1 while it leads (or runs without leader election), else 0",
             leader.clone(),
         );
         registry.register_collector(Box::new(KafkaCollector { pool }));

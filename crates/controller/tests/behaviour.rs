@@ -21,6 +21,13 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
+/// Whether the `jobtide_leader` gauge reads `value` (the sample line, not the help text).
+fn leads(metrics: &str, value: u8) -> bool {
+    metrics
+        .lines()
+        .any(|l| l == format!("jobtide_leader {value}"))
+}
+
 /// Scripts of Jobs that keep running through a test.
 const SLEEP: &str = "sleep 60";
 
@@ -296,8 +303,8 @@ async fn of_two_instances_exactly_one_acts_and_the_other_takes_over() {
         [holder.clone()].into(),
         "events from the leader only"
     );
-    assert!(leader.metrics().contains("jobtide_leader 1"));
-    assert!(standby.metrics().contains("jobtide_leader 0"));
+    assert!(leads(&leader.metrics(), 1));
+    assert!(leads(&standby.metrics(), 0));
     assert!(!standby.metrics().contains("jobtide_jobs_created_total{"));
 
     // The leader stops and releases the lease: the standby takes over at once and acts.
@@ -317,7 +324,7 @@ async fn of_two_instances_exactly_one_acts_and_the_other_takes_over() {
         (jobs_of(&h.client, "l").await.len() == 3).then_some(())
     })
     .await;
-    assert!(standby.metrics().contains("jobtide_leader 1"));
+    assert!(leads(&standby.metrics(), 1));
     assert!(standby.metrics().contains("jobtide_jobs_created_total{"));
     assert!(
         all_events_of(&h.client, "l")
@@ -540,14 +547,23 @@ async fn a_secret_value_appears_in_no_log_event_status_or_metric() {
     .await;
     let status = serde_json::to_string(&api.get("secure").await.unwrap().status).unwrap();
     // The credentials were resolved (the Secret's stringData became data): the failure is the
-    // connection, not a missing password.
+    // connection (a timeout or a transport error, depending on timing), not a missing or
+    // malformed credential, whose error would name the parameter.
     let events = events_of(&h.client, "secure").await;
-    assert!(
-        events
-            .iter()
-            .any(|(r, m)| r == "KEDAScalerFailed" && m.contains("waiting for the Kafka cluster")),
-        "{events:?}"
-    );
+    let failures: Vec<&String> = events
+        .iter()
+        .filter(|(r, _)| r == "KEDAScalerFailed")
+        .map(|(_, m)| m)
+        .collect();
+    assert!(!failures.is_empty(), "{events:?}");
+    for message in failures {
+        assert!(
+            !message.contains("password")
+                && !message.contains("username")
+                && !message.contains("sasl"),
+            "a credential error, not a connection error: {message}"
+        );
+    }
     assert!(!status.contains(PASSWORD), "status: {status}");
     for event in all_events_of(&h.client, "secure").await {
         let text = serde_json::to_string(&event).unwrap();
@@ -906,5 +922,54 @@ async fn rbac_rules_are_exactly_what_the_operator_uses() {
     assert!(
         unused.is_empty(),
         "deploy/rbac.yaml grants what the operator didn't use: {unused:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_stops_acting_before_its_lease_expires() {
+    let h = harness(16).await;
+    let operator_client = kube::Client::try_from(jobtide_controller::with_user_agent(
+        kube::Config::new(h.cluster.url().parse().unwrap()),
+    ))
+    .unwrap();
+    let leader = start_operator(
+        &h,
+        "alone",
+        Leadership::Elected(Box::new(Elector::new(
+            operator_client,
+            "default",
+            "jobtide-renew",
+            "alone",
+            Timing::default(),
+        ))),
+    );
+    eventually("leading", 10, async || {
+        leads(&leader.metrics(), 1).then_some(())
+    })
+    .await;
+    // Every renewal fails from now on (the API server refuses Lease updates).
+    h.cluster.faults.fail_next(
+        1000,
+        Matcher {
+            verb: Some("update".into()),
+            resource: Some("leases".into()),
+        },
+        Failure::InternalError,
+    );
+    let cut = std::time::Instant::now();
+    eventually("the leader stepping down", 20, async || {
+        leads(&leader.metrics(), 0).then_some(())
+    })
+    .await;
+    // The last successful renewal was at most one retry period (2 s) before the cut; the lease
+    // lasts 15 s from it: stepping down must happen before 13 s after the cut.
+    let stepped_down = cut.elapsed();
+    assert!(
+        stepped_down < Duration::from_secs(13),
+        "stepped down {stepped_down:?} after renewals started failing"
+    );
+    assert!(
+        stepped_down >= Duration::from_secs(7),
+        "stepped down before the renew deadline: {stepped_down:?}"
     );
 }
