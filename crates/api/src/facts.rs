@@ -9,6 +9,26 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::job::GENERATION_ANNOTATION;
 
+/// The facts of every Job in `jobs`, each with its pods among `pods` (label `job-name=<job>`).
+pub fn jobs_facts<J, P>(jobs: &[J], pods: &[P]) -> Vec<JobFacts>
+where
+    J: std::ops::Deref<Target = Job>,
+    P: std::ops::Deref<Target = Pod>,
+{
+    let mut by_job: std::collections::BTreeMap<&str, Vec<&Pod>> = std::collections::BTreeMap::new();
+    for pod in pods {
+        if let Some(job) = pod.metadata.labels.as_ref().and_then(|l| l.get("job-name")) {
+            by_job.entry(job.as_str()).or_default().push(pod);
+        }
+    }
+    jobs.iter()
+        .map(|job| {
+            let name = job.metadata.name.as_deref().unwrap_or_default();
+            job_facts(job, by_job.get(name).map(Vec::as_slice).unwrap_or_default())
+        })
+        .collect()
+}
+
 /// The facts of `job`, given its pods (those labelled `job-name=<job>`).
 pub fn job_facts(job: &Job, pods: &[&Pod]) -> JobFacts {
     let status = job.status.as_ref();

@@ -16,7 +16,6 @@
     clippy::cast_sign_loss
 )] // a benchmark program
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -173,13 +172,7 @@ async fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    let mut file = std::fs::File::create(&kubeconfig).unwrap();
-    write!(
-        file,
-        "apiVersion: v1\nkind: Config\nclusters: [{{name: b, cluster: {{server: '{}'}}}}]\nusers: [{{name: b, user: {{}}}}]\ncontexts: [{{name: b, context: {{cluster: b, user: b, namespace: default}}}}]\ncurrent-context: b\n",
-        cluster.url()
-    )
-    .unwrap();
+    std::fs::write(&kubeconfig, cluster.kubeconfig()).unwrap();
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

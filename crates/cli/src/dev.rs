@@ -87,29 +87,6 @@ fn state_dir(args: &DevArgs) -> PathBuf {
     base.join("jobtide").join("dev")
 }
 
-/// A kubeconfig for the embedded server (plain HTTP on loopback, no credentials).
-fn kubeconfig(server: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-  - name: jobtide-dev
-    cluster:
-      server: {server}
-users:
-  - name: jobtide-dev
-    user: {{}}
-contexts:
-  - name: jobtide-dev
-    context:
-      cluster: jobtide-dev
-      user: jobtide-dev
-      namespace: default
-current-context: jobtide-dev
-"
-    )
-}
-
 /// Accepts on `listener` and pipes every connection to `target`: a stable address for the
 /// embedded broker, whose own port is picked by librdkafka.
 async fn forward(listener: TcpListener, target: SocketAddr) {
@@ -281,7 +258,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .kubeconfig_out
         .clone()
         .unwrap_or_else(|| state_dir(&args).join("kubeconfig"));
-    write_file(&kubeconfig_path, &kubeconfig(&server))?;
+    write_file(&kubeconfig_path, &cluster.kubeconfig())?;
 
     let deadline = Instant::now() + Duration::from_secs(30);
     while !health.is_ready() {
@@ -317,9 +294,7 @@ Ctrl-C stops everything.",
     eprintln!("jobtide dev: stopping");
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     let _ = metrics_task.await;
-    if let Some(runner) = &cluster.runner {
-        runner.stop_all();
-    }
+    // Dropping the cluster stops the runner, which kills every pod's process group.
     drop(cluster);
     if let Some(forwarder) = forwarder {
         forwarder.abort();

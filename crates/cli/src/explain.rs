@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use jobtide_api::ScaledJob;
-use jobtide_api::facts::job_facts;
+use jobtide_api::facts::jobs_facts;
 use jobtide_api::job::SCALED_JOB_NAME_LABEL;
 use jobtide_api::resolve::{MissingEnvSource, resolve_triggers};
 use jobtide_core::lag::PersistentLagMemory;
@@ -341,23 +341,10 @@ async fn live(
             };
         }
     };
-    let facts: Vec<_> = jobs
-        .iter()
-        .map(|job| {
-            let job_name = job.metadata.name.as_deref().unwrap_or_default();
-            let own: Vec<&Pod> = pods
-                .iter()
-                .filter(|p| {
-                    p.metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get("job-name"))
-                        .is_some_and(|j| j == job_name)
-                })
-                .collect();
-            job_facts(job, &own)
-        })
-        .collect();
+    let facts = jobs_facts(
+        &jobs.iter().collect::<Vec<_>>(),
+        &pods.iter().collect::<Vec<_>>(),
+    );
     let spec = &scaled_job.spec;
     let policy = PollPolicy {
         bounds: spec.bounds(),

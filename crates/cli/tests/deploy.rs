@@ -101,14 +101,7 @@ async fn the_kustomize_base_renders_applies_and_runs_the_operator() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: d, cluster: {{server: '{}'}}}}]\nusers: [{{name: d, user: {{}}}}]\ncontexts: [{{name: d, context: {{cluster: d, user: d}}}}]\ncurrent-context: d\n",
-            cluster.url()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&kubeconfig, cluster.kubeconfig()).unwrap();
     let mut apply = Command::new(&kubectl)
         .arg("--kubeconfig")
         .arg(&kubeconfig)

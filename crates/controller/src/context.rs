@@ -58,8 +58,8 @@ impl Config {
 pub(crate) struct Started {
     /// The trigger types registered in the metrics.
     pub trigger_types: Vec<String>,
-    /// When the last poll ran and when the next one was due.
-    pub last_poll: Option<(Instant, Instant)>,
+    /// When the next poll is due (for the scale-loop lateness metric).
+    pub next_due: Option<Instant>,
 }
 
 /// What the reconciler shares across ScaledJobs.

@@ -288,7 +288,7 @@ pub fn spawn(
                     )
                     .await;
                     context.metrics.set_leader(false);
-                    if shutdown.clone().now_or_never_ready() {
+                    if futures::FutureExt::now_or_never(shutdown.clone()).is_some() {
                         break;
                     }
                 }
@@ -298,14 +298,4 @@ pub fn spawn(
         }
     });
     (health, task)
-}
-
-trait NowOrNever {
-    fn now_or_never_ready(self) -> bool;
-}
-
-impl<F: Future<Output = ()>> NowOrNever for F {
-    fn now_or_never_ready(self) -> bool {
-        futures::FutureExt::now_or_never(self).is_some()
-    }
 }

@@ -1,11 +1,10 @@
 //! The reconcile: KEDA's reconcile steps (§2.2), then one poll (§2.4) decided by `jobtide-core`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use jobtide_api::ScaledJob;
-use jobtide_api::facts::job_facts;
+use jobtide_api::facts::jobs_facts;
 use jobtide_api::job::job_for;
 use jobtide_api::resolve::{MissingEnvSource, ObjectSet, resolve_triggers};
 use jobtide_api::scaledjob::Condition as ApiCondition;
@@ -19,7 +18,6 @@ use jobtide_core::status::{
 };
 use jobtide_kafka::scaler::measure_trigger;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -220,7 +218,7 @@ async fn apply(scaled_job: &ScaledJob, context: &Context) -> Result<Action, Erro
                 first = true;
                 Started {
                     trigger_types: types.clone(),
-                    last_poll: None,
+                    next_due: None,
                 }
             });
             first
@@ -248,22 +246,7 @@ async fn rollout(scaled_job: &ScaledJob, context: &Context) -> Result<(), Error>
     let namespace = scaled_job.namespace().unwrap_or_default();
     let owner = Context::owner(scaled_job);
     let jobs: Api<Job> = Api::namespaced(context.client.clone(), &namespace);
-    let cached = context.jobs.of(&owner);
-    let listed: Vec<&str> = cached
-        .iter()
-        .filter_map(|j| j.metadata.name.as_deref())
-        .collect();
-    let adjustment = context.expectations.adjust(&owner, &listed, Instant::now());
-    let facts: Vec<_> = cached
-        .iter()
-        .filter(|job| {
-            !adjustment
-                .still_listed_deleted
-                .iter()
-                .any(|d| Some(d.as_str()) == job.metadata.name.as_deref())
-        })
-        .map(|job| job_facts(job, &[]))
-        .collect();
+    let (facts, _) = current_jobs(context, scaled_job);
     let doomed = rollout_deletions(&facts, scaled_job.metadata.generation.unwrap_or(0), rollout);
     if doomed.is_empty() {
         return Ok(());
@@ -304,6 +287,36 @@ async fn rollout(scaled_job: &ScaledJob, context: &Context) -> Result<(), Error>
     Ok(())
 }
 
+/// The ScaledJob's Jobs (with their pods) from the caches, corrected by what this operator did
+/// that the Job cache hasn't shown yet (KEDA #2488: a Job created last poll but not yet seen
+/// would be created again); and how many created Jobs were added that way.
+fn current_jobs(context: &Context, scaled_job: &ScaledJob) -> (Vec<JobFacts>, usize) {
+    let owner = Context::owner(scaled_job);
+    let jobs = context.jobs.of(&owner);
+    let listed: Vec<&str> = jobs
+        .iter()
+        .filter_map(|j| j.metadata.name.as_deref())
+        .collect();
+    let adjustment = context.expectations.adjust(&owner, &listed, Instant::now());
+    let jobs: Vec<_> = jobs
+        .into_iter()
+        .filter(|job| {
+            !adjustment
+                .still_listed_deleted
+                .iter()
+                .any(|d| Some(d.as_str()) == job.metadata.name.as_deref())
+        })
+        .collect();
+    let mut facts = jobs_facts(&jobs, &context.pods.of(&owner));
+    let generation = scaled_job.metadata.generation.unwrap_or(0).to_string();
+    facts.extend(adjustment.unseen_created.iter().map(|created| JobFacts {
+        name: created.clone(),
+        generation: Some(generation.clone()),
+        ..JobFacts::default()
+    }));
+    (facts, adjustment.unseen_created.len())
+}
+
 /// The scaler name KEDA puts in metric labels: the trigger's `name`, else its Go type's name.
 fn scaler_name(trigger: &jobtide_api::scaledjob::ScaleTrigger) -> String {
     match trigger.name.as_deref() {
@@ -336,12 +349,12 @@ async fn poll(
     if let Ok(mut started) = context.started.lock()
         && let Some(state) = started.get_mut(&uid)
     {
-        if let Some((_, due)) = state.last_poll {
+        if let Some(due) = state.next_due {
             context
                 .metrics
                 .loop_lateness(&owner, began.saturating_duration_since(due).as_secs_f64());
         }
-        state.last_poll = Some((began, began + interval));
+        state.next_due = Some(began + interval);
     }
     // Objects are listed only when a trigger's resolution reads some.
     let objects = if facts::reads_objects(spec) {
@@ -428,43 +441,7 @@ async fn poll(
     // Jobs and pods from the caches, corrected by what this operator did that the Job cache
     // hasn't shown yet (KEDA #2488: a Job created last poll but not yet seen would be
     // created again).
-    let jobs = context.jobs.of(&owner);
-    let pods = context.pods.of(&owner);
-    let listed: Vec<&str> = jobs
-        .iter()
-        .filter_map(|j| j.metadata.name.as_deref())
-        .collect();
-    let adjustment = context.expectations.adjust(&owner, &listed, Instant::now());
-    let mut pods_by_job: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
-    for pod in &pods {
-        if let Some(job) = pod.labels().get("job-name") {
-            pods_by_job.entry(job.as_str()).or_default().push(pod);
-        }
-    }
-    let generation = scaled_job.metadata.generation.unwrap_or(0).to_string();
-    let facts: Vec<JobFacts> = jobs
-        .iter()
-        .filter(|job| {
-            !adjustment
-                .still_listed_deleted
-                .iter()
-                .any(|d| Some(d.as_str()) == job.metadata.name.as_deref())
-        })
-        .map(|job| {
-            job_facts(
-                job,
-                pods_by_job
-                    .get(job.name_any().as_str())
-                    .map(Vec::as_slice)
-                    .unwrap_or_default(),
-            )
-        })
-        .chain(adjustment.unseen_created.iter().map(|created| JobFacts {
-            name: created.clone(),
-            generation: Some(generation.clone()),
-            ..JobFacts::default()
-        }))
-        .collect();
+    let (facts, unseen_created) = current_jobs(context, scaled_job);
     let decision = decide_poll(&PollInput {
         triggers: &triggers,
         jobs: &facts,
@@ -483,7 +460,7 @@ async fn poll(
         %namespace,
         create = decision.jobs.create,
         delete = decision.delete.len(),
-        unseen_created = adjustment.unseen_created.len(),
+        unseen_created,
         "poll decided"
     );
 

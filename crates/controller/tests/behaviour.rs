@@ -365,10 +365,12 @@ async fn request_shapes_that_matter_in_a_real_cluster() {
     .await;
     let requests = h.cluster.faults.requests();
     let uid = api.get("shapes").await.unwrap().uid().unwrap();
-    for create in requests
+    let creates: Vec<_> = requests
         .iter()
         .filter(|r| r.method == "POST" && r.resource.as_deref() == Some("jobs"))
-    {
+        .collect();
+    assert!(!creates.is_empty());
+    for create in creates {
         let body = create.body.as_ref().unwrap();
         let owner = &body["metadata"]["ownerReferences"][0];
         assert_eq!(owner["controller"], json!(true), "{body}");

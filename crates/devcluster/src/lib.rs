@@ -117,6 +117,31 @@ impl DevCluster {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// A kubeconfig for this server (plain HTTP on loopback, no credentials), context
+    /// `jobtide-dev`, namespace `default`; for kubectl and for processes the tests start.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+  - name: jobtide-dev
+    cluster:
+      server: {}
+users:
+  - name: jobtide-dev
+    user: {{}}
+contexts:
+  - name: jobtide-dev
+    context:
+      cluster: jobtide-dev
+      user: jobtide-dev
+      namespace: default
+current-context: jobtide-dev
+",
+            self.url()
+        )
+    }
 }
 
 impl Drop for DevCluster {

@@ -1,7 +1,8 @@
-//! The Job-count decision written out with its numbers, for `jobtide explain`: the same branches
-//! as [`super::decide_job_count`], which the tests check it agrees with.
+//! The Job-count decision written out with its numbers, for `jobtide explain`: the rule
+//! [`super::decide_job_count`] applied (its `rule`), with the numbers it used; the tests check
+//! that the written result is the decision's.
 
-use super::{JobCountDecision, JobCountInput, ScalingStrategy};
+use super::{JobCountDecision, JobCountInput, Rule, ScalingStrategy};
 
 /// One line per step, ending with the number of Jobs to create.
 pub fn arithmetic(
@@ -19,57 +20,60 @@ pub fn arithmetic(
         "maxScale = ceil(min(queueLength / target, Max)) = {} (queueLength {}, Max {}); scaleTo = ceil(queueLength) = {}",
         aggregate.max_scale, aggregate.queue_length, bounds.max, aggregate.scale_to
     )];
-    if running < bounds.min {
-        lines.push(format!(
-            "running {running} < minReplicaCount {}: effectiveMaxScale = scaleTo = Min − running = {}",
-            bounds.min, decision.effective_max_scale
-        ));
+    let r = running - bounds.min;
+    let min_note = if bounds.min > 0 {
+        format!(" (running {running} − Min {})", bounds.min)
     } else {
-        let r = running - bounds.min;
-        let min_note = if bounds.min > 0 {
-            format!(" (running {running} − Min {})", bounds.min)
-        } else {
-            String::new()
-        };
-        lines.push(match strategy {
-            ScalingStrategy::Default => format!(
-                "default: effectiveMaxScale = maxScale − running = {} − {r}{min_note} = {}",
+        String::new()
+    };
+    let effective = decision.effective_max_scale;
+    lines.push(match decision.rule {
+        Rule::BelowMin => format!(
+            "running {running} < minReplicaCount {}: effectiveMaxScale = scaleTo = Min − running = {effective}",
+            bounds.min
+        ),
+        Rule::Default => format!(
+            "default: effectiveMaxScale = maxScale − running = {} − {r}{min_note} = {}",
+            aggregate.max_scale,
+            aggregate.max_scale - r
+        ),
+        Rule::Custom { deducted } => {
+            let (deduction, percentage) = match strategy {
+                ScalingStrategy::Custom {
+                    queue_length_deduction,
+                    running_job_percentage,
+                } => (queue_length_deduction, running_job_percentage),
+                _ => (0, 0.0),
+            };
+            format!(
+                "custom: effectiveMaxScale = min(maxScale − deduction − trunc(running × percentage), Max) = min({} − {deduction} − trunc({r}{min_note} × {percentage}), {}) = min({} − {deduction} − {deducted}, {}) = {}",
                 aggregate.max_scale,
-                aggregate.max_scale - r
-            ),
-            ScalingStrategy::Custom {
-                queue_length_deduction,
-                running_job_percentage,
-            } => format!(
-                "custom: effectiveMaxScale = min(maxScale − deduction − trunc(running × percentage), Max) = min({} − {queue_length_deduction} − trunc({r}{min_note} × {running_job_percentage}), {}) = {}",
-                aggregate.max_scale, bounds.max, decision.effective_max_scale
-            ),
-            ScalingStrategy::Accurate => {
-                if aggregate.max_scale + r - pending > bounds.max {
-                    format!(
-                        "accurate: maxScale + running − pending = {} + {r}{min_note} − {pending} > Max {}, so effectiveMaxScale = Max − running = {}",
-                        aggregate.max_scale,
-                        bounds.max,
-                        bounds.max - r
-                    )
-                } else {
-                    format!(
-                        "accurate: maxScale + running − pending = {} + {r}{min_note} − {pending} <= Max {}, so effectiveMaxScale = maxScale − pending = {}",
-                        aggregate.max_scale,
-                        bounds.max,
-                        aggregate.max_scale - pending
-                    )
-                }
-            }
-            ScalingStrategy::Eager => format!(
-                "eager: effectiveMaxScale = min(Max − running, maxScale) = min({} − {r}{min_note}, {}) = {}; scaleTo = Max = {}",
                 bounds.max,
                 aggregate.max_scale,
-                (bounds.max - r).min(aggregate.max_scale),
-                bounds.max
-            ),
-        });
-    }
+                bounds.max,
+                (aggregate.max_scale - deduction - deducted).min(bounds.max)
+            )
+        }
+        Rule::AccurateCapped => format!(
+            "accurate: maxScale + running − pending = {} + {r}{min_note} − {pending} > Max {}, so effectiveMaxScale = Max − running = {}",
+            aggregate.max_scale,
+            bounds.max,
+            bounds.max - r
+        ),
+        Rule::Accurate => format!(
+            "accurate: maxScale + running − pending = {} + {r}{min_note} − {pending} <= Max {}, so effectiveMaxScale = maxScale − pending = {}",
+            aggregate.max_scale,
+            bounds.max,
+            aggregate.max_scale - pending
+        ),
+        Rule::Eager => format!(
+            "eager: effectiveMaxScale = min(Max − running, maxScale) = min({} − {r}{min_note}, {}) = {}; scaleTo = Max = {}",
+            bounds.max,
+            aggregate.max_scale,
+            (bounds.max - r).min(aggregate.max_scale),
+            bounds.max
+        ),
+    });
     lines.push(if aggregate.is_active {
         format!(
             "create = min(scaleTo, max(effectiveMaxScale, 0)) = min({}, {}) = {}",

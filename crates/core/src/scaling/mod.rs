@@ -193,6 +193,29 @@ pub struct JobCountDecision {
     /// Whether the poll emits `KEDAJobsCreated` (KEDA emits it whenever it is active and the
     /// effective scale is positive, even for 0 Jobs).
     pub emit_jobs_created: bool,
+    /// Which rule produced `effective_max_scale` (for explaining the decision).
+    pub rule: Rule,
+}
+
+/// The rule `decide_job_count` applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Fewer Jobs running than `minReplicaCount`: fill up to Min.
+    BelowMin,
+    /// `default`: `maxScale − running`.
+    Default,
+    /// `custom`: `min(maxScale − deduction − trunc(running × percentage), Max)`, with the
+    /// truncated product.
+    Custom {
+        /// `trunc(running × percentage)`.
+        deducted: i64,
+    },
+    /// `accurate` when `maxScale + running − pending > Max`: `Max − running`.
+    AccurateCapped,
+    /// `accurate` otherwise: `maxScale − pending`.
+    Accurate,
+    /// `eager`: `min(Max − running, maxScale)`, `scaleTo` = Max.
+    Eager,
 }
 
 /// §3.4: the number of Jobs to create.
@@ -204,12 +227,12 @@ pub fn decide_job_count(strategy: ScalingStrategy, input: JobCountInput) -> JobC
         bounds,
     } = input;
     let max_scale = aggregate.max_scale;
-    let (effective, scale_to) = if running < bounds.min {
-        (bounds.min - running, bounds.min - running)
+    let (effective, scale_to, rule) = if running < bounds.min {
+        (bounds.min - running, bounds.min - running, Rule::BelowMin)
     } else {
         let r = running - bounds.min;
         match strategy {
-            ScalingStrategy::Default => (max_scale - r, aggregate.scale_to),
+            ScalingStrategy::Default => (max_scale - r, aggregate.scale_to, Rule::Default),
             ScalingStrategy::Custom {
                 queue_length_deduction,
                 running_job_percentage,
@@ -218,17 +241,18 @@ pub fn decide_job_count(strategy: ScalingStrategy, input: JobCountInput) -> JobC
                 (
                     (max_scale - queue_length_deduction - deducted).min(bounds.max),
                     aggregate.scale_to,
+                    Rule::Custom { deducted },
                 )
             }
             ScalingStrategy::Accurate => {
                 if max_scale + r - pending > bounds.max {
-                    (bounds.max - r, aggregate.scale_to)
+                    (bounds.max - r, aggregate.scale_to, Rule::AccurateCapped)
                 } else {
-                    (max_scale - pending, aggregate.scale_to)
+                    (max_scale - pending, aggregate.scale_to, Rule::Accurate)
                 }
             }
             // D9: `r` already counts the pending Jobs; KEDA subtracts them a second time.
-            ScalingStrategy::Eager => ((bounds.max - r).min(max_scale), bounds.max),
+            ScalingStrategy::Eager => ((bounds.max - r).min(max_scale), bounds.max, Rule::Eager),
         }
     };
     let effective = effective.max(0);
@@ -242,6 +266,7 @@ pub fn decide_job_count(strategy: ScalingStrategy, input: JobCountInput) -> JobC
             0
         },
         emit_jobs_created: emit,
+        rule,
     }
 }
 
