@@ -17,6 +17,7 @@ use jobtide_core::scaling::{
     JobCountInput, TriggerMeasurement, aggregate, arithmetic, decide_job_count,
 };
 use jobtide_core::status::Conditions;
+use jobtide_kafka::kerberos::{GssapiSupport, KinitHelper};
 use jobtide_kafka::scaler::measure_trigger;
 use jobtide_kafka::source::SourcePool;
 use k8s_openapi::api::batch::v1::Job;
@@ -53,6 +54,10 @@ pub struct ExplainArgs {
         env = "JOBTIDE_EXPLAIN_TIMEOUT"
     )]
     timeout: u64,
+    /// Let `sasl: gssapi` triggers connect: `kinit` (on PATH) then writes this user's default
+    /// Kerberos credential cache, following each trigger's krb5.conf (docs/security.md).
+    #[arg(long, env = "JOBTIDE_ENABLE_GSSAPI")]
+    enable_gssapi: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -178,7 +183,20 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
             None
         }
     };
-    let pool = SourcePool::new();
+    let gssapi = if args.enable_gssapi {
+        match KinitHelper::this_binary() {
+            Ok(helper) => GssapiSupport::Kinit(helper),
+            Err(error) => {
+                eprintln!(
+                    "warning: --enable-gssapi: no path to this binary's kinit helper: {error}"
+                );
+                GssapiSupport::Disabled
+            }
+        }
+    } else {
+        GssapiSupport::Disabled
+    };
+    let pool = SourcePool::new().with_gssapi(gssapi);
     let timeout = Duration::from_secs(args.timeout.max(1));
     let mut out = Vec::new();
     let brokers: Option<Vec<String>> = args

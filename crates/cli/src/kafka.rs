@@ -20,6 +20,20 @@ pub enum KafkaCommand {
     /// Topic administration.
     #[command(subcommand)]
     Topic(TopicCommand),
+    /// librdkafka's Kerberos ticket helper (`sasl.kerberos.kinit.cmd`, see
+    /// `jobtide_kafka::kerberos`): runs `kinit` for the principal a private spec file names,
+    /// without a shell. Not for direct use.
+    #[command(hide = true)]
+    Kinit(KinitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KinitArgs {
+    /// The spec file the client configuration wrote.
+    spec: std::path::PathBuf,
+    /// The kinit program.
+    #[arg(long, default_value = "kinit", env = "JOBTIDE_KINIT")]
+    kinit: std::ffi::OsString,
 }
 
 /// `jobtide kafka topic …`
@@ -117,6 +131,15 @@ async fn dispatch(command: KafkaCommand) -> anyhow::Result<ExitCode> {
     match command {
         KafkaCommand::Produce(args) => produce(args).await,
         KafkaCommand::Consume(args) => consume(args).await,
+        KafkaCommand::Kinit(KinitArgs { spec, kinit }) => {
+            // librdkafka waits for this command; a short blocking child is fine here.
+            let status = jobtide_kafka::kerberos::run_kinit(&spec, &kinit)?;
+            Ok(if status.success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         KafkaCommand::Topic(TopicCommand::Create(args)) => {
             let CreateTopicArgs {
                 connection,

@@ -13,6 +13,7 @@ use jobtide_controller::leader::{Elector, Timing};
 use jobtide_controller::operator::{self, Leadership};
 use jobtide_controller::ratelimit::RateLimitLayer;
 use jobtide_controller::{Config, Context};
+use jobtide_kafka::kerberos::{GssapiSupport, KinitHelper};
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -75,11 +76,21 @@ pub struct ControllerArgs {
         env = "KEDA_CLUSTER_OBJECT_NAMESPACE"
     )]
     pub cluster_object_namespace: String,
+    /// Let `sasl: gssapi` triggers connect. Off by default: librdkafka keeps Kerberos tickets
+    /// in one credential cache per process and obeys each trigger's krb5.conf, so enable it
+    /// only when every tenant of this operator is one trust domain (docs/security.md). Needs
+    /// `kinit` on PATH and a writable temporary directory.
+    #[arg(long, env = "JOBTIDE_ENABLE_GSSAPI")]
+    pub enable_gssapi: bool,
 }
 
 impl ControllerArgs {
     /// The controller configuration.
-    pub fn config(&self, instance: &str, bootstrap_override: Option<Vec<String>>) -> Config {
+    pub fn config(
+        &self,
+        instance: &str,
+        bootstrap_override: Option<Vec<String>>,
+    ) -> anyhow::Result<Config> {
         let mut config = Config::new(env!("CARGO_PKG_VERSION"), instance);
         config.namespace = self.namespace.clone().filter(|n| !n.is_empty());
         config.label_selector = self.label_selector.clone().filter(|s| !s.is_empty());
@@ -88,7 +99,13 @@ impl ControllerArgs {
             .cluster_object_namespace
             .clone_from(&self.cluster_object_namespace);
         config.bootstrap_servers_override = bootstrap_override;
-        config
+        if self.enable_gssapi {
+            config.gssapi = GssapiSupport::Kinit(
+                KinitHelper::this_binary()
+                    .context("--enable-gssapi: finding this binary for its kinit helper")?,
+            );
+        }
+        Ok(config)
     }
 }
 
@@ -227,7 +244,7 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
     let context = Arc::new(Context::new(
         client.clone(),
         args.controller
-            .config(&instance, args.bootstrap_servers_override.clone()),
+            .config(&instance, args.bootstrap_servers_override.clone())?,
     ));
     let shutdown = shutdown_signal().shared();
     let leadership = if args.leader_elect {

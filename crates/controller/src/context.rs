@@ -8,6 +8,7 @@ use std::time::Instant;
 use jobtide_api::ScaledJob;
 use jobtide_core::lag::PersistentLagMemory;
 use jobtide_core::status::Event;
+use jobtide_kafka::kerberos::GssapiSupport;
 use jobtide_kafka::source::SourcePool;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -35,6 +36,8 @@ pub struct Config {
     /// Measure every Kafka trigger against these brokers instead of its `bootstrapServers`
     /// (`jobtide dev`: in-cluster addresses in manifests reach the local broker).
     pub bootstrap_servers_override: Option<Vec<String>>,
+    /// Whether GSSAPI triggers may connect (off by default: see `jobtide_kafka::kerberos`).
+    pub gssapi: GssapiSupport,
 }
 
 impl Config {
@@ -49,6 +52,7 @@ impl Config {
             label_selector: None,
             max_concurrent_reconciles: 0,
             bootstrap_servers_override: None,
+            gssapi: GssapiSupport::Disabled,
         }
     }
 }
@@ -88,9 +92,10 @@ impl std::fmt::Debug for Context {
 impl Context {
     /// A context for `client`.
     pub fn new(client: Client, config: Config) -> Self {
-        let pool = Arc::new(SourcePool::with_statistics(std::time::Duration::from_secs(
-            15,
-        )));
+        let pool = Arc::new(
+            SourcePool::with_statistics(std::time::Duration::from_secs(15))
+                .with_gssapi(config.gssapi.clone()),
+        );
         Self {
             events: Publisher::new(client.clone(), &config.instance),
             metrics: Arc::new(Metrics::new(Arc::clone(&pool), &config.operator_version)),

@@ -2,11 +2,11 @@
 //!
 //! The resulting [`ClientConfig`] holds secrets: never `Debug`-print or log it.
 
-use std::io::Write;
-
 use jobtide_api::trigger::connection::{GssapiCredential, KafkaConnection, Sasl};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use thiserror::Error;
+
+use crate::kerberos::{self, GssapiSupport, KinitSpec};
 
 /// Why a connection can't be configured.
 #[derive(Debug, Error)]
@@ -14,6 +14,14 @@ pub enum ConfigError {
     /// GSSAPI with a password: librdkafka would need the password on a `kinit` command line.
     #[error("sasl gssapi with a password is not supported by jobtide yet; use a keytab")]
     GssapiPassword,
+    /// GSSAPI is not enabled in this process (see [`kerberos`] for why the operator needs
+    /// `--enable-gssapi`).
+    #[error(
+        "sasl gssapi is disabled in this process: librdkafka keeps Kerberos tickets in one \
+         credential cache per process, so triggers of different tenants would share them; an \
+         operator serving a single trust domain can enable it with --enable-gssapi"
+    )]
+    GssapiDisabled,
     /// librdkafka refused the configuration.
     #[error("creating the Kafka client: {0}")]
     Client(String),
@@ -33,9 +41,13 @@ pub struct ConfigFiles {
 pub type Isolation = jobtide_api::trigger::IsolationLevel;
 
 /// The librdkafka configuration for `connection`.
+///
+/// No tenant-controlled value reaches a shell: GSSAPI tickets come from `gssapi`'s helper, whose
+/// command line holds only paths this process chose (see [`kerberos`]).
 pub fn client_config(
     connection: &KafkaConnection,
     isolation: Isolation,
+    gssapi: &GssapiSupport,
 ) -> Result<(ClientConfig, ConfigFiles), ConfigError> {
     let mut config = ClientConfig::new();
     let mut files = ConfigFiles::default();
@@ -125,41 +137,40 @@ pub fn client_config(
                 config.set("sasl.oauthbearer.extensions", extensions.join(","));
             }
         }
-        Sasl::Gssapi(gssapi) => {
-            let GssapiCredential::Keytab(keytab) = &gssapi.credential else {
+        Sasl::Gssapi(settings) => {
+            let GssapiSupport::Kinit(helper) = gssapi else {
+                return Err(ConfigError::GssapiDisabled);
+            };
+            let GssapiCredential::Keytab(keytab) = &settings.credential else {
                 return Err(ConfigError::GssapiPassword);
             };
-            let keytab_file = private_file(keytab.expose().as_bytes())?;
-            let krb5_file = private_file(gssapi.kerberos_config.as_bytes())?;
-            let principal = format!("{}@{}", gssapi.username, gssapi.realm);
-            let keytab_path = keytab_file.path().display().to_string();
-            let krb5_path = krb5_file.path().display().to_string();
+            let keytab_file = kerberos::private_file(keytab.expose().as_bytes())
+                .map_err(ConfigError::KerberosFile)?;
+            let krb5_file = kerberos::private_file(settings.kerberos_config.as_bytes())
+                .map_err(ConfigError::KerberosFile)?;
+            let principal = format!("{}@{}", settings.username, settings.realm);
+            let spec_file = kerberos::write_spec(&KinitSpec {
+                principal: principal.clone(),
+                keytab: keytab_file.path().to_owned(),
+                krb5_config: krb5_file.path().to_owned(),
+            })
+            .map_err(ConfigError::KerberosFile)?;
             config
                 .set("sasl.mechanism", "GSSAPI")
-                .set("sasl.kerberos.service.name", &gssapi.service_name)
+                .set("sasl.kerberos.service.name", &settings.service_name)
                 .set("sasl.kerberos.principal", &principal)
-                .set("sasl.kerberos.keytab", &keytab_path)
+                .set(
+                    "sasl.kerberos.keytab",
+                    keytab_file.path().display().to_string(),
+                )
                 .set(
                     "sasl.kerberos.kinit.cmd",
-                    format!(
-                        "env KRB5_CONFIG={krb5_path} kinit -R -t \"%{{sasl.kerberos.keytab}}\" -k %{{sasl.kerberos.principal}} || env KRB5_CONFIG={krb5_path} kinit -t \"%{{sasl.kerberos.keytab}}\" -k %{{sasl.kerberos.principal}}"
-                    ),
+                    helper.command_line(spec_file.path()),
                 );
-            files.files.push(keytab_file);
-            files.files.push(krb5_file);
+            files.files.extend([keytab_file, krb5_file, spec_file]);
         }
     }
     Ok((config, files))
-}
-
-fn private_file(content: &[u8]) -> Result<tempfile::NamedTempFile, ConfigError> {
-    let mut file = tempfile::Builder::new()
-        .prefix("jobtide-krb-")
-        .tempfile()
-        .map_err(ConfigError::KerberosFile)?;
-    file.write_all(content).map_err(ConfigError::KerberosFile)?;
-    file.flush().map_err(ConfigError::KerberosFile)?;
-    Ok(file)
 }
 
 #[cfg(test)]
@@ -183,8 +194,12 @@ mod tests {
 
     #[test]
     fn plaintext_without_security() {
-        let (config, _) =
-            client_config(&connection(Sasl::None, None), Isolation::default()).expect("config");
+        let (config, _) = client_config(
+            &connection(Sasl::None, None),
+            Isolation::default(),
+            &GssapiSupport::Disabled,
+        )
+        .expect("config");
         assert_eq!(get(&config, "bootstrap.servers"), Some("a:9092,b:9092"));
         assert_eq!(get(&config, "security.protocol"), Some("plaintext"));
         assert_eq!(get(&config, "isolation.level"), Some("read_uncommitted"));
@@ -205,8 +220,12 @@ mod tests {
             username: "u".into(),
             password: Secret::new("pw"),
         });
-        let (config, _) =
-            client_config(&connection(sasl, Some(tls)), Isolation::ReadCommitted).expect("config");
+        let (config, _) = client_config(
+            &connection(sasl, Some(tls)),
+            Isolation::ReadCommitted,
+            &GssapiSupport::Disabled,
+        )
+        .expect("config");
         for (key, value) in [
             ("security.protocol", "sasl_ssl"),
             ("sasl.mechanism", "SCRAM-SHA-512"),
@@ -232,8 +251,12 @@ mod tests {
             scopes: vec!["a".into(), "b".into()],
             extensions: [("logicalCluster".to_owned(), "lkc".to_owned())].into(),
         });
-        let (config, _) =
-            client_config(&connection(sasl, None), Isolation::default()).expect("config");
+        let (config, _) = client_config(
+            &connection(sasl, None),
+            Isolation::default(),
+            &GssapiSupport::Disabled,
+        )
+        .expect("config");
         assert_eq!(get(&config, "security.protocol"), Some("sasl_plaintext"));
         assert_eq!(get(&config, "sasl.oauthbearer.method"), Some("oidc"));
         assert_eq!(get(&config, "sasl.oauthbearer.scope"), Some("a b"));
@@ -243,21 +266,31 @@ mod tests {
         );
     }
 
+    fn gssapi(username: &str, credential: GssapiCredential) -> Sasl {
+        Sasl::Gssapi(Gssapi {
+            username: username.into(),
+            credential,
+            realm: "EXAMPLE.COM".into(),
+            kerberos_config: "[libdefaults]".into(),
+            service_name: "kafka".into(),
+            disable_fast: false,
+        })
+    }
+
+    fn helper() -> GssapiSupport {
+        GssapiSupport::Kinit(kerberos::KinitHelper {
+            program: "/usr/local/bin/jobtide".into(),
+            args: vec!["kafka".into(), "kinit".into()],
+        })
+    }
+
     #[test]
     fn gssapi_keytab_goes_to_a_private_file_and_password_is_refused() {
-        let gssapi = |credential| {
-            Sasl::Gssapi(Gssapi {
-                username: "svc".into(),
-                credential,
-                realm: "EXAMPLE.COM".into(),
-                kerberos_config: "[libdefaults]".into(),
-                service_name: "kafka".into(),
-                disable_fast: false,
-            })
-        };
+        let keytab = GssapiCredential::Keytab(Secret::new("KT"));
         let (config, files) = client_config(
-            &connection(gssapi(GssapiCredential::Keytab(Secret::new("KT"))), None),
+            &connection(gssapi("svc", keytab), None),
             Isolation::default(),
+            &helper(),
         )
         .expect("config");
         assert_eq!(
@@ -268,17 +301,59 @@ mod tests {
             .unwrap_or_default()
             .to_owned();
         assert_eq!(std::fs::read_to_string(&keytab).ok().as_deref(), Some("KT"));
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&keytab).expect("keytab").permissions(),
+        );
+        assert_eq!(mode & 0o077, 0, "keytab readable by others: {mode:o}");
         drop(files);
         assert!(
             !std::path::Path::new(&keytab).exists(),
             "removed with the config files"
         );
+        let password = GssapiCredential::Password(Secret::new("p"));
         assert!(matches!(
             client_config(
-                &connection(gssapi(GssapiCredential::Password(Secret::new("p"))), None),
-                Isolation::default()
+                &connection(gssapi("svc", password), None),
+                Isolation::default(),
+                &helper()
             ),
             Err(ConfigError::GssapiPassword)
         ));
+    }
+
+    #[test]
+    fn gssapi_is_refused_unless_this_process_enabled_it() {
+        let keytab = GssapiCredential::Keytab(Secret::new("KT"));
+        let error = client_config(
+            &connection(gssapi("svc", keytab), None),
+            Isolation::default(),
+            &GssapiSupport::Disabled,
+        )
+        .err();
+        assert!(
+            matches!(error, Some(ConfigError::GssapiDisabled)),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn the_kinit_command_holds_no_tenant_text() {
+        // The parser refuses such a username; this checks the layer below it on its own.
+        let hostile = "x;touch /tmp/pwned;$(id)`id`%{sasl.kerberos.keytab}";
+        let keytab = GssapiCredential::Keytab(Secret::new("KT"));
+        let (config, _files) = client_config(
+            &connection(gssapi(hostile, keytab), None),
+            Isolation::default(),
+            &helper(),
+        )
+        .expect("config");
+        let command = get(&config, "sasl.kerberos.kinit.cmd").unwrap_or_default();
+        assert!(
+            command.starts_with("'/usr/local/bin/jobtide' 'kafka' 'kinit' '"),
+            "{command}"
+        );
+        for fragment in ["touch", "pwned", "$(", "`", "%{", "EXAMPLE"] {
+            assert!(!command.contains(fragment), "{fragment} in {command}");
+        }
     }
 }

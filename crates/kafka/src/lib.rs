@@ -6,10 +6,12 @@
 //! - [`scaler`]: KEDA's lag scaler (discovery, offsets, `jobtide-core`'s lag rules).
 //! - [`tools`]: produce, consume (with commit) and topic creation for demos, tests and Jobs.
 //! - [`client_config`]: a trigger's connection as librdkafka configuration (SASL, TLS).
+//! - [`kerberos`]: GSSAPI tickets through a helper, never tenant text in a shell.
 //! - [`ffi`]: the one reviewed `unsafe` module (admin ListConsumerGroupOffsets, mock cluster).
 
 pub mod client_config;
 pub mod ffi;
+pub mod kerberos;
 pub mod scaler;
 pub mod source;
 pub mod tools;

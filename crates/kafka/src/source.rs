@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::client_config::{ConfigError, ConfigFiles, Isolation, client_config};
 use crate::ffi;
+use crate::kerberos::GssapiSupport;
 
 /// A partition key.
 pub type TopicPartition = (String, i32);
@@ -135,10 +136,11 @@ impl OffsetsSource {
         connection: &KafkaConnection,
         isolation: Isolation,
         statistics: Option<Duration>,
+        gssapi: &GssapiSupport,
     ) -> Result<Self, ConfigError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| ConfigError::Client("no async runtime to run the batcher on".into()))?;
-        let (mut config, files) = client_config(connection, isolation)?;
+        let (mut config, files) = client_config(connection, isolation, gssapi)?;
         if let Some(interval) = statistics {
             config.set(
                 "statistics.interval.ms",
@@ -520,6 +522,7 @@ async fn answer_committed(client: Arc<Client>, group: String, waiting: Committed
 pub struct SourcePool {
     sources: Mutex<HashMap<SourceKey, Arc<OffsetsSource>>>,
     statistics: Option<Duration>,
+    gssapi: GssapiSupport,
 }
 
 /// What makes two triggers share a source: the whole connection (secrets included; its
@@ -544,6 +547,13 @@ impl SourcePool {
         }
     }
 
+    /// The same pool, with GSSAPI as `gssapi` says (disabled by default: see
+    /// [`crate::kerberos`]).
+    #[must_use]
+    pub fn with_gssapi(self, gssapi: GssapiSupport) -> Self {
+        Self { gssapi, ..self }
+    }
+
     /// The source for `connection`, created on first use.
     pub fn source(
         &self,
@@ -565,6 +575,7 @@ impl SourcePool {
             connection,
             isolation,
             self.statistics,
+            &self.gssapi,
         )?);
         sources.insert(key, Arc::clone(&source));
         Ok(source)

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::connection::{
     ClientCert, Credentials, Gssapi, GssapiCredential, KafkaConnection, OAuthBearer, Sasl, Tls,
 };
+use super::kerberos;
 use super::lag_fields::{IsolationLevel, LagDraft};
 use super::params::{AUTH, META, META_AUTH, META_ENV, Params};
 use super::{ParamError, Rejected, aws, redacted};
@@ -327,6 +328,10 @@ fn validate_sasl(d: &Draft) -> Result<(), ParamError> {
                             "no oauth token endpoint uri given",
                         ));
                     }
+                    if let Some(uri) = &d.oauth_token_endpoint_uri {
+                        check_token_endpoint(uri)
+                            .map_err(|m| oauth("oauthTokenEndpointUri", &m))?;
+                    }
                     if let Some(raw) = &d.oauth_extensions_raw {
                         parse_extensions(raw).map_err(|m| oauth("oauthExtensions", &m))?;
                     }
@@ -353,10 +358,43 @@ fn validate_sasl(d: &Draft) -> Result<(), ParamError> {
                     "no Kerberos configuration file (kerberosConfig) given",
                 ));
             }
+            // jobtide's own checks (docs/security.md): these names reach librdkafka and kinit.
+            let checks = [
+                (
+                    "username",
+                    d.username.as_deref(),
+                    kerberos::check_username as fn(&str) -> _,
+                ),
+                ("realm", d.realm.as_deref(), kerberos::check_realm),
+                (
+                    "kerberosServiceName",
+                    d.kerberos_service_name.as_deref(),
+                    kerberos::check_service_name,
+                ),
+            ];
+            for (param, value, check) in checks {
+                if let Some(value) = value {
+                    check(value).map_err(|m| ParamError::new(param, format!("{param} {m}")))?;
+                }
+            }
         }
         _ => {}
     }
     Ok(())
+}
+
+/// jobtide's own check (docs/security.md): the token endpoint is fetched by libcurl inside the
+/// operator, which also speaks `file://`, `gopher://` and more; only `http(s)://` is accepted (as
+/// KEDA's Go HTTP client does). The message never repeats the value.
+fn check_token_endpoint(uri: &str) -> Result<(), String> {
+    let lower = uri.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !uri.chars().any(char::is_control) => Ok(()),
+        _ => Err("oauthTokenEndpointUri must be an http:// or https:// URL".into()),
+    }
 }
 
 /// `partitionLimitation` for `kafka`: `"1,2,10-20,31"`, elements trimmed, inclusive ranges.

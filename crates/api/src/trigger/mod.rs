@@ -8,6 +8,7 @@ mod apache_kafka;
 mod aws;
 pub mod connection;
 mod kafka;
+pub mod kerberos;
 mod lag_fields;
 pub mod params;
 

@@ -38,6 +38,38 @@ pub const META_AUTH: &[Source] = &[Source::TriggerMetadata, Source::AuthParams];
 /// Auth params only.
 pub const AUTH: &[Source] = &[Source::AuthParams];
 
+/// A parameter's value and its source.
+struct Found {
+    value: String,
+    source: Source,
+}
+
+impl Found {
+    /// The value as error messages may show it: trigger metadata as is (KEDA's messages);
+    /// values from a TriggerAuthentication (Secrets, ConfigMaps) or the container's env never
+    /// (they may be secret), as `<redacted>`.
+    fn shown(&self) -> &str {
+        if self.is_secret() {
+            crate::secret::REDACTED
+        } else {
+            &self.value
+        }
+    }
+
+    /// A parser's reason, which may quote the value: hidden for secret values.
+    fn reason(&self, reason: String) -> String {
+        if self.is_secret() {
+            "not a valid value".into()
+        } else {
+            reason
+        }
+    }
+
+    fn is_secret(&self) -> bool {
+        !matches!(self.source, Source::TriggerMetadata)
+    }
+}
+
 /// The three input maps of one trigger, plus the field errors collected so far.
 #[derive(Debug)]
 pub struct Params<'a> {
@@ -81,7 +113,12 @@ impl<'a> Params<'a> {
 
     /// The first non-blank value of `name` among `order`, trimmed.
     pub fn lookup(&self, name: &str, order: &[Source]) -> Option<String> {
-        order.iter().find_map(|source| {
+        self.found(name, order).map(|found| found.value)
+    }
+
+    /// [`Self::lookup`], remembering where the value came from (to keep it out of messages).
+    fn found(&self, name: &str, order: &[Source]) -> Option<Found> {
+        order.iter().find_map(|&source| {
             let raw = match source {
                 Source::TriggerMetadata => self.metadata.get(name).map(String::as_str),
                 Source::AuthParams => self.auth.get(name).map(Secret::expose),
@@ -89,7 +126,10 @@ impl<'a> Params<'a> {
             };
             raw.map(str::trim)
                 .filter(|v| !v.is_empty())
-                .map(str::to_owned)
+                .map(|value| Found {
+                    value: value.to_owned(),
+                    source,
+                })
         })
     }
 
@@ -144,12 +184,14 @@ impl<'a> Params<'a> {
 
     /// An int64 with JSON number rules; `None` (and a field error) when it does not parse.
     pub fn int64(&mut self, name: &str, order: &[Source], default: i64) -> Option<i64> {
-        let Some(value) = self.lookup(name, order) else {
+        let Some(found) = self.found(name, order) else {
             return Some(default);
         };
-        match parse_go_json_int(&value, "int64", i64::MIN.into(), i64::MAX.into()) {
+        let value = found.shown();
+        match parse_go_json_int(&found.value, "int64", i64::MIN.into(), i64::MAX.into()) {
             Ok(parsed) => i64::try_from(parsed).ok(),
             Err(reason) => {
+                let reason = found.reason(reason);
                 self.errors.push(ParamError::new(
                     name,
                     format!(
@@ -165,10 +207,11 @@ impl<'a> Params<'a> {
     /// A bool with Go's `strconv.ParseBool` spellings; `None` (and a field error) when it does
     /// not parse.
     pub fn bool(&mut self, name: &str, order: &[Source], default: bool) -> Option<bool> {
-        let Some(value) = self.lookup(name, order) else {
+        let Some(found) = self.found(name, order) else {
             return Some(default);
         };
-        match parse_go_bool(&value) {
+        let value = found.shown();
+        match parse_go_bool(&found.value) {
             Some(parsed) => Some(parsed),
             None => {
                 self.errors.push(ParamError::new(
@@ -193,14 +236,18 @@ impl<'a> Params<'a> {
         default: &'static str,
         allowed: &[&'static str],
     ) -> Option<&'static str> {
-        let Some(value) = self.lookup(name, order) else {
+        let Some(found) = self.found(name, order) else {
             return Some(default);
         };
-        if let Some(found) = allowed.iter().find(|a| **a == value) {
-            return Some(found);
+        if let Some(allowed) = allowed.iter().find(|a| **a == found.value) {
+            return Some(allowed);
         }
+        let value = found.shown();
         let set = allowed.join(" ");
-        let elements_all_allowed = value.split(',').all(|part| allowed.contains(&part.trim()));
+        let elements_all_allowed = found
+            .value
+            .split(',')
+            .all(|part| allowed.contains(&part.trim()));
         if elements_all_allowed {
             self.errors.push(ParamError::new(
                 name,
@@ -221,9 +268,10 @@ impl<'a> Params<'a> {
 
     /// A list of int32 with ranges `a-b` (KEDA's generic slice parser with `rangeSeparator`).
     pub fn int32_ranges(&mut self, name: &str, order: &[Source]) -> Option<Vec<i32>> {
-        let value = self.lookup(name, order)?;
+        let found = self.found(name, order)?;
+        let value = found.shown();
         let mut out = Vec::new();
-        for (i, element) in value.split(',').enumerate() {
+        for (i, element) in found.value.split(',').enumerate() {
             let element = element.trim();
             let result = if element.contains('-') {
                 parse_generic_range(element)
@@ -234,6 +282,7 @@ impl<'a> Params<'a> {
             match result {
                 Ok(values) => out.extend(values.into_iter().filter_map(|v| i32::try_from(v).ok())),
                 Err(reason) => {
+                    let reason = found.reason(reason);
                     self.errors.push(ParamError::new(name, format!(
                         "unable to set param \"{name}\" value \"{value}\": slice element {i}: {reason}"
                     )));
@@ -380,6 +429,41 @@ mod tests {
         );
         assert_eq!(params.lookup("topic", META_ENV).as_deref(), Some("orders"));
         assert_eq!(params.lookup("topic", META), None);
+    }
+
+    #[test]
+    fn values_from_authentication_or_env_never_appear_in_messages() {
+        let marker = "MARKER-4711,x";
+        let meta = metadata(&[("fromEnvFromEnv", "V"), ("topicFromEnv", "V")]);
+        let auth = secrets(&[
+            ("sasl", marker),
+            ("n", marker),
+            ("b", marker),
+            ("r", marker),
+        ]);
+        let env = secrets(&[("V", marker)]);
+        let mut params = Params::new(&meta, &auth, &env);
+        assert_eq!(params.one_of("sasl", META_AUTH, "none", &["none"]), None);
+        assert_eq!(params.int64("n", AUTH, 0), None);
+        assert_eq!(params.bool("b", AUTH, false), None);
+        assert_eq!(params.int32_ranges("r", AUTH), None);
+        assert_eq!(params.int64("fromEnv", META_ENV, 0), None);
+        let messages = messages(&params.errors);
+        assert_eq!(messages.len(), 5, "{messages:?}");
+        for message in &messages {
+            assert!(!message.contains("MARKER"), "{message}");
+            assert!(message.contains("<redacted>"), "{message}");
+        }
+        // Trigger metadata is the manifest's own text: KEDA's messages show it.
+        let meta = metadata(&[("sasl", "bogus")]);
+        let empty = BTreeMap::new();
+        let mut params = Params::new(&meta, &empty, &empty);
+        assert_eq!(params.one_of("sasl", META_AUTH, "none", &["none"]), None);
+        assert!(messages_of(&params)[0].contains("\"bogus\""));
+    }
+
+    fn messages_of(params: &Params<'_>) -> Vec<String> {
+        messages(&params.errors)
     }
 
     #[test]

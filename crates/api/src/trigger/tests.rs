@@ -1034,3 +1034,82 @@ fn each_scaler_knows_its_own_keys() {
         assert!(!trigger_type.reads_metadata_key("lagTreshold"));
     }
 }
+
+#[test]
+fn hostile_kerberos_names_are_refused_naming_the_parameter_not_the_value() {
+    let ok = [
+        ("username", "svc"),
+        ("keytab", "KT"),
+        ("realm", "EXAMPLE.COM"),
+        ("kerberosConfig", "[libdefaults]"),
+    ];
+    for (param, hostile) in [
+        ("username", "x;touch /tmp/pwned;"),
+        ("username", "$(touch /tmp/pwned)"),
+        ("username", "-Vsvc"),
+        ("username", "svc@OTHER"),
+        ("realm", "R`touch /tmp/pwned`"),
+        ("realm", "R || touch /tmp/pwned"),
+        ("kerberosServiceName", "kafka;touch /tmp/pwned"),
+    ] {
+        let auth: Vec<(&'static str, &'static str)> = ok
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != param)
+            .chain([(param, hostile)])
+            .collect();
+        let errors = Input::kafka(&[
+            ("bootstrapServers", "b:1"),
+            ("consumerGroup", "g"),
+            ("sasl", "gssapi"),
+        ])
+        .auth(Box::leak(auth.into_boxed_slice()))
+        .errors();
+        assert_eq!(errors.len(), 1, "{param}={hostile:?}: {errors:?}");
+        assert!(
+            errors[0].starts_with(&format!("{param} must be")),
+            "{errors:?}"
+        );
+        assert!(!errors[0].contains("pwned"), "value echoed: {errors:?}");
+    }
+}
+
+#[test]
+fn oauth_token_endpoint_must_be_http_or_https() {
+    for (uri, ok) in [
+        ("https://idp/token", true),
+        ("HTTP://idp:8080/token", true),
+        (
+            "file:///var/run/secrets/kubernetes.io/serviceaccount/token",
+            false,
+        ),
+        ("gopher://internal:70/", false),
+        ("https://", false),
+        ("idp/token", false),
+    ] {
+        let auth: Vec<(&'static str, &'static str)> = vec![
+            ("username", "c"),
+            ("password", "s"),
+            ("oauthTokenEndpointUri", uri),
+        ];
+        let input = Input::kafka(&[
+            ("bootstrapServers", "b:1"),
+            ("consumerGroup", "g"),
+            ("sasl", "oauthbearer"),
+        ])
+        .auth(Box::leak(auth.into_boxed_slice()));
+        if ok {
+            input.kafka_ok();
+        } else {
+            let errors = input.errors();
+            assert_eq!(
+                errors,
+                vec![
+                    "error parsing OAuth token provider configuration: oauthTokenEndpointUri \
+                     must be an http:// or https:// URL"
+                ],
+                "{uri}"
+            );
+        }
+    }
+}
