@@ -377,6 +377,8 @@ async fn live(
         policy: policy.clone(),
         conditions: &Conditions::initial(),
         now: std::time::SystemTime::now(),
+        // explain shows what the next interval's poll would do.
+        creating: true,
     });
     let counts = decision.counts;
     LiveExplanation {

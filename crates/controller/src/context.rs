@@ -3,10 +3,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use jobtide_api::ScaledJob;
-use jobtide_core::lag::PersistentLagMemory;
 use jobtide_core::status::Event;
 use jobtide_kafka::kerberos::GssapiSupport;
 use jobtide_kafka::source::SourcePool;
@@ -17,6 +15,7 @@ use kube::{Client, Resource};
 use crate::cache::{Expectations, OwnedCache, OwnerKey};
 use crate::events::Publisher;
 use crate::metrics::Metrics;
+use crate::state::ScaledJobState;
 
 /// How the operator runs (the `jobtide operator` flags).
 #[derive(Debug, Clone)]
@@ -57,15 +56,6 @@ impl Config {
     }
 }
 
-/// The state of one ScaledJob's scaler loop, kept between polls.
-#[derive(Debug)]
-pub(crate) struct Started {
-    /// The trigger types registered in the metrics.
-    pub trigger_types: Vec<String>,
-    /// When the next poll is due (for the scale-loop lateness metric).
-    pub next_due: Option<Instant>,
-}
-
 /// What the reconciler shares across ScaledJobs.
 pub struct Context {
     pub(crate) client: Client,
@@ -75,9 +65,8 @@ pub struct Context {
     pub(crate) jobs: OwnedCache<Job>,
     pub(crate) pods: OwnedCache<Pod>,
     pub(crate) expectations: Expectations,
-    pub(crate) memories: Mutex<HashMap<(String, usize), PersistentLagMemory>>,
-    /// By ScaledJob uid.
-    pub(crate) started: Mutex<HashMap<String, Started>>,
+    /// Per ScaledJob (by uid): everything remembered between its reconciles.
+    states: Mutex<HashMap<String, ScaledJobState>>,
     events: Publisher,
 }
 
@@ -117,9 +106,25 @@ impl Context {
                 }
             }),
             expectations: Expectations::default(),
-            memories: Mutex::new(HashMap::new()),
-            started: Mutex::new(HashMap::new()),
+            states: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Runs `f` on the state of the ScaledJob `uid` (created empty on first use).
+    pub(crate) fn with_state<T>(&self, uid: &str, f: impl FnOnce(&mut ScaledJobState) -> T) -> T {
+        let mut states = self
+            .states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(states.entry(uid.to_owned()).or_default())
+    }
+
+    /// Drops the state of a deleted ScaledJob, returning it.
+    pub(crate) fn forget(&self, uid: &str) -> Option<ScaledJobState> {
+        self.states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(uid)
     }
 
     /// The metrics this operator exports.

@@ -18,6 +18,8 @@ pub mod metrics;
 pub mod operator;
 pub mod ratelimit;
 mod reconcile;
+mod state;
+mod status;
 
 pub use context::{Config, Context};
 

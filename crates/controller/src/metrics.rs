@@ -67,6 +67,11 @@ struct ResultLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CategoryLabels {
     category: String,
 }
@@ -98,6 +103,8 @@ pub struct Metrics {
     scaler_failures: Family<CategoryLabels, Counter>,
     scaler_duration: Histogram,
     leader: Gauge,
+    polls: Family<KindLabels, Counter>,
+    status_writes: Family<ResultLabels, Counter>,
     /// The scaler series set per ScaledJob, to delete them when its triggers change or it goes.
     series: Mutex<HashMap<OwnerKey, Vec<ScalerLabels>>>,
 }
@@ -125,6 +132,8 @@ impl Metrics {
         let scaler_failures = Family::default();
         let scaler_duration = seconds_buckets();
         let leader = Gauge::default();
+        let polls = Family::default();
+        let status_writes = Family::default();
         // KEDA's series (names as KEDA exposes them; prometheus-client adds `_total` to counters).
         registry.register(
             "keda_scaler_metrics_value",
@@ -216,6 +225,16 @@ impl Metrics {
             "Whether this instance acts: 1 while it leads (or runs without leader election), else 0",
             leader.clone(),
         );
+        registry.register(
+            "jobtide_polls",
+            "Polls, by kind: creating (the first of a pollingInterval, may create Jobs) or update (a re-poll after a Job or pod changed: counts, history and status only)",
+            polls.clone(),
+        );
+        registry.register(
+            "jobtide_status_writes",
+            "ScaledJob status writes a reconcile wanted, by result: written, or unchanged (nothing to write, no request sent)",
+            status_writes.clone(),
+        );
         registry.register_collector(Box::new(KafkaCollector { pool }));
         Self {
             registry,
@@ -234,6 +253,8 @@ impl Metrics {
             scaler_failures,
             scaler_duration,
             leader,
+            polls,
+            status_writes,
             series: Mutex::new(HashMap::new()),
         }
     }
@@ -359,6 +380,24 @@ impl Metrics {
                 result: if ok { "ok" } else { "error" }.into(),
             })
             .observe(seconds);
+    }
+
+    /// A poll ran; `creating`: it was the first of its interval.
+    pub fn polled(&self, creating: bool) {
+        let kind = if creating { "creating" } else { "update" };
+        self.polls
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
+    }
+
+    /// A reconcile's status write: sent (`written`) or skipped because nothing changed.
+    pub fn status_write(&self, written: bool) {
+        let result = if written { "written" } else { "unchanged" };
+        self.status_writes
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// A Job created (or a creation failed).

@@ -7,26 +7,25 @@ use jobtide_api::ScaledJob;
 use jobtide_api::facts::jobs_facts;
 use jobtide_api::job::job_for;
 use jobtide_api::resolve::{MissingEnvSource, ObjectSet, resolve_triggers};
-use jobtide_api::scaledjob::Condition as ApiCondition;
 use jobtide_api::validation::check_scaled_job;
 use jobtide_core::jobs::JobFacts;
 use jobtide_core::jobs::{Propagation, RolloutStrategy, rollout_deletions};
 use jobtide_core::pause::{PAUSED_ANNOTATION, is_paused};
 use jobtide_core::poll::{PollInput, PollPolicy, TriggerResult, decide_poll};
-use jobtide_core::status::{
-    Condition, ConditionStatus, Conditions, Event, ReconcileOutcome, after_reconcile,
-};
+use jobtide_core::status::{Conditions, Event, ReconcileOutcome, after_reconcile};
 use jobtide_kafka::scaler::measure_trigger;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::context::{Context, Started};
+use crate::context::Context;
 use crate::facts;
 use crate::metrics::ScalerLabels;
+use crate::state::Seen;
+use crate::status::{joined_distinct, patch_if_changed, read_conditions, write_conditions};
 
 /// KEDA's finalizer on ScaledJobs.
 pub const FINALIZER: &str = "finalizer.keda.sh";
@@ -80,16 +79,12 @@ pub(crate) async fn reconcile(
                     .publish(&scaled_job, &[Event::scalers_stopped(), Event::deleted()])
                     .await;
                 let owner = Context::owner(&scaled_job);
-                if let Some(uid) = scaled_job.uid()
-                    && let Ok(mut started) = context.started.lock()
-                    && let Some(gone) = started.remove(&uid)
+                if let Some(gone) = scaled_job.uid().and_then(|uid| context.forget(&uid))
+                    && let Some(types) = gone.registered
                 {
-                    context.metrics.unregistered(&owner, &gone.trigger_types);
+                    context.metrics.unregistered(&owner, &types);
                 }
                 context.expectations.forget(&owner);
-                if let (Some(uid), Ok(mut memories)) = (scaled_job.uid(), context.memories.lock()) {
-                    memories.retain(|(of, _), _| *of != uid);
-                }
                 Ok(Action::await_change())
             }
         }
@@ -106,81 +101,25 @@ pub(crate) async fn reconcile(
     result
 }
 
-fn read_conditions(scaled_job: &ScaledJob) -> Option<Conditions> {
-    let list = scaled_job.status.as_ref()?.conditions.as_ref()?;
-    let find = |type_: &str| {
-        list.iter().find(|c| c.type_ == type_).map(|c| Condition {
-            status: ConditionStatus::parse(&c.status),
-            reason: c.reason.clone().unwrap_or_default(),
-            message: c.message.clone().unwrap_or_default(),
-        })
-    };
-    Some(Conditions {
-        ready: find("Ready")?,
-        active: find("Active")?,
-        fallback: find("Fallback")?,
-        paused: find("Paused")?,
-    })
-}
-
-fn write_conditions(conditions: &Conditions) -> Vec<ApiCondition> {
-    conditions
-        .by_type()
-        .iter()
-        .map(|(type_, c)| ApiCondition {
-            type_: (*type_).into(),
-            status: c.status.as_str().into(),
-            reason: Some(c.reason.clone()).filter(|r| !r.is_empty()),
-            message: Some(c.message.clone()).filter(|m| !m.is_empty()),
-        })
-        .collect()
-}
-
-async fn patch_status(api: &Api<ScaledJob>, name: &str, status: Value) -> Result<(), Error> {
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
-    )
-    .await?;
-    Ok(())
-}
-
-fn joined_distinct<'a>(values: impl Iterator<Item = &'a str>) -> String {
-    let mut seen = Vec::new();
-    for value in values {
-        if !value.is_empty() && !seen.contains(&value) {
-            seen.push(value);
-        }
-    }
-    seen.join(",")
-}
-
+/// One reconcile of a live ScaledJob: KEDA's reconcile steps when it changed, then (unless paused
+/// or invalid) one poll; one status write at most, only when something changed.
 async fn apply(scaled_job: &ScaledJob, context: &Context) -> Result<Action, Error> {
-    let name = scaled_job.name_any();
     let namespace = scaled_job.namespace().unwrap_or_default();
     let api: Api<ScaledJob> = Api::namespaced(context.client.clone(), &namespace);
     let spec = &scaled_job.spec;
-    let mut conditions = match read_conditions(scaled_job) {
-        Some(conditions) => conditions,
-        None => {
-            let initial = Conditions::initial();
-            patch_status(
-                &api,
-                &name,
-                json!({"conditions": write_conditions(&initial)}),
-            )
-            .await?;
-            initial
-        }
-    };
-    let paused = is_paused(
-        scaled_job
-            .annotations()
-            .get(PAUSED_ANNOTATION)
-            .map(String::as_str),
-    );
-    let findings = check_scaled_job(&name, spec);
+    let uid = scaled_job.uid().unwrap_or_default();
+    let generation = scaled_job.metadata.generation.unwrap_or(0);
+    let paused_annotation = scaled_job.annotations().get(PAUSED_ANNOTATION).cloned();
+    let paused = is_paused(paused_annotation.as_deref());
+    let changed = context.with_state(&uid, |state| {
+        state.observe(Seen {
+            generation,
+            paused_annotation: paused_annotation.clone(),
+        })
+    });
+    let stored = read_conditions(scaled_job);
+    let mut conditions = stored.clone().unwrap_or_else(Conditions::initial);
+    let findings = check_scaled_job(&scaled_job.name_any(), spec);
     let outcome = if findings.is_valid() {
         ReconcileOutcome::Ready { paused }
     } else {
@@ -188,53 +127,99 @@ async fn apply(scaled_job: &ScaledJob, context: &Context) -> Result<Action, Erro
             message: "ScaledJob doesn't have correct triggers specification".into(),
         }
     };
-    let (next, events) = after_reconcile(&conditions, &outcome);
-    let triggers_types = joined_distinct(spec.triggers.iter().map(|t| t.type_.as_str()));
-    let authentications = joined_distinct(
-        spec.triggers
-            .iter()
-            .filter_map(|t| t.authentication_ref.as_ref())
-            .map(|a| a.name.as_str()),
-    );
-    patch_status(
-        &api,
-        &name,
-        json!({"conditions": write_conditions(&next), "triggersTypes": triggers_types, "authenticationsTypes": authentications}),
-    )
-    .await?;
-    context.publish(scaled_job, &events).await;
-    conditions = next;
-    match outcome {
-        ReconcileOutcome::Failed { .. } => return Ok(Action::requeue(Duration::from_secs(30))),
-        ReconcileOutcome::Ready { paused: true } => return Ok(Action::await_change()),
-        ReconcileOutcome::Ready { paused: false } => {}
+    let mut events = Vec::new();
+    // KEDA's reconcile steps run when the ScaledJob changed (KEDA reconciles on change; its
+    // scale loop polls in between), so a failing trigger doesn't flip Ready every poll.
+    if changed || stored.is_none() {
+        let (next, reconciled) = after_reconcile(&conditions, &outcome);
+        conditions = next;
+        events.extend(reconciled);
     }
+    let mut status = json!({
+        "conditions": write_conditions(&conditions),
+        "triggersTypes": joined_distinct(spec.triggers.iter().map(|t| t.type_.as_str())),
+        "authenticationsTypes": joined_distinct(
+            spec.triggers
+                .iter()
+                .filter_map(|t| t.authentication_ref.as_ref())
+                .map(|a| a.name.as_str()),
+        ),
+    });
+    let ReconcileOutcome::Ready { paused: false } = outcome else {
+        // Invalid (a permanent error) or paused: wait for a change of the ScaledJob.
+        if context.with_state(&uid, |state| state.loop_generation.take().is_some()) {
+            events.push(Event::scalers_stopped());
+        }
+        context.publish(scaled_job, &events).await;
+        write_status(scaled_job, context, &api, status).await?;
+        return Ok(Action::await_change());
+    };
     rollout(scaled_job, context).await?;
-    if let Some(uid) = scaled_job.uid() {
-        let types: Vec<String> = spec.triggers.iter().map(|t| t.type_.clone()).collect();
-        let first = context.started.lock().is_ok_and(|mut started| {
-            let mut first = false;
-            started.entry(uid).or_insert_with(|| {
-                first = true;
-                Started {
-                    trigger_types: types.clone(),
-                    next_due: None,
-                }
-            });
-            first
-        });
+    let types: Vec<String> = spec.triggers.iter().map(|t| t.type_.clone()).collect();
+    let (first_start, built) = context.with_state(&uid, |state| {
+        let first = state.registered.is_none();
         if first {
-            context.metrics.registered(&namespace, &types);
-            let mut started = vec![Event::scalers_started()];
-            started.extend(spec.triggers.iter().map(|t| Event::scaler_built(&t.type_)));
-            context.publish(scaled_job, &started).await;
+            state.registered = Some(types.clone());
+        }
+        let started = state.loop_generation.is_none();
+        let built = state.loop_generation.replace(generation) != Some(generation);
+        (first, (started, built))
+    });
+    if first_start {
+        context.metrics.registered(&namespace, &types);
+    }
+    let (loop_started, scalers_built) = built;
+    if loop_started {
+        events.push(Event::scalers_started());
+    }
+    if scalers_built {
+        events.extend(spec.triggers.iter().map(|t| Event::scaler_built(&t.type_)));
+    }
+    let interval = polling_interval(scaled_job);
+    let creating = context.with_state(&uid, |state| {
+        state.may_create(Instant::now(), interval, changed)
+    });
+    let polled = poll(scaled_job, context, &conditions, creating).await?;
+    if let (Value::Object(status), Value::Object(more)) = (&mut status, polled.status) {
+        status.extend(more);
+    }
+    // KEDA's order: events as they happen (measuring, creating), then the status patch.
+    events.extend(polled.events);
+    context.publish(scaled_job, &events).await;
+    write_status(scaled_job, context, &api, status).await?;
+    let next = context.with_state(&uid, |state| {
+        state.until_next_poll(Instant::now(), interval)
+    });
+    Ok(Action::requeue(next))
+}
+
+fn polling_interval(scaled_job: &ScaledJob) -> Duration {
+    Duration::from_secs(
+        u64::try_from(scaled_job.spec.polling_interval_seconds())
+            .unwrap_or(30)
+            .max(1),
+    )
+}
+
+/// The one status write of a reconcile; a failure is KEDA's `ScaledJobUpdateFailed`.
+async fn write_status(
+    scaled_job: &ScaledJob,
+    context: &Context,
+    api: &Api<ScaledJob>,
+    status: Value,
+) -> Result<(), Error> {
+    match patch_if_changed(api, scaled_job, status).await {
+        Ok(written) => {
+            context.metrics.status_write(written);
+            Ok(())
+        }
+        Err(error) => {
+            context
+                .publish(scaled_job, &[Event::update_failed(&error.to_string())])
+                .await;
+            Err(error.into())
         }
     }
-    poll(scaled_job, context, &api, &conditions).await?;
-    let interval = u64::try_from(spec.polling_interval_seconds())
-        .unwrap_or(30)
-        .max(1);
-    Ok(Action::requeue(Duration::from_secs(interval)))
 }
 
 /// §4.6: under `immediate`, Jobs of other generations go (D1: unset means gradual).
@@ -328,33 +313,35 @@ fn scaler_name(trigger: &jobtide_api::scaledjob::ScaleTrigger) -> String {
     }
 }
 
-/// §2.4: measure every trigger, count Jobs, let `core` decide, act.
+/// What a poll leaves to write: its part of the status and its events.
+struct Polled {
+    status: Value,
+    events: Vec<Event>,
+}
+
+/// §2.4: measure every trigger, count Jobs, let `core` decide, act (creating Jobs only when
+/// `creating`: the first poll of a `pollingInterval`).
 async fn poll(
     scaled_job: &ScaledJob,
     context: &Context,
-    api: &Api<ScaledJob>,
     conditions: &Conditions,
-) -> Result<(), Error> {
+    creating: bool,
+) -> Result<Polled, Error> {
     let name = scaled_job.name_any();
     let namespace = scaled_job.namespace().unwrap_or_default();
     let owner = Context::owner(scaled_job);
     let spec = &scaled_job.spec;
     let uid = scaled_job.uid().unwrap_or_default();
-    let interval = Duration::from_secs(
-        u64::try_from(spec.polling_interval_seconds())
-            .unwrap_or(30)
-            .max(1),
-    );
+    let interval = polling_interval(scaled_job);
     let began = Instant::now();
-    if let Ok(mut started) = context.started.lock()
-        && let Some(state) = started.get_mut(&uid)
-    {
-        if let Some(due) = state.next_due {
+    context.metrics.polled(creating);
+    if creating {
+        let due = context.with_state(&uid, |state| state.next_due.replace(began + interval));
+        if let Some(due) = due {
             context
                 .metrics
                 .loop_lateness(&owner, began.saturating_duration_since(due).as_secs_f64());
         }
-        state.next_due = Some(began + interval);
     }
     // Objects are listed only when a trigger's resolution reads some.
     let objects = if facts::reads_objects(spec) {
@@ -396,13 +383,9 @@ async fn poll(
             (Some(error), _) => Err(("config", error.to_string())),
             (None, Err(error)) => Err(("config", error.to_string())),
             (None, Ok(config)) => {
-                let key = (uid.clone(), index);
-                let previous = context
-                    .memories
-                    .lock()
-                    .ok()
-                    .and_then(|m| m.get(&key).cloned())
-                    .unwrap_or_default();
+                let previous = context.with_state(&uid, |state| {
+                    state.memories.get(&index).cloned().unwrap_or_default()
+                });
                 match measure_trigger(
                     &context.pool,
                     &config,
@@ -413,9 +396,9 @@ async fn poll(
                 .await
                 {
                     Ok(measured) => {
-                        if let Ok(mut memories) = context.memories.lock() {
-                            memories.insert(key, measured.memory.clone());
-                        }
+                        context.with_state(&uid, |state| {
+                            state.memories.insert(index, measured.memory.clone());
+                        });
                         Ok(measured.to_scaling(config.lag()))
                     }
                     Err(error) => Err((error.category(), error.to_string())),
@@ -454,10 +437,12 @@ async fn poll(
         },
         conditions,
         now: SystemTime::now(),
+        creating,
     });
     tracing::debug!(
         scaled_job = %name,
         %namespace,
+        creating,
         create = decision.jobs.create,
         delete = decision.delete.len(),
         unseen_created,
@@ -517,7 +502,5 @@ async fn poll(
             .and_then(|t| t.round(jiff::Unit::Second).ok());
         status["lastActiveTime"] = json!(at.map(|t| t.to_string()));
     }
-    patch_status(api, &name, status).await?;
-    context.publish(scaled_job, &events).await;
-    Ok(())
+    Ok(Polled { status, events })
 }

@@ -52,6 +52,9 @@ pub struct PollInput<'a> {
     pub conditions: &'a Conditions,
     /// The time of the poll.
     pub now: SystemTime,
+    /// Whether this poll may create Jobs: KEDA creates from one poll per `pollingInterval`;
+    /// re-polls in between (a Job or pod changed) update counts, history and status only.
+    pub creating: bool,
 }
 
 /// What the poll does.
@@ -84,6 +87,7 @@ pub fn decide_poll(input: &PollInput<'_>) -> PollDecision {
         policy,
         conditions,
         now,
+        creating,
     } = input;
     let measurements: Vec<TriggerMeasurement> = triggers
         .iter()
@@ -104,6 +108,15 @@ pub fn decide_poll(input: &PollInput<'_>) -> PollDecision {
             bounds: policy.bounds,
         },
     );
+    let job_decision = if *creating {
+        job_decision
+    } else {
+        JobCountDecision {
+            create: 0,
+            emit_jobs_created: false,
+            ..job_decision
+        }
+    };
     let delete = jobs::history_to_delete(jobs, policy.history_limits)
         .into_iter()
         .map(str::to_owned)
@@ -205,6 +218,7 @@ mod tests {
             policy: seed_policy(),
             conditions: &conditions,
             now: SystemTime::UNIX_EPOCH,
+            creating: true,
         });
         assert_eq!(decision.jobs.create, 0);
         assert_eq!(
@@ -229,6 +243,7 @@ mod tests {
             policy: seed_policy(),
             conditions: &conditions,
             now,
+            creating: true,
         });
         assert_eq!(decision.jobs.create, 1);
         assert_eq!(
@@ -238,6 +253,24 @@ mod tests {
         assert_eq!(decision.events[0].note, "Created 1 jobs");
         assert_eq!(decision.conditions.active.status, ConditionStatus::True);
         assert_eq!(decision.last_active_time, Some(now));
+    }
+
+    #[test]
+    fn a_re_poll_within_the_interval_creates_nothing_but_still_updates_status() {
+        let conditions = Conditions::initial();
+        let decision = decide_poll(&PollInput {
+            triggers: &[lag(5.0)],
+            jobs: &[],
+            policy: seed_policy(),
+            conditions: &conditions,
+            now: SystemTime::UNIX_EPOCH,
+            creating: false,
+        });
+        assert_eq!(decision.jobs.create, 0);
+        assert!(!decision.jobs.emit_jobs_created);
+        assert_eq!(reasons(&decision), vec!["ScaledJobActive"]);
+        assert_eq!(decision.conditions.active.status, ConditionStatus::True);
+        assert!(decision.jobs.scale_to > 0, "the lag was measured");
     }
 
     #[test]
@@ -265,6 +298,7 @@ mod tests {
             policy: seed_policy(),
             conditions: &conditions,
             now: SystemTime::UNIX_EPOCH,
+            creating: true,
         });
         assert_eq!(decision.counts.running, 1);
         assert_eq!(decision.jobs.create, 0, "maxScale 1 − 1 running");

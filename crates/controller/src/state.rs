@@ -1,0 +1,129 @@
+//! What the operator remembers about one ScaledJob between reconciles, in one place (keyed by
+//! uid in [`crate::Context`]).
+//!
+//! kube-runtime reconciles a ScaledJob whenever it, one of its Jobs or pods, or an object its
+//! triggers read changes, and again after each `pollingInterval`. KEDA has two loops instead: a
+//! reconcile that runs when the ScaledJob changes, and a scale loop that polls once per interval.
+//! This state tells the two apart inside one reconcile:
+//! - [`ScaledJobState::observe`]: did the ScaledJob change (generation or pause annotation) since
+//!   the last reconcile? Only then do KEDA's reconcile steps run (their Ready condition and
+//!   `ScaledJobReady` event), so a failing trigger doesn't flip Ready True → False every poll.
+//! - [`ScaledJobState::may_create`]: Jobs are created by at most one poll per `pollingInterval`
+//!   (KEDA's pace). Re-polls caused by Job and pod changes update counts, history and status at
+//!   once but create nothing until the interval since the last creating poll has passed; a spec
+//!   change polls and may create at once, as KEDA's restarted loop does.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use jobtide_core::lag::PersistentLagMemory;
+
+/// The parts of a ScaledJob whose change is a reconcile in KEDA's sense.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Seen {
+    /// `metadata.generation` (the spec).
+    pub generation: i64,
+    /// The `autoscaling.keda.sh/paused` annotation as written.
+    pub paused_annotation: Option<String>,
+}
+
+/// One ScaledJob's remembered state.
+#[derive(Debug, Default)]
+pub(crate) struct ScaledJobState {
+    /// The trigger types registered in the metrics (`None`: not registered).
+    pub registered: Option<Vec<String>>,
+    /// The generation the scale loop's scalers were built for; `None` while the loop is stopped
+    /// (paused) or before it first started.
+    pub loop_generation: Option<i64>,
+    /// What the last reconcile saw.
+    seen: Option<Seen>,
+    /// When the last poll that was allowed to create Jobs ran.
+    last_creating_poll: Option<Instant>,
+    /// When the next poll is due (for the scale-loop lateness metric).
+    pub next_due: Option<Instant>,
+    /// `excludePersistentLag` memory by trigger index (D12: kept across client rebuilds).
+    pub memories: HashMap<usize, PersistentLagMemory>,
+}
+
+impl ScaledJobState {
+    /// Records `seen`; true when it differs from the last reconcile's (or there was none).
+    pub fn observe(&mut self, seen: Seen) -> bool {
+        let changed = self.seen.as_ref() != Some(&seen);
+        self.seen = Some(seen);
+        changed
+    }
+
+    /// Whether a poll at `now` may create Jobs, and if so records it as the creating poll;
+    /// `changed`: the ScaledJob itself changed (a spec change restarts KEDA's loop at once).
+    pub fn may_create(&mut self, now: Instant, interval: Duration, changed: bool) -> bool {
+        let due = match self.last_creating_poll {
+            None => true,
+            Some(last) => changed || now.saturating_duration_since(last) >= interval,
+        };
+        if due {
+            self.last_creating_poll = Some(now);
+        }
+        due
+    }
+
+    /// How long until the next creating poll is due at `now` (at least a second; the full
+    /// interval when none ran yet), so that event-driven re-polls never push it out.
+    pub fn until_next_poll(&self, now: Instant, interval: Duration) -> Duration {
+        let left = self.last_creating_poll.map_or(interval, |last| {
+            interval.saturating_sub(now.saturating_duration_since(last))
+        });
+        left.max(Duration::from_secs(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(generation: i64, paused: Option<&str>) -> Seen {
+        Seen {
+            generation,
+            paused_annotation: paused.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn only_a_generation_or_pause_change_is_a_change() {
+        let mut state = ScaledJobState::default();
+        assert!(state.observe(seen(1, None)), "the first reconcile");
+        assert!(!state.observe(seen(1, None)), "a periodic poll");
+        assert!(state.observe(seen(2, None)), "a spec change");
+        assert!(state.observe(seen(2, Some("true"))), "paused");
+        assert!(!state.observe(seen(2, Some("true"))));
+    }
+
+    #[test]
+    fn jobs_are_created_at_most_once_per_interval_unless_the_spec_changed() {
+        let interval = Duration::from_secs(30);
+        let start = Instant::now();
+        let mut state = ScaledJobState::default();
+        assert!(state.may_create(start, interval, true), "the first poll");
+        for seconds in [0, 1, 10, 29] {
+            let at = start + Duration::from_secs(seconds);
+            assert!(
+                !state.may_create(at, interval, false),
+                "a re-poll at {seconds}s"
+            );
+        }
+        assert_eq!(
+            state.until_next_poll(start + Duration::from_secs(10), interval),
+            Duration::from_secs(20),
+            "re-polls don't push the next poll out"
+        );
+        assert!(state.may_create(start + Duration::from_secs(30), interval, false));
+        assert!(
+            state.may_create(start + Duration::from_secs(31), interval, true),
+            "a spec change polls at once"
+        );
+        assert_eq!(
+            state.until_next_poll(start + Duration::from_secs(61), interval),
+            Duration::from_secs(1),
+            "never a zero requeue"
+        );
+    }
+}
