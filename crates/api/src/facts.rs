@@ -58,6 +58,11 @@ pub fn job_facts(job: &Job, pods: &[&Pod]) -> JobFacts {
             .and_then(|a| a.get(GENERATION_ANNOTATION))
             .cloned(),
         pods: pods.iter().map(|pod| pod_facts(pod)).collect(),
+        created: job
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| SystemTime::from(t.0)),
     }
 }
 

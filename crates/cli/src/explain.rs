@@ -11,8 +11,9 @@ use jobtide_api::ScaledJob;
 use jobtide_api::facts::jobs_facts;
 use jobtide_api::job::SCALED_JOB_NAME_LABEL;
 use jobtide_api::resolve::{MissingEnvSource, resolve_triggers};
+use jobtide_core::crashloop::{CrashLoopPolicy, CrashLoopState};
 use jobtide_core::lag::PersistentLagMemory;
-use jobtide_core::poll::{PollInput, PollPolicy, TriggerResult, decide_poll};
+use jobtide_core::poll::{CrashLoopGuard, PollInput, PollPolicy, TriggerResult, decide_poll};
 use jobtide_core::scaling::{
     JobCountInput, TriggerMeasurement, aggregate, arithmetic, decide_job_count,
 };
@@ -377,8 +378,21 @@ async fn live(
         policy: policy.clone(),
         conditions: &Conditions::initial(),
         now: std::time::SystemTime::now(),
-        // explain shows what the next interval's poll would do.
+        // explain shows what the next interval's poll would do (with the crash-loop guard's
+        // view of these Jobs, not the operator's memory of earlier backoffs).
         creating: true,
+        crash_loop: CrashLoopGuard {
+            policy: &CrashLoopPolicy::from_annotation(
+                scaled_job
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(jobtide_core::crashloop::DISABLE_ANNOTATION))
+                    .map(String::as_str),
+            ),
+            state: &CrashLoopState::default(),
+            spec_changed: false,
+        },
     });
     let counts = decision.counts;
     LiveExplanation {

@@ -104,6 +104,7 @@ pub struct Metrics {
     scaler_duration: Histogram,
     leader: Gauge,
     polls: Family<KindLabels, Counter>,
+    crash_loop_trips: Counter,
     status_writes: Family<ResultLabels, Counter>,
     /// The scaler series set per ScaledJob, to delete them when its triggers change or it goes.
     series: Mutex<HashMap<OwnerKey, Vec<ScalerLabels>>>,
@@ -133,6 +134,7 @@ impl Metrics {
         let scaler_duration = seconds_buckets();
         let leader = Gauge::default();
         let polls = Family::default();
+        let crash_loop_trips = Counter::default();
         let status_writes = Family::default();
         // KEDA's series (names as KEDA exposes them; prometheus-client adds `_total` to counters).
         registry.register(
@@ -231,6 +233,11 @@ impl Metrics {
             polls.clone(),
         );
         registry.register(
+            "jobtide_crash_loop_backoffs",
+            "Times the crash-loop guard stopped Job creation (a ScaledJob's newest Jobs all failed at once while its lag stayed); see the CrashLoopBackOff condition",
+            crash_loop_trips.clone(),
+        );
+        registry.register(
             "jobtide_status_writes",
             "ScaledJob status writes a reconcile wanted, by result: written, or unchanged (nothing to write, no request sent)",
             status_writes.clone(),
@@ -254,6 +261,7 @@ impl Metrics {
             scaler_duration,
             leader,
             polls,
+            crash_loop_trips,
             status_writes,
             series: Mutex::new(HashMap::new()),
         }
@@ -388,6 +396,11 @@ impl Metrics {
         self.polls
             .get_or_create(&KindLabels { kind: kind.into() })
             .inc();
+    }
+
+    /// The crash-loop guard tripped (or escalated) for a ScaledJob.
+    pub fn crash_loop_tripped(&self) {
+        self.crash_loop_trips.inc();
     }
 
     /// A reconcile's status write: sent (`written`) or skipped because nothing changed.

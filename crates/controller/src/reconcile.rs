@@ -8,10 +8,11 @@ use jobtide_api::facts::jobs_facts;
 use jobtide_api::job::job_for;
 use jobtide_api::resolve::{MissingEnvSource, ObjectSet, resolve_triggers};
 use jobtide_api::validation::check_scaled_job;
+use jobtide_core::crashloop::{self, CrashLoopPolicy, Verdict};
 use jobtide_core::jobs::JobFacts;
 use jobtide_core::jobs::{Propagation, RolloutStrategy, rollout_deletions};
 use jobtide_core::pause::{PAUSED_ANNOTATION, is_paused};
-use jobtide_core::poll::{PollInput, PollPolicy, TriggerResult, decide_poll};
+use jobtide_core::poll::{CrashLoopGuard, PollInput, PollPolicy, TriggerResult, decide_poll};
 use jobtide_core::status::{Conditions, Event, ReconcileOutcome, after_reconcile};
 use jobtide_kafka::scaler::measure_trigger;
 use k8s_openapi::api::batch::v1::Job;
@@ -179,7 +180,7 @@ async fn apply(scaled_job: &ScaledJob, context: &Context) -> Result<Action, Erro
     let creating = context.with_state(&uid, |state| {
         state.may_create(Instant::now(), interval, changed)
     });
-    let polled = poll(scaled_job, context, &conditions, creating).await?;
+    let polled = poll(scaled_job, context, &conditions, creating, changed).await?;
     if let (Value::Object(status), Value::Object(more)) = (&mut status, polled.status) {
         status.extend(more);
     }
@@ -326,6 +327,7 @@ async fn poll(
     context: &Context,
     conditions: &Conditions,
     creating: bool,
+    changed: bool,
 ) -> Result<Polled, Error> {
     let name = scaled_job.name_any();
     let namespace = scaled_job.namespace().unwrap_or_default();
@@ -425,6 +427,13 @@ async fn poll(
     // hasn't shown yet (KEDA #2488: a Job created last poll but not yet seen would be
     // created again).
     let (facts, unseen_created) = current_jobs(context, scaled_job);
+    let guard_policy = CrashLoopPolicy::from_annotation(
+        scaled_job
+            .annotations()
+            .get(crashloop::DISABLE_ANNOTATION)
+            .map(String::as_str),
+    );
+    let guard_state = context.with_state(&uid, |state| state.crash_loop.clone());
     let decision = decide_poll(&PollInput {
         triggers: &triggers,
         jobs: &facts,
@@ -438,7 +447,17 @@ async fn poll(
         conditions,
         now: SystemTime::now(),
         creating,
+        crash_loop: CrashLoopGuard {
+            policy: &guard_policy,
+            state: &guard_state,
+            spec_changed: changed,
+        },
     });
+    let (guard_state, verdict) = decision.crash_loop.clone();
+    if matches!(verdict, Verdict::BackingOff { tripped: true, .. }) {
+        context.metrics.crash_loop_tripped();
+    }
+    context.with_state(&uid, |state| state.crash_loop = guard_state);
     tracing::debug!(
         scaled_job = %name,
         %namespace,

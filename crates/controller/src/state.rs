@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use jobtide_core::crashloop::CrashLoopState;
 use jobtide_core::lag::PersistentLagMemory;
 
 /// The parts of a ScaledJob whose change is a reconcile in KEDA's sense.
@@ -43,6 +44,8 @@ pub(crate) struct ScaledJobState {
     pub next_due: Option<Instant>,
     /// `excludePersistentLag` memory by trigger index (D12: kept across client rebuilds).
     pub memories: HashMap<usize, PersistentLagMemory>,
+    /// The crash-loop guard's memory (`jobtide_core::crashloop`).
+    pub crash_loop: CrashLoopState,
 }
 
 impl ScaledJobState {

@@ -25,6 +25,7 @@ pub(crate) fn read_conditions(scaled_job: &ScaledJob) -> Option<Conditions> {
         active: find("Active")?,
         fallback: find("Fallback")?,
         paused: find("Paused")?,
+        crash_loop_backoff: find(jobtide_core::status::CRASH_LOOP_BACKOFF),
     })
 }
 

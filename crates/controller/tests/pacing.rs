@@ -217,3 +217,70 @@ async fn pause_stops_the_scalers_and_a_spec_change_rebuilds_them() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_that_fail_at_once_trip_the_crash_loop_guard_until_it_is_turned_off() {
+    let h = harness(8).await;
+    h.kafka.create_topic("crash", 1).unwrap();
+    produce(&h.kafka, "crash", 2).await;
+    let operator = start_operator(&h, "a", Leadership::Always);
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    let failing = json!({"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
+        "containers": [{"name": "main", "image": "busybox", "command": ["/bin/sh", "-c"], "args": ["exit 3"]}]}}});
+    let sj = scaled_job(
+        "crash",
+        &h.kafka.bootstrap_servers(),
+        "crash",
+        "",
+        json!({"jobTargetRef": failing, "failedJobsHistoryLimit": 10}),
+    );
+    api.create(&PostParams::default(), &sj).await.unwrap();
+    let created = r#"jobtide_jobs_created_total{namespace="default",scaledJob="crash"}"#;
+    eventually("CrashLoopBackOff True", 30, async || {
+        let sj = api.get("crash").await.ok()?;
+        (condition(&sj, "CrashLoopBackOff")? == ("True".into(), "CrashLoopBackOff".into()))
+            .then_some(())
+    })
+    .await;
+    let metrics = operator.metrics();
+    assert_eq!(sample(&metrics, "jobtide_crash_loop_backoffs_total"), 1);
+    let at_trip = sample(&metrics, created);
+    assert!(at_trip >= 3, "{at_trip} Jobs before the trip");
+    let polls = sample(&metrics, CREATING);
+    // pollingInterval 1, a 30 s backoff: five polls and not one Job.
+    eventually("five polls during the backoff", 20, async || {
+        (sample(&operator.metrics(), CREATING) >= polls + 5).then_some(())
+    })
+    .await;
+    assert_eq!(
+        sample(&operator.metrics(), created),
+        at_trip,
+        "Jobs created while backing off"
+    );
+    let events = events_of(&h.client, "crash").await;
+    assert!(
+        events
+            .iter()
+            .any(|(reason, note)| reason == "CrashLoopBackOff" && note.contains("30s")),
+        "{events:?}"
+    );
+    // The knob: the annotation turns the guard off, and creation resumes at once.
+    api.patch(
+        "crash",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {"jobtide.io/crash-loop-backoff": "false"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("Jobs again without the guard", 15, async || {
+        (sample(&operator.metrics(), created) > at_trip).then_some(())
+    })
+    .await;
+    eventually("CrashLoopBackOff False", 15, async || {
+        let sj = api.get("crash").await.ok()?;
+        (condition(&sj, "CrashLoopBackOff")?.0 == "False").then_some(())
+    })
+    .await;
+}

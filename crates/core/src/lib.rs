@@ -8,12 +8,14 @@
 //! - [`scaling`]: trigger measurements → aggregate → number of Jobs to create (§3).
 //! - [`jobs`]: Job classification (finished / finishing / running / pending), history cleanup
 //!   and rollout selection (§4.3, §4.5, §4.6).
+//! - [`crashloop`]: the crash-loop guard (back off when Jobs keep failing at once).
 //! - [`pause`]: the `autoscaling.keda.sh/paused` annotation (§1.4).
 //! - [`status`]: conditions and the Kubernetes events their transitions imply (§5.1, §5.2).
 //! - [`poll`]: one whole poll — facts in, decision out (§2.4).
 //!
 //! The controller gathers facts, calls these functions, and acts on what they return.
 
+pub mod crashloop;
 pub mod jobs;
 pub mod kafka;
 pub mod lag;

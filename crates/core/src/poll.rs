@@ -6,13 +6,14 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use crate::crashloop::{self, CrashLoopInput, CrashLoopPolicy, CrashLoopState, Verdict};
 use crate::jobs::{self, HistoryLimits, JobCounts, JobFacts};
 use crate::replicas::ReplicaBounds;
 use crate::scaling::{
     self, Aggregate, Aggregation, JobCountDecision, JobCountInput, ScalingStrategy,
     TriggerMeasurement,
 };
-use crate::status::{self, Conditions, Event, PollOutcome};
+use crate::status::{self, Condition, ConditionStatus, Conditions, Event, PollOutcome};
 
 /// One trigger's result this poll.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +56,19 @@ pub struct PollInput<'a> {
     /// Whether this poll may create Jobs: KEDA creates from one poll per `pollingInterval`;
     /// re-polls in between (a Job or pod changed) update counts, history and status only.
     pub creating: bool,
+    /// The crash-loop guard's settings and memory, and whether the spec changed.
+    pub crash_loop: CrashLoopGuard<'a>,
+}
+
+/// The crash-loop guard's part of a poll's input ([`crashloop`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CrashLoopGuard<'a> {
+    /// Its settings.
+    pub policy: &'a CrashLoopPolicy,
+    /// Its memory from the last poll.
+    pub state: &'a CrashLoopState,
+    /// Whether the ScaledJob's spec changed since the last poll.
+    pub spec_changed: bool,
 }
 
 /// What the poll does.
@@ -77,6 +91,8 @@ pub struct PollDecision {
     pub last_active_time: Option<SystemTime>,
     /// `status.triggersActivity`: metric name → active (a failed trigger is inactive).
     pub triggers_activity: BTreeMap<String, bool>,
+    /// The crash-loop guard's memory for the next poll, and what it let this poll do.
+    pub crash_loop: (CrashLoopState, Verdict),
 }
 
 /// Decides one poll.
@@ -88,6 +104,7 @@ pub fn decide_poll(input: &PollInput<'_>) -> PollDecision {
         conditions,
         now,
         creating,
+        crash_loop,
     } = input;
     let measurements: Vec<TriggerMeasurement> = triggers
         .iter()
@@ -108,20 +125,43 @@ pub fn decide_poll(input: &PollInput<'_>) -> PollDecision {
             bounds: policy.bounds,
         },
     );
-    let job_decision = if *creating {
-        job_decision
+    // The guard runs on creating polls only (a probe is one creating poll's Job).
+    let (guard_state, verdict) = if *creating {
+        let lag = if measurements.is_empty() {
+            crash_loop.state.lag_at_trip
+        } else {
+            aggregate.queue_length
+        };
+        crashloop::guard(
+            crash_loop.policy,
+            crash_loop.state,
+            &CrashLoopInput {
+                jobs,
+                lag,
+                spec_changed: crash_loop.spec_changed,
+                now: *now,
+            },
+        )
     } else {
-        JobCountDecision {
-            create: 0,
-            emit_jobs_created: false,
-            ..job_decision
-        }
+        (crash_loop.state.clone(), Verdict::Clear)
+    };
+    let allowed = match verdict {
+        _ if !*creating => 0,
+        Verdict::Clear => job_decision.create,
+        Verdict::BackingOff { .. } => 0,
+        Verdict::Probing { allowed } => job_decision.create.min(allowed),
+    };
+    let job_decision = JobCountDecision {
+        create: allowed,
+        emit_jobs_created: job_decision.emit_jobs_created
+            && (allowed > 0 || (*creating && verdict == Verdict::Clear)),
+        ..job_decision
     };
     let delete = jobs::history_to_delete(jobs, policy.history_limits)
         .into_iter()
         .map(str::to_owned)
         .collect();
-    let (next, status_events) = status::after_poll(
+    let (mut next, status_events) = status::after_poll(
         conditions,
         &PollOutcome {
             trigger_errors: trigger_errors.clone(),
@@ -136,6 +176,39 @@ pub fn decide_poll(input: &PollInput<'_>) -> PollDecision {
         events.push(Event::jobs_created(job_decision.create));
     }
     events.extend_from_slice(&status_events[failures..]);
+    match verdict {
+        Verdict::BackingOff {
+            until: _,
+            backoff,
+            tripped: true,
+        } => {
+            let note = format!(
+                "the newest {} Jobs failed within {}s of their creation and the lag did not go \
+                 down: no Job is created for {}s, then one probe Job (a success, a lower lag or a \
+                 spec change resumes at once; annotation {}: \"false\" turns this off)",
+                crash_loop.policy.failures,
+                crash_loop.policy.quick.as_secs(),
+                backoff.as_secs(),
+                crashloop::DISABLE_ANNOTATION,
+            );
+            next.crash_loop_backoff = Some(Condition::new(
+                ConditionStatus::True,
+                "CrashLoopBackOff",
+                &note,
+            ));
+            events.push(Event::crash_loop_backoff(note));
+        }
+        Verdict::Clear if *creating && crash_loop.state.trips > 0 => {
+            let why = "a Job succeeded, the lag went down, or the spec changed";
+            next.crash_loop_backoff = Some(Condition::new(
+                ConditionStatus::False,
+                "CrashLoopBackOffEnded",
+                &format!("Jobs are created again: {why}"),
+            ));
+            events.push(Event::crash_loop_ended(why));
+        }
+        _ => {}
+    }
     PollDecision {
         aggregate,
         counts,
@@ -153,6 +226,7 @@ pub fn decide_poll(input: &PollInput<'_>) -> PollDecision {
                 )
             })
             .collect(),
+        crash_loop: (guard_state, verdict),
     }
 }
 
@@ -163,6 +237,28 @@ mod tests {
     use super::*;
     use crate::jobs::{COMPLETE, PodFacts, PodPhase};
     use crate::status::ConditionStatus;
+
+    fn no_guard() -> CrashLoopGuard<'static> {
+        static POLICY: CrashLoopPolicy = CrashLoopPolicy {
+            enabled: false,
+            failures: 3,
+            quick: Duration::from_mins(2),
+            base: Duration::from_secs(30),
+            max: Duration::from_mins(10),
+        };
+        static STATE: CrashLoopState = CrashLoopState {
+            trips: 0,
+            until: None,
+            tripped_by: None,
+            lag_at_trip: 0.0,
+            probe_at: None,
+        };
+        CrashLoopGuard {
+            policy: &POLICY,
+            state: &STATE,
+            spec_changed: false,
+        }
+    }
 
     fn seed_policy() -> PollPolicy<'static> {
         // The seed manifest: maxReplicaCount 30, history 3 / 2, default strategy.
@@ -219,6 +315,7 @@ mod tests {
             conditions: &conditions,
             now: SystemTime::UNIX_EPOCH,
             creating: true,
+            crash_loop: no_guard(),
         });
         assert_eq!(decision.jobs.create, 0);
         assert_eq!(
@@ -244,6 +341,7 @@ mod tests {
             conditions: &conditions,
             now,
             creating: true,
+            crash_loop: no_guard(),
         });
         assert_eq!(decision.jobs.create, 1);
         assert_eq!(
@@ -265,6 +363,7 @@ mod tests {
             conditions: &conditions,
             now: SystemTime::UNIX_EPOCH,
             creating: false,
+            crash_loop: no_guard(),
         });
         assert_eq!(decision.jobs.create, 0);
         assert!(!decision.jobs.emit_jobs_created);
@@ -299,6 +398,7 @@ mod tests {
             conditions: &conditions,
             now: SystemTime::UNIX_EPOCH,
             creating: true,
+            crash_loop: no_guard(),
         });
         assert_eq!(decision.counts.running, 1);
         assert_eq!(decision.jobs.create, 0, "maxScale 1 − 1 running");

@@ -27,6 +27,8 @@ pub struct JobFacts {
     pub generation: Option<String>,
     /// The Job's pods (label `job-name=<job>`).
     pub pods: Vec<PodFacts>,
+    /// `metadata.creationTimestamp`.
+    pub created: Option<SystemTime>,
 }
 
 /// What the poll knows about one pod.
@@ -75,8 +77,9 @@ impl JobFacts {
         self.true_conditions.iter().any(|(c, _)| c == condition)
     }
 
-    /// The first `Complete` or `Failed` condition with status True, as KEDA checks it.
-    fn finished(&self) -> Option<(JobState, Option<SystemTime>)> {
+    /// The first `Complete` or `Failed` condition with status True, as KEDA checks it, with
+    /// its `lastTransitionTime`.
+    pub fn finished(&self) -> Option<(JobState, Option<SystemTime>)> {
         self.true_conditions
             .iter()
             .find_map(|(condition, at)| match condition.as_str() {

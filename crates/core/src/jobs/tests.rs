@@ -432,6 +432,7 @@ fn arbitrary_job() -> impl Strategy<Value = JobFacts> {
             completion_time: completion.map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
             generation: None,
             pods: phases.into_iter().map(pod).collect(),
+            created: None,
         })
 }
 

@@ -54,7 +54,8 @@ pub struct Condition {
 }
 
 impl Condition {
-    fn new(status: ConditionStatus, reason: &str, message: &str) -> Self {
+    /// A condition.
+    pub fn new(status: ConditionStatus, reason: &str, message: &str) -> Self {
         Self {
             status,
             reason: reason.to_owned(),
@@ -63,7 +64,10 @@ impl Condition {
     }
 }
 
-/// The four conditions of a ScaledJob.
+/// jobtide's condition type for the crash-loop guard.
+pub const CRASH_LOOP_BACKOFF: &str = "CrashLoopBackOff";
+
+/// The four conditions of a ScaledJob (KEDA's), and jobtide's crash-loop guard condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conditions {
     /// `Ready`.
@@ -74,6 +78,9 @@ pub struct Conditions {
     pub fallback: Condition,
     /// `Paused`.
     pub paused: Condition,
+    /// `CrashLoopBackOff` (jobtide's, see [`crate::crashloop`]): written once the guard first
+    /// trips, absent before.
+    pub crash_loop_backoff: Option<Condition>,
 }
 
 impl Conditions {
@@ -84,17 +91,23 @@ impl Conditions {
             active: Condition::new(ConditionStatus::Unknown, "", ""),
             fallback: Condition::new(ConditionStatus::Unknown, "", ""),
             paused: Condition::new(ConditionStatus::False, "", ""),
+            crash_loop_backoff: None,
         }
     }
 
-    /// `(type, condition)` in KEDA's order, for writing `status.conditions`.
-    pub fn by_type(&self) -> [(&'static str, &Condition); 4] {
-        [
+    /// `(type, condition)` in KEDA's order, then jobtide's when present, for writing
+    /// `status.conditions`.
+    pub fn by_type(&self) -> Vec<(&'static str, &Condition)> {
+        let mut all = vec![
             ("Ready", &self.ready),
             ("Active", &self.active),
             ("Fallback", &self.fallback),
             ("Paused", &self.paused),
-        ]
+        ];
+        if let Some(backoff) = &self.crash_loop_backoff {
+            all.push((CRASH_LOOP_BACKOFF, backoff));
+        }
+        all
     }
 }
 
@@ -216,6 +229,24 @@ impl Event {
             Reporter::Operator,
             "ScaledJobUpdateFailed",
             error.to_owned(),
+        )
+    }
+    /// Warning `CrashLoopBackOff` (jobtide's crash-loop guard tripped) with why and how long.
+    pub fn crash_loop_backoff(note: String) -> Self {
+        Self::new(
+            EventType::Warning,
+            Reporter::ScaleHandler,
+            "CrashLoopBackOff",
+            note,
+        )
+    }
+    /// Normal `CrashLoopBackOffEnded`: Jobs are created again.
+    pub fn crash_loop_ended(why: &str) -> Self {
+        Self::new(
+            EventType::Normal,
+            Reporter::ScaleHandler,
+            "CrashLoopBackOffEnded",
+            format!("Jobs are created again: {why}"),
         )
     }
     /// `ScaledJobPaused` / `ScaledJob is paused`.
