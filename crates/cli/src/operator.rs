@@ -293,7 +293,15 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
         namespace = args.controller.namespace.as_deref().unwrap_or("<all>"),
         "jobtide operator started"
     );
-    shutdown.clone().await;
+    let mut task = task;
+    tokio::select! {
+        () = shutdown.clone() => {}
+        ended = &mut task => {
+            // The controller (or the election) ended without a shutdown: exit non-zero so that
+            // the Deployment restarts the pod (/healthz already fails).
+            anyhow::bail!("the operator's task stopped unexpectedly ({ended:?})");
+        }
+    }
     tracing::info!("shutting down: finishing reconciles in flight");
     if tokio::time::timeout(Duration::from_secs(30), task)
         .await

@@ -1,5 +1,5 @@
 //! The operator's HTTP endpoints: `/metrics` (Prometheus text, OpenMetrics format), `/healthz`
-//! (the process serves) and `/readyz` (the caches are synced, or this instance is a standby).
+//! (the operator's task runs) and `/readyz` (the caches are synced, or this instance is a standby).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     let router = Router::new()
         .route("/metrics", get(metrics_text))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(Endpoints { metrics, health });
     let task = tokio::spawn(async move {
@@ -52,6 +52,17 @@ async fn metrics_text(State(endpoints): State<Endpoints>) -> impl IntoResponse {
         )],
         endpoints.metrics.encode(),
     )
+}
+
+async fn healthz(State(endpoints): State<Endpoints>) -> impl IntoResponse {
+    if endpoints.health.is_alive() {
+        (StatusCode::OK, "ok")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the operator's task stopped",
+        )
+    }
 }
 
 async fn readyz(State(endpoints): State<Endpoints>) -> impl IntoResponse {

@@ -10,6 +10,7 @@
 
 pub mod cache;
 mod context;
+mod error;
 mod events;
 mod facts;
 pub mod http;

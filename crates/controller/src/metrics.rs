@@ -105,6 +105,7 @@ pub struct Metrics {
     leader: Gauge,
     polls: Family<KindLabels, Counter>,
     crash_loop_trips: Counter,
+    reconcile_errors: Family<CategoryLabels, Counter>,
     status_writes: Family<ResultLabels, Counter>,
     /// The scaler series set per ScaledJob, to delete them when its triggers change or it goes.
     series: Mutex<HashMap<OwnerKey, Vec<ScalerLabels>>>,
@@ -135,6 +136,7 @@ impl Metrics {
         let leader = Gauge::default();
         let polls = Family::default();
         let crash_loop_trips = Counter::default();
+        let reconcile_errors = Family::default();
         let status_writes = Family::default();
         // KEDA's series (names as KEDA exposes them; prometheus-client adds `_total` to counters).
         registry.register(
@@ -233,6 +235,11 @@ impl Metrics {
             polls.clone(),
         );
         registry.register(
+            "jobtide_reconcile_errors",
+            "Failed reconciles, by category (api_forbidden, api_conflict, api_throttled, api_server, api_transport, api_invalid, api_not_found, finalizer, caches_not_ready)",
+            reconcile_errors.clone(),
+        );
+        registry.register(
             "jobtide_crash_loop_backoffs",
             "Times the crash-loop guard stopped Job creation (a ScaledJob's newest Jobs all failed at once while its lag stayed); see the CrashLoopBackOff condition",
             crash_loop_trips.clone(),
@@ -262,6 +269,7 @@ impl Metrics {
             leader,
             polls,
             crash_loop_trips,
+            reconcile_errors,
             status_writes,
             series: Mutex::new(HashMap::new()),
         }
@@ -395,6 +403,15 @@ impl Metrics {
         let kind = if creating { "creating" } else { "update" };
         self.polls
             .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
+    }
+
+    /// A reconcile failed with an error of `category`.
+    pub fn reconcile_error(&self, category: &'static str) {
+        self.reconcile_errors
+            .get_or_create(&CategoryLabels {
+                category: category.into(),
+            })
             .inc();
     }
 

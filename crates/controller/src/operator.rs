@@ -22,16 +22,23 @@ use tokio::sync::watch;
 use crate::context::Context;
 use crate::reconcile::{error_policy, reconcile};
 
-/// Readiness: the ScaledJob, Job and Pod caches hold a full list.
+/// Liveness (the operator's task runs) and readiness (the ScaledJob, Job and Pod caches hold a
+/// full list, or this instance is a standby).
 #[derive(Debug, Clone)]
 pub struct Health {
     ready: watch::Receiver<bool>,
+    alive: watch::Receiver<bool>,
 }
 
 impl Health {
     /// Whether `/readyz` answers OK.
     pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
+        *self.ready.borrow() && self.is_alive()
+    }
+
+    /// Whether `/healthz` answers OK: false once the operator's task has ended or panicked.
+    pub fn is_alive(&self) -> bool {
+        *self.alive.borrow()
     }
 }
 
@@ -256,9 +263,13 @@ pub fn spawn(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> (Health, tokio::task::JoinHandle<()>) {
     let (ready, ready_rx) = watch::channel(false);
-    let health = Health { ready: ready_rx };
+    let (alive, alive_rx) = watch::channel(true);
+    let health = Health {
+        ready: ready_rx,
+        alive: alive_rx,
+    };
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    let task = tokio::spawn(async move {
+    let operator = async move {
         match leadership {
             Leadership::Always => {
                 context.metrics.set_leader(true);
@@ -296,6 +307,54 @@ pub fn spawn(
                 let _ = election.await;
             }
         }
-    });
-    (health, task)
+    };
+    (health, supervise(operator, alive))
+}
+
+/// Spawns `operator`; whether it ends or panics, `alive` turns false (`/healthz` fails).
+fn supervise(
+    operator: impl Future<Output = ()> + Send + 'static,
+    alive: watch::Sender<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let ended = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(operator)).await;
+        alive.send_replace(false);
+        if ended.is_err() {
+            tracing::error!("the operator's task panicked");
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_or_ending_operator_task_is_no_longer_alive() {
+        for panics in [true, false] {
+            let (alive, alive_rx) = watch::channel(true);
+            let (ready, ready_rx) = watch::channel(true);
+            let health = Health {
+                ready: ready_rx,
+                alive: alive_rx,
+            };
+            let (go, wait) = tokio::sync::oneshot::channel::<()>();
+            let task = supervise(
+                async move {
+                    let _ = wait.await;
+                    assert!(!panics, "the controller panicked");
+                },
+                alive,
+            );
+            assert!(
+                health.is_alive() && health.is_ready(),
+                "alive while it runs"
+            );
+            go.send(()).ok();
+            task.await.ok();
+            assert!(!health.is_alive(), "panics: {panics}");
+            assert!(!health.is_ready());
+            drop(ready);
+        }
+    }
 }

@@ -23,6 +23,8 @@ use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::context::Context;
+pub use crate::error::Error;
+use crate::error::{api as api_error, retry_delay};
 use crate::facts;
 use crate::metrics::ScalerLabels;
 use crate::state::Seen;
@@ -31,28 +33,30 @@ use crate::status::{joined_distinct, patch_if_changed, read_conditions, write_co
 /// KEDA's finalizer on ScaledJobs.
 pub const FINALIZER: &str = "finalizer.keda.sh";
 
-/// Why a reconcile failed (it is retried with a delay).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An API call failed.
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    /// Adding or removing the finalizer failed.
-    #[error("finalizer: {0}")]
-    Finalizer(String),
-    /// The Job and Pod caches didn't fill in time.
-    #[error("the Job and Pod caches are not synced yet")]
-    CachesNotReady,
-}
-
-pub(crate) fn error_policy(scaled_job: Arc<ScaledJob>, error: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(
-        scaled_job = %scaled_job.name_any(),
-        namespace = scaled_job.namespace().unwrap_or_default(),
-        %error,
-        "reconcile failed; retrying in 5s"
+pub(crate) fn error_policy(
+    scaled_job: Arc<ScaledJob>,
+    error: &Error,
+    context: Arc<Context>,
+) -> Action {
+    context.metrics.reconcile_error(error.category());
+    let object = format!(
+        "{}/{}",
+        scaled_job.namespace().unwrap_or_default(),
+        scaled_job.name_any()
     );
-    Action::requeue(Duration::from_secs(5))
+    if error.is_permanent() {
+        tracing::warn!(scaled_job = %object, category = error.category(), %error,
+            "reconcile failed; waiting for a change of the ScaledJob");
+        return Action::await_change();
+    }
+    let failures = context.with_state(&scaled_job.uid().unwrap_or_default(), |state| {
+        state.failures = state.failures.saturating_add(1);
+        state.failures
+    });
+    let delay = retry_delay(failures);
+    tracing::warn!(scaled_job = %object, category = error.category(), %error, failures,
+        "reconcile failed; retrying in {}s", delay.as_secs());
+    Action::requeue(delay)
 }
 
 pub(crate) async fn reconcile(
@@ -72,6 +76,7 @@ pub(crate) async fn reconcile(
     }
     let namespace = scaled_job.namespace().unwrap_or_default();
     let api: Api<ScaledJob> = Api::namespaced(context.client.clone(), &namespace);
+    let uid = scaled_job.uid();
     let result = finalizer(&api, FINALIZER, scaled_job, |event| async {
         match event {
             FinalizerEvent::Apply(scaled_job) => apply(&scaled_job, &context).await,
@@ -99,6 +104,11 @@ pub(crate) async fn reconcile(
     context
         .metrics
         .reconciled(result.is_ok(), began.elapsed().as_secs_f64());
+    if result.is_ok()
+        && let Some(uid) = uid
+    {
+        context.with_state(&uid, |state| state.failures = 0);
+    }
     result
 }
 
@@ -218,7 +228,11 @@ async fn write_status(
             context
                 .publish(scaled_job, &[Event::update_failed(&error.to_string())])
                 .await;
-            Err(error.into())
+            Err(api_error(format!(
+                "patching the status of {}/{}",
+                scaled_job.namespace().unwrap_or_default(),
+                scaled_job.name_any()
+            ))(error))
         }
     }
 }
@@ -261,7 +275,9 @@ async fn rollout(scaled_job: &ScaledJob, context: &Context) -> Result<(), Error>
                     &[Event::rollout_cleanup_failed(name, &error.to_string())],
                 )
                 .await;
-            return Err(error.into());
+            return Err(api_error(format!(
+                "deleting Job {namespace}/{name} (rollout)"
+            ))(error));
         }
     }
     context
@@ -351,7 +367,10 @@ async fn poll(
             &context.client,
             &[&namespace, &context.config.cluster_object_namespace],
         )
-        .await?
+        .await
+        .map_err(|(what, error)| {
+            api_error(format!("listing {what} for {namespace}/{name}"))(error)
+        })?
     } else {
         ObjectSet::default()
     };
@@ -493,7 +512,11 @@ async fn poll(
         match jobs_api.delete(doomed, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => return Err(error.into()),
+            Err(error) => {
+                return Err(api_error(format!(
+                    "deleting Job {namespace}/{doomed} (history)"
+                ))(error));
+            }
         }
         context.expectations.deleted(&owner, doomed);
         context.metrics.job_deleted(&owner, "history");

@@ -44,6 +44,8 @@ pub(crate) struct ScaledJobState {
     pub next_due: Option<Instant>,
     /// `excludePersistentLag` memory by trigger index (D12: kept across client rebuilds).
     pub memories: HashMap<usize, PersistentLagMemory>,
+    /// Reconciles that failed in a row (the retry backoff's exponent).
+    pub failures: u32,
     /// The crash-loop guard's memory (`jobtide_core::crashloop`).
     pub crash_loop: CrashLoopState,
 }

@@ -284,3 +284,45 @@ async fn jobs_that_fail_at_once_trip_the_crash_loop_guard_until_it_is_turned_off
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_trigger_authentication_list_is_an_error_not_a_missing_object() {
+    let h = harness(4).await;
+    h.kafka.create_topic("auth", 1).unwrap();
+    h.cluster.faults.fail_next(
+        1000,
+        jobtide_devcluster::faults::Matcher {
+            verb: Some("list".into()),
+            resource: Some("triggerauthentications".into()),
+        },
+        jobtide_devcluster::faults::Failure::Forbidden,
+    );
+    let operator = start_operator(&h, "a", Leadership::Always);
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    let mut sj = scaled_job(
+        "auth",
+        &h.kafka.bootstrap_servers(),
+        "auth",
+        "true",
+        json!({}),
+    );
+    sj.spec.triggers[0].authentication_ref =
+        serde_json::from_value(json!({"name": "some-auth"})).unwrap();
+    api.create(&PostParams::default(), &sj).await.unwrap();
+    let forbidden = r#"jobtide_reconcile_errors_total{category="api_forbidden"}"#;
+    eventually("reconciles failing as forbidden", 20, async || {
+        (sample(&operator.metrics(), forbidden) >= 2).then_some(())
+    })
+    .await;
+    let sj = api.get("auth").await.unwrap();
+    let status = serde_json::to_string(&sj.status).unwrap();
+    assert!(
+        !status.contains("not found"),
+        "read as a missing object: {status}"
+    );
+    let events = events_of(&h.client, "auth").await;
+    assert!(
+        !events.iter().any(|(_, note)| note.contains("not found")),
+        "{events:?}"
+    );
+}

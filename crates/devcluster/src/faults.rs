@@ -22,6 +22,8 @@ pub enum Failure {
     },
     /// 409 Conflict.
     Conflict,
+    /// 403 Forbidden (as an RBAC denial reads).
+    Forbidden,
 }
 
 /// Which requests a failure applies to (`None` matches any).
@@ -164,6 +166,14 @@ impl Faults {
                 error.body["code"] = json!(409);
                 error.body["reason"] = json!("Conflict");
                 error.body["message"] = json!("Operation cannot be fulfilled: injected conflict");
+                (error, None)
+            }
+            Failure::Forbidden => {
+                let mut error = ApiError::internal("injected denial");
+                error.code = 403;
+                error.body["code"] = json!(403);
+                error.body["reason"] = json!("Forbidden");
+                error.body["message"] = json!("forbidden: injected RBAC denial");
                 (error, None)
             }
         })
