@@ -239,6 +239,8 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
             .context("no Kubernetes configuration (in-cluster or kubeconfig)")?,
     };
     let pod_namespace = kube_config.default_namespace.clone();
+    // The elector gets its own client: leader election must not wait behind the rate limit.
+    let election_client = client(kube_config.clone(), 0, 0)?;
     let client = client(kube_config, args.kube_api_qps, args.kube_api_burst)?;
     let instance = instance_name();
     let context = Arc::new(Context::new(
@@ -255,7 +257,7 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
             .unwrap_or(pod_namespace);
         tracing::info!(lease = %args.leader_election_id, %namespace, identity = %instance, "leader election on");
         Leadership::Elected(Box::new(Elector::new(
-            client,
+            election_client,
             &namespace,
             &args.leader_election_id,
             &instance,

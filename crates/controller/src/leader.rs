@@ -86,7 +86,19 @@ impl Elector {
     ) {
         let mut last_renewal: Option<Instant> = None;
         loop {
-            let attempt = self.try_acquire_or_renew().await;
+            // Every Lease call has a deadline: a leader's ends at its renew deadline (it must
+            // stop acting then, whatever the API server does), a follower's after a renew
+            // deadline too.
+            let deadline = match last_renewal {
+                Some(renewed) => (renewed + self.timing.renew_deadline)
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+                None => self.timing.renew_deadline,
+            };
+            let attempt = match tokio::time::timeout(deadline, self.try_acquire_or_renew()).await {
+                Ok(attempt) => attempt.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {}s", deadline.as_secs_f32())),
+            };
             let at = Instant::now();
             match attempt {
                 Ok(Attempt::Leading) => {
@@ -138,8 +150,19 @@ impl Elector {
         }
         let was_leading = *leading.borrow();
         leading.send_replace(false);
-        if was_leading && let Err(error) = self.release().await {
-            tracing::warn!(lease = %self.name, %error, "releasing the lease failed");
+        if was_leading {
+            match tokio::time::timeout(
+                self.timing.retry.max(Duration::from_secs(5)),
+                self.release(),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(lease = %self.name, %error, "releasing the lease failed");
+                }
+                Err(_) => tracing::warn!(lease = %self.name, "releasing the lease timed out"),
+            }
         }
     }
 
