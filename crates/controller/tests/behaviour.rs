@@ -36,7 +36,7 @@ async fn pause_stops_creation_and_unpause_resumes_it() {
     let h = harness(8).await;
     h.kafka.create_topic("paused", 1).unwrap();
     produce(&h.kafka, "paused", 2).await;
-    let _operator = start_operator(&h, "a", Leadership::Always);
+    let operator = start_operator(&h, "a", Leadership::Always);
     let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
     let mut sj = scaled_job(
         "p",
@@ -52,7 +52,21 @@ async fn pause_stops_creation_and_unpause_resumes_it() {
         (condition(&sj, "Paused")?.0 == "True").then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A paused ScaledJob doesn't poll; a live one beside it proves the operator kept polling
+    // while the paused one created nothing.
+    api.create(
+        &PostParams::default(),
+        &scaled_job(
+            "witness",
+            &h.kafka.bootstrap_servers(),
+            "paused",
+            SLEEP,
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    polls_pass(&operator, 3).await;
     assert!(
         jobs_of(&h.client, "p").await.is_empty(),
         "a paused ScaledJob created Jobs"
@@ -77,7 +91,7 @@ async fn pause_stops_creation_and_unpause_resumes_it() {
 async fn min_replica_count_is_maintained_with_no_lag() {
     let h = harness(8).await;
     h.kafka.create_topic("idle", 1).unwrap();
-    let _operator = start_operator(&h, "a", Leadership::Always);
+    let operator = start_operator(&h, "a", Leadership::Always);
     let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
     let sj = scaled_job(
         "m",
@@ -92,7 +106,7 @@ async fn min_replica_count_is_maintained_with_no_lag() {
     })
     .await;
     // Several polls later, still two.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    polls_pass(&operator, 3).await;
     assert_eq!(jobs_of(&h.client, "m").await.len(), 2);
 }
 
@@ -102,7 +116,7 @@ async fn pending_pods_count_as_running_so_nothing_is_created_twice() {
     let h = harness(1).await;
     h.kafka.create_topic("busy", 1).unwrap();
     produce(&h.kafka, "busy", 4).await;
-    let _operator = start_operator(&h, "a", Leadership::Always);
+    let operator = start_operator(&h, "a", Leadership::Always);
     let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
     api.create(
         &PostParams::default(),
@@ -122,7 +136,7 @@ async fn pending_pods_count_as_running_so_nothing_is_created_twice() {
     .await;
     // Nobody consumes: the lag stays 4 for every poll, and the default strategy subtracts the
     // running Jobs, pending pods included.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    polls_pass(&operator, 3).await;
     assert_eq!(jobs_of(&h.client, "busy").await.len(), 4);
 
     // `accurate` with pendingPodConditions: pods not Ready count as pending, and pending Jobs
@@ -139,7 +153,7 @@ async fn pending_pods_count_as_running_so_nothing_is_created_twice() {
         (jobs_of(&h.client, "accurate").await.len() == 4).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    polls_pass(&operator, 3).await;
     assert_eq!(jobs_of(&h.client, "accurate").await.len(), 4);
 }
 
@@ -147,7 +161,7 @@ async fn pending_pods_count_as_running_so_nothing_is_created_twice() {
 async fn injected_500_429_and_lost_watches_converge_without_duplicates() {
     let h = harness(16).await;
     h.kafka.create_topic("faulty", 1).unwrap();
-    let _operator = start_operator(&h, "a", Leadership::Always);
+    let operator = start_operator(&h, "a", Leadership::Always);
     let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
     api.create(
         &PostParams::default(),
@@ -205,7 +219,7 @@ async fn injected_500_429_and_lost_watches_converge_without_duplicates() {
         (jobs_of(&h.client, "f").await.len() == 5).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    polls_pass(&operator, 3).await;
     assert_eq!(jobs_of(&h.client, "f").await.len(), 5, "no duplicate Jobs");
 }
 
@@ -243,8 +257,8 @@ async fn a_restart_mid_burst_creates_no_extra_job() {
         },
         Failure::InternalError,
     );
-    let _second = start_operator(&h, "second", Leadership::Always);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let second = start_operator(&h, "second", Leadership::Always);
+    polls_pass(&second, 3).await;
     assert_eq!(jobs_of(&h.client, "burst").await.len(), 5);
 }
 
@@ -291,7 +305,7 @@ async fn of_two_instances_exactly_one_acts_and_the_other_takes_over() {
         (jobs_of(&h.client, "l").await.len() == 2).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    polls_pass(&leader, 3).await;
     assert_eq!(jobs_of(&h.client, "l").await.len(), 2);
     let instances: std::collections::BTreeSet<String> = all_events_of(&h.client, "l")
         .await
@@ -589,7 +603,7 @@ async fn a_secret_value_appears_in_no_log_event_status_or_metric() {
 async fn jobs_the_cache_has_not_shown_yet_are_counted() {
     let h = harness(16).await;
     h.kafka.create_topic("stale", 1).unwrap();
-    let _operator = start_operator(&h, "a", Leadership::Always);
+    let operator = start_operator(&h, "a", Leadership::Always);
     let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
     api.create(
         &PostParams::default(),
@@ -629,7 +643,7 @@ async fn jobs_the_cache_has_not_shown_yet_are_counted() {
             .len()
     };
     eventually("three Jobs", 15, async || (stored() == 3).then_some(())).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    polls_pass(&operator, 3).await;
     assert_eq!(stored(), 3);
 }
 

@@ -16,15 +16,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-/// The value of the counter sample `name` (with its labels, as exposed), 0 when absent.
-fn sample(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
-}
-
-const CREATING: &str = r#"jobtide_polls_total{kind="creating"}"#;
+const CREATING: &str = CREATING_POLLS;
 const UPDATES: &str = r#"jobtide_polls_total{kind="update"}"#;
 const UNCHANGED: &str = r#"jobtide_status_writes_total{result="unchanged"}"#;
 

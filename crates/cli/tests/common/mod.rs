@@ -12,10 +12,16 @@ pub fn kubectl() -> Option<PathBuf> {
     if pinned.exists() {
         return Some(pinned.to_path_buf());
     }
-    Command::new("kubectl")
+    let found = Command::new("kubectl")
         .args(["version", "--client"])
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|_| "kubectl".into())
+        .map(|_| "kubectl".into());
+    // Under CI a missing kubectl is a failure, never a silent skip.
+    assert!(
+        found.is_some() || std::env::var("CI").as_deref() != Ok("true"),
+        "CI must provide kubectl (on PATH, the machine image's kubectl.1.33, or JOBTIDE_KUBECTL)"
+    );
+    found
 }

@@ -202,3 +202,24 @@ pub async fn produce(kafka: &MockKafka, topic: &str, count: usize) {
     .await
     .unwrap();
 }
+
+/// The value of the counter sample `name` (with its labels, as exposed), 0 when absent.
+pub fn sample(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Creating polls so far (`jobtide_polls_total{kind="creating"}`).
+pub const CREATING_POLLS: &str = r#"jobtide_polls_total{kind="creating"}"#;
+
+/// Waits until `operator` has run `count` more creating polls: proof that the time a test waits
+/// for passed with a live operator, before it asserts that nothing happened.
+pub async fn polls_pass(operator: &Operator, count: u64) {
+    let start = sample(&operator.metrics(), CREATING_POLLS);
+    eventually(&format!("{count} more polls"), 30, async || {
+        (sample(&operator.metrics(), CREATING_POLLS) >= start + count).then_some(())
+    })
+    .await;
+}

@@ -130,15 +130,62 @@ mod tests {
             };
             let decision = decide_job_count(strategy, input);
             let lines = arithmetic(strategy, input, decision);
+            // The oracle: keda-compat §3.4's pseudo-code written out again here (with D9),
+            // independent of `decide_job_count` and of the text.
+            let expected = oracle(strategy, &input);
+            prop_assert_eq!(decision.create, expected, "decide_job_count vs §3.4");
+            // The written result is the oracle's number, and the written `min(a, b) = c` holds.
             let last = lines.last().unwrap();
-            prop_assert!(last.ends_with(&format!("= {}", decision.create)), "{lines:?}");
-            // The strategy line ends with the effective value the decision used (before the
-            // clamp at 0).
-            if running >= min {
-                let line = &lines[1];
-                let effective = line.split(';').next().unwrap().rsplit("= ").next().unwrap();
-                prop_assert_eq!(effective.parse::<i64>().unwrap().max(0), decision.effective_max_scale, "{:?}", lines);
+            let written: i64 = last.rsplit("= ").next().unwrap().parse().unwrap();
+            prop_assert_eq!(written, expected, "{:?}", lines);
+            if let Some(args) = last.split("min(").nth(2) {
+                let (a, b) = args.split_once(") = ").unwrap().0.split_once(", ").unwrap();
+                let (a, b): (i64, i64) = (a.parse().unwrap(), b.parse().unwrap());
+                prop_assert_eq!(a.min(b.max(0)), written, "{:?}", lines);
             }
+        }
+    }
+
+    /// keda-compat §3.4, transcribed: `eff` from the strategy (or Min − R below Min), clamped
+    /// at 0; `min(scaleTo, eff)` Jobs when active.
+    fn oracle(strategy: ScalingStrategy, input: &JobCountInput) -> i64 {
+        let a = input.aggregate;
+        let (min, max) = (input.bounds.min, input.bounds.max);
+        let (big_r, p) = (input.running, input.pending);
+        let (eff, scale_to) = if big_r < min {
+            (min - big_r, min - big_r)
+        } else {
+            let r = big_r - min;
+            match strategy {
+                ScalingStrategy::Default => (a.max_scale - r, a.scale_to),
+                ScalingStrategy::Custom {
+                    queue_length_deduction,
+                    running_job_percentage,
+                } => {
+                    // Go's int64(float64): toward zero.
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+                    let deducted = (r as f64 * running_job_percentage).trunc() as i64;
+                    (
+                        (a.max_scale - queue_length_deduction - deducted).min(max),
+                        a.scale_to,
+                    )
+                }
+                ScalingStrategy::Accurate => {
+                    if a.max_scale + r - p > max {
+                        (max - r, a.scale_to)
+                    } else {
+                        (a.max_scale - p, a.scale_to)
+                    }
+                }
+                // D9: pending Jobs are part of r; subtracted once.
+                ScalingStrategy::Eager => ((max - r).min(a.max_scale), max),
+            }
+        };
+        let eff = eff.max(0);
+        if a.is_active && eff > 0 {
+            scale_to.min(eff)
+        } else {
+            0
         }
     }
 
