@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jobtide_api::trigger::TriggerConfig;
 use jobtide_api::trigger::connection::KafkaConnection;
-use jobtide_core::kafka::{LagPolicy, OffsetResetPolicy};
+use jobtide_core::kafka::LagPolicy;
 use jobtide_core::lag::{PartitionOffsets, PersistentLagMemory, trigger_lag};
 use jobtide_core::scaling::TriggerMeasurement;
 
@@ -207,30 +207,17 @@ async fn measure_inner(
         partitions.extend(ids.into_iter().map(|id| (topic.clone(), id)));
     }
     partitions.sort();
-    let (committed, ends) = tokio::join!(
+    // D3: the log start of every partition, in the same round (one batched ListOffsets per
+    // leader): for `earliest` without a commit, and for commits below it (records deleted by
+    // retention). If that fetch fails, the lag is computed without it, as KEDA does.
+    let (committed, ends, starts) = tokio::join!(
         source.committed(&target.group, Some(partitions.clone()), timeout),
         source.offsets(partitions.clone(), false, timeout),
+        source.offsets(partitions.clone(), true, timeout),
     );
     let committed = committed.map_err(ScalerError::CommittedOffsets)?;
     let ends = ends.map_err(ScalerError::EndOffsets)?;
-    // D3: for `earliest`, what a new consumer would read starts at the log start; fetched only
-    // for partitions without a commit, falling back to the end offset if the fetch fails.
-    let uncommitted: Vec<TopicPartition> = partitions
-        .iter()
-        .filter(|p| committed.get(*p).copied().flatten().is_none())
-        .cloned()
-        .collect();
-    let starts = if target.policy.offset_reset_policy == OffsetResetPolicy::Earliest
-        && !target.policy.scale_to_zero_on_invalid_offset
-        && !uncommitted.is_empty()
-    {
-        source
-            .offsets(uncommitted, true, timeout)
-            .await
-            .unwrap_or_default()
-    } else {
-        std::collections::HashMap::new()
-    };
+    let starts = starts.unwrap_or_default();
     let offsets: Vec<PartitionOffsets> = partitions
         .iter()
         .filter_map(|key| {

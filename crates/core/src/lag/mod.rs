@@ -18,7 +18,8 @@ pub struct PartitionOffsets {
     pub partition: i32,
     /// The group's committed offset; `None` when the group has none (Kafka's −1).
     pub committed: Option<i64>,
-    /// The log start offset, when it was fetched (used for `earliest` with no commit).
+    /// The log start offset, when it was fetched: for `earliest` with no commit (D3), and for a
+    /// committed offset below it (records deleted by retention are no lag, D3).
     pub log_start: Option<i64>,
     /// The log end offset (high watermark, or the last stable offset for `read_committed`).
     pub end: i64,
@@ -64,8 +65,13 @@ pub fn partition_lag(
         };
     };
     // D2: a committed offset past the end (topic recreated, truncation) is no lag, not
-    // negative lag that cancels other partitions' lag.
-    let lag = (offsets.end - committed).max(0);
+    // negative lag that cancels other partitions' lag. D3: records below the log start were
+    // deleted by retention; a consumer resumes at the log start, so they are no lag either
+    // (keda#7936, redpanda#30624).
+    let from = offsets
+        .log_start
+        .map_or(committed, |start| committed.max(start));
+    let lag = (offsets.end - from).max(0);
     if policy.exclude_persistent_lag && previous_committed == Some(committed) {
         return PartitionLag {
             lag: 0,

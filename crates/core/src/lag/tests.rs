@@ -113,6 +113,20 @@ fn partition_lag_vectors() {
             expected: lag(100, 100),
         },
         PartitionCase {
+            name: "committed below the log start: only what is retained (D3, keda#7936)",
+            offsets: offsets(0, Some(10), Some(40), 100),
+            policy: policy(),
+            previous: None,
+            expected: lag(60, 60),
+        },
+        PartitionCase {
+            name: "committed above the log start: the log start doesn't matter",
+            offsets: offsets(0, Some(70), Some(40), 100),
+            policy: policy(),
+            previous: None,
+            expected: lag(30, 30),
+        },
+        PartitionCase {
             name: "committed −1 is no commit",
             offsets: offsets(0, Some(-1), None, 9),
             policy: policy(),
