@@ -16,6 +16,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::jobs::{JobFacts, JobState};
+use crate::status::Condition;
 
 /// `jobtide.io/crash-loop-backoff: "false"` turns the guard off for one ScaledJob.
 pub const DISABLE_ANNOTATION: &str = "jobtide.io/crash-loop-backoff";
@@ -62,6 +63,9 @@ pub struct CrashLoopState {
     pub lag_at_trip: f64,
     /// When the probe Job was allowed.
     pub probe_at: Option<SystemTime>,
+    /// The `CrashLoopBackOff` condition last decided (the poll writes it from here, not from
+    /// a possibly stale read of the status).
+    pub condition: Option<Condition>,
 }
 
 /// What the guard lets this poll do.
@@ -112,7 +116,11 @@ pub fn guard(
             .first()
             .is_some_and(|(job_state, _, _)| *job_state == JobState::Succeeded);
     if reset {
-        return (CrashLoopState::default(), Verdict::Clear);
+        let cleared = CrashLoopState {
+            condition: state.condition.clone(),
+            ..CrashLoopState::default()
+        };
+        return (cleared, Verdict::Clear);
     }
     if let Some(until) = state.until
         && input.now < until
@@ -152,6 +160,7 @@ pub fn guard(
             tripped_by: newest_failure,
             lag_at_trip: input.lag,
             probe_at: None,
+            condition: state.condition.clone(),
         };
         return (
             next,

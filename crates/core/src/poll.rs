@@ -126,7 +126,7 @@ pub fn decide_poll(input: &PollInput<'_>) -> PollDecision {
         },
     );
     // The guard runs on creating polls only (a probe is one creating poll's Job).
-    let (guard_state, verdict) = if *creating {
+    let (mut guard_state, verdict) = if *creating {
         let lag = if measurements.is_empty() {
             crash_loop.state.lag_at_trip
         } else {
@@ -191,7 +191,7 @@ pub fn decide_poll(input: &PollInput<'_>) -> PollDecision {
                 backoff.as_secs(),
                 crashloop::DISABLE_ANNOTATION,
             );
-            next.crash_loop_backoff = Some(Condition::new(
+            guard_state.condition = Some(Condition::new(
                 ConditionStatus::True,
                 "CrashLoopBackOff",
                 &note,
@@ -200,7 +200,7 @@ pub fn decide_poll(input: &PollInput<'_>) -> PollDecision {
         }
         Verdict::Clear if *creating && crash_loop.state.trips > 0 => {
             let why = "a Job succeeded, the lag went down, or the spec changed";
-            next.crash_loop_backoff = Some(Condition::new(
+            guard_state.condition = Some(Condition::new(
                 ConditionStatus::False,
                 "CrashLoopBackOffEnded",
                 &format!("Jobs are created again: {why}"),
@@ -208,6 +208,10 @@ pub fn decide_poll(input: &PollInput<'_>) -> PollDecision {
             events.push(Event::crash_loop_ended(why));
         }
         _ => {}
+    }
+    // The guard's memory is this process's truth; the status read may be stale.
+    if let Some(condition) = &guard_state.condition {
+        next.crash_loop_backoff = Some(condition.clone());
     }
     PollDecision {
         aggregate,
@@ -252,6 +256,7 @@ mod tests {
             tripped_by: None,
             lag_at_trip: 0.0,
             probe_at: None,
+            condition: None,
         };
         CrashLoopGuard {
             policy: &POLICY,
@@ -370,6 +375,46 @@ mod tests {
         assert_eq!(reasons(&decision), vec!["ScaledJobActive"]);
         assert_eq!(decision.conditions.active.status, ConditionStatus::True);
         assert!(decision.jobs.scale_to > 0, "the lag was measured");
+    }
+
+    #[test]
+    fn the_crash_loop_condition_comes_from_the_guards_memory_not_a_stale_status() {
+        let conditions = Conditions::initial(); // a stale read: no CrashLoopBackOff
+        let policy = CrashLoopPolicy::from_annotation(None);
+        let backing_off = CrashLoopState {
+            trips: 1,
+            until: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(100)),
+            condition: Some(Condition::new(
+                ConditionStatus::True,
+                "CrashLoopBackOff",
+                "m",
+            )),
+            ..CrashLoopState::default()
+        };
+        let decide = |state: &CrashLoopState, creating: bool| {
+            decide_poll(&PollInput {
+                triggers: &[lag(5.0)],
+                jobs: &[],
+                policy: seed_policy(),
+                conditions: &conditions,
+                now: SystemTime::UNIX_EPOCH + Duration::from_secs(10),
+                creating,
+                crash_loop: CrashLoopGuard {
+                    policy: &policy,
+                    state,
+                    spec_changed: false,
+                },
+            })
+        };
+        for creating in [true, false] {
+            let decision = decide(&backing_off, creating);
+            assert_eq!(decision.jobs.create, 0);
+            assert_eq!(
+                decision.conditions.crash_loop_backoff.map(|c| c.status),
+                Some(ConditionStatus::True),
+                "creating: {creating}"
+            );
+        }
     }
 
     #[test]
