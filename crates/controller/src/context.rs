@@ -119,6 +119,18 @@ impl Context {
         f(states.entry(uid.to_owned()).or_default())
     }
 
+    /// Runs `f` on the state of the ScaledJob `uid` if it has one (never creates it: a deleted
+    /// ScaledJob's state stays gone).
+    pub(crate) fn with_existing_state(&self, uid: &str, f: impl FnOnce(&mut ScaledJobState)) {
+        let mut states = self
+            .states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(state) = states.get_mut(uid) {
+            f(state);
+        }
+    }
+
     /// Drops the state of a deleted ScaledJob, returning it.
     pub(crate) fn forget(&self, uid: &str) -> Option<ScaledJobState> {
         self.states

@@ -11,7 +11,7 @@ use jobtide_api::validation::check_scaled_job;
 use jobtide_core::crashloop::{self, CrashLoopPolicy, Verdict};
 use jobtide_core::jobs::JobFacts;
 use jobtide_core::jobs::{Propagation, RolloutStrategy, rollout_deletions};
-use jobtide_core::pause::{PAUSED_ANNOTATION, is_paused};
+use jobtide_core::pause::is_paused;
 use jobtide_core::poll::{CrashLoopGuard, PollInput, PollPolicy, TriggerResult, decide_poll};
 use jobtide_core::status::{Conditions, Event, ReconcileOutcome, after_reconcile};
 use jobtide_kafka::scaler::measure_trigger;
@@ -77,6 +77,7 @@ pub(crate) async fn reconcile(
     let namespace = scaled_job.namespace().unwrap_or_default();
     let api: Api<ScaledJob> = Api::namespaced(context.client.clone(), &namespace);
     let uid = scaled_job.uid();
+    let seen = Seen::of(&scaled_job);
     let result = finalizer(&api, FINALIZER, scaled_job, |event| async {
         match event {
             FinalizerEvent::Apply(scaled_job) => apply(&scaled_job, &context).await,
@@ -107,7 +108,7 @@ pub(crate) async fn reconcile(
     if result.is_ok()
         && let Some(uid) = uid
     {
-        context.with_state(&uid, |state| state.failures = 0);
+        context.with_existing_state(&uid, |state| state.settle(seen));
     }
     result
 }
@@ -119,15 +120,10 @@ async fn apply(scaled_job: &ScaledJob, context: &Context) -> Result<Action, Erro
     let api: Api<ScaledJob> = Api::namespaced(context.client.clone(), &namespace);
     let spec = &scaled_job.spec;
     let uid = scaled_job.uid().unwrap_or_default();
-    let generation = scaled_job.metadata.generation.unwrap_or(0);
-    let paused_annotation = scaled_job.annotations().get(PAUSED_ANNOTATION).cloned();
-    let paused = is_paused(paused_annotation.as_deref());
-    let changed = context.with_state(&uid, |state| {
-        state.observe(Seen {
-            generation,
-            paused_annotation: paused_annotation.clone(),
-        })
-    });
+    let seen = Seen::of(scaled_job);
+    let generation = seen.generation;
+    let paused = is_paused(seen.paused_annotation.as_deref());
+    let changed = context.with_state(&uid, |state| state.changed(&seen));
     let stored = read_conditions(scaled_job);
     let mut conditions = stored.clone().unwrap_or_else(Conditions::initial);
     let findings = check_scaled_job(&scaled_job.name_any(), spec);

@@ -50,12 +50,33 @@ pub(crate) struct ScaledJobState {
     pub crash_loop: CrashLoopState,
 }
 
+impl Seen {
+    /// What `scaled_job` shows now.
+    pub fn of(scaled_job: &jobtide_api::ScaledJob) -> Self {
+        Self {
+            generation: scaled_job.metadata.generation.unwrap_or(0),
+            paused_annotation: scaled_job
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(jobtide_core::pause::PAUSED_ANNOTATION))
+                .cloned(),
+        }
+    }
+}
+
 impl ScaledJobState {
-    /// Records `seen`; true when it differs from the last reconcile's (or there was none).
-    pub fn observe(&mut self, seen: Seen) -> bool {
-        let changed = self.seen.as_ref() != Some(&seen);
+    /// Whether `seen` differs from what the last successful reconcile settled (or there was
+    /// none).
+    pub fn changed(&self, seen: &Seen) -> bool {
+        self.seen.as_ref() != Some(seen)
+    }
+
+    /// A reconcile of `seen` succeeded: later reconciles of it are periodic polls. (Recorded
+    /// only on success, so a spec change whose reconcile failed is still a change at the retry.)
+    pub fn settle(&mut self, seen: Seen) {
         self.seen = Some(seen);
-        changed
+        self.failures = 0;
     }
 
     /// Whether a poll at `now` may create Jobs, and if so records it as the creating poll;
@@ -95,11 +116,18 @@ mod tests {
     #[test]
     fn only_a_generation_or_pause_change_is_a_change() {
         let mut state = ScaledJobState::default();
-        assert!(state.observe(seen(1, None)), "the first reconcile");
-        assert!(!state.observe(seen(1, None)), "a periodic poll");
-        assert!(state.observe(seen(2, None)), "a spec change");
-        assert!(state.observe(seen(2, Some("true"))), "paused");
-        assert!(!state.observe(seen(2, Some("true"))));
+        assert!(state.changed(&seen(1, None)), "the first reconcile");
+        state.settle(seen(1, None));
+        assert!(!state.changed(&seen(1, None)), "a periodic poll");
+        assert!(state.changed(&seen(2, None)), "a spec change");
+        assert!(
+            state.changed(&seen(2, None)),
+            "still a change while its reconcile hasn't succeeded"
+        );
+        state.settle(seen(2, None));
+        assert!(state.changed(&seen(2, Some("true"))), "paused");
+        state.settle(seen(2, Some("true")));
+        assert!(!state.changed(&seen(2, Some("true"))));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::status::ApiError;
@@ -51,7 +51,7 @@ pub struct RequestRecord {
     /// Request Content-Type, if any.
     pub content_type: Option<String>,
     /// The body, when it is JSON (for asserting request shapes).
-    pub body: Option<serde_json::Value>,
+    pub body: Option<Value>,
     /// The client's `User-Agent`.
     pub user_agent: Option<String>,
     /// The status code answered.
@@ -149,33 +149,33 @@ impl Faults {
             Failure::InternalError => (ApiError::internal("injected failure"), None),
             Failure::TooManyRequests {
                 retry_after_seconds,
-            } => {
-                let mut error = ApiError::internal("injected throttling");
-                error.code = 429;
-                error.body["code"] = json!(429);
-                error.body["reason"] = json!("TooManyRequests");
-                error.body["message"] = json!(
-                    "the server has received too many requests and has asked us to try again later"
-                );
-                error.body["details"] = json!({"retryAfterSeconds": retry_after_seconds});
-                (error, Some(retry_after_seconds))
-            }
-            Failure::Conflict => {
-                let mut error = ApiError::internal("injected conflict");
-                error.code = 409;
-                error.body["code"] = json!(409);
-                error.body["reason"] = json!("Conflict");
-                error.body["message"] = json!("Operation cannot be fulfilled: injected conflict");
-                (error, None)
-            }
-            Failure::Forbidden => {
-                let mut error = ApiError::internal("injected denial");
-                error.code = 403;
-                error.body["code"] = json!(403);
-                error.body["reason"] = json!("Forbidden");
-                error.body["message"] = json!("forbidden: injected RBAC denial");
-                (error, None)
-            }
+            } => (
+                ApiError::failure(
+                    429,
+                    "TooManyRequests",
+                    "the server has received too many requests and has asked us to try again later",
+                    json!({"retryAfterSeconds": retry_after_seconds}),
+                ),
+                Some(retry_after_seconds),
+            ),
+            Failure::Conflict => (
+                ApiError::failure(
+                    409,
+                    "Conflict",
+                    "Operation cannot be fulfilled: injected conflict",
+                    Value::Null,
+                ),
+                None,
+            ),
+            Failure::Forbidden => (
+                ApiError::failure(
+                    403,
+                    "Forbidden",
+                    "forbidden: injected RBAC denial",
+                    Value::Null,
+                ),
+                None,
+            ),
         })
     }
 }

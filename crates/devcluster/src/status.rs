@@ -156,6 +156,11 @@ impl ApiError {
         )
     }
 
+    /// Any Status failure (fault injection): `code`, `reason`, `message`, `details` (null: none).
+    pub fn failure(code: u16, reason: &str, message: &str, details: Value) -> Self {
+        Self::new(code, reason, message.to_owned(), details)
+    }
+
     /// 500 InternalError.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message.into(), Value::Null)
