@@ -207,9 +207,10 @@ async fn measure_inner(
         partitions.extend(ids.into_iter().map(|id| (topic.clone(), id)));
     }
     partitions.sort();
-    // D3: the log start of every partition, in the same round (one batched ListOffsets per
-    // leader): for `earliest` without a commit, and for commits below it (records deleted by
-    // retention). If that fetch fails, the lag is computed without it, as KEDA does.
+    // D3: the log start of every partition, in the same round (batched like the log ends: one
+    // ListOffsets per leader for the starts, one for the ends, sent concurrently): for `earliest`
+    // without a commit, and for commits below it (records deleted by retention). If that fetch
+    // fails, the lag is computed without it, as KEDA does.
     let (committed, ends, starts) = tokio::join!(
         source.committed(&target.group, Some(partitions.clone()), timeout),
         source.offsets(partitions.clone(), false, timeout),

@@ -332,7 +332,10 @@ async fn broker_errors_are_named_and_the_next_poll_recovers() {
         "names the cause: {text}"
     );
 
-    mock.fail_next(MockApi::ListOffsets, MockError::TopicAuthorizationFailed, 1);
+    // A poll sends two ListOffsets at once (log end and log start, which can't share a request:
+    // one timestamp per partition), in no fixed order: fail both, so the end fetch fails whichever
+    // goes first (a failed log-start fetch alone is tolerated, as KEDA does).
+    mock.fail_next(MockApi::ListOffsets, MockError::TopicAuthorizationFailed, 2);
     let error = measure(&pool, &target, &PersistentLagMemory::new(), TIMEOUT)
         .await
         .expect_err("denied");
