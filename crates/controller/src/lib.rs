@@ -8,6 +8,7 @@
 //! - [`http::serve`] serves `/metrics`, `/healthz` and `/readyz`.
 //! - [`leader::Elector`] is Lease-based leader election.
 
+mod auth_status;
 pub mod cache;
 mod context;
 mod error;

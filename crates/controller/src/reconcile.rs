@@ -22,6 +22,7 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
+use crate::auth_status;
 use crate::context::Context;
 pub use crate::error::Error;
 use crate::error::{api as api_error, retry_delay};
@@ -82,6 +83,7 @@ pub(crate) async fn reconcile(
         match event {
             FinalizerEvent::Apply(scaled_job) => apply(&scaled_job, &context).await,
             FinalizerEvent::Cleanup(scaled_job) => {
+                auth_status::forget(&context.client, &scaled_job).await;
                 context
                     .publish(&scaled_job, &[Event::scalers_stopped(), Event::deleted()])
                     .await;
@@ -137,7 +139,8 @@ async fn apply(scaled_job: &ScaledJob, context: &Context) -> Result<Action, Erro
     let mut events = Vec::new();
     // KEDA's reconcile steps run when the ScaledJob changed (KEDA reconciles on change; its
     // scale loop polls in between), so a failing trigger doesn't flip Ready every poll.
-    if changed || stored.is_none() {
+    let steps = changed || stored.is_none();
+    if steps {
         let (next, reconciled) = after_reconcile(&conditions, &outcome);
         conditions = next;
         events.extend(reconciled);
@@ -159,6 +162,9 @@ async fn apply(scaled_job: &ScaledJob, context: &Context) -> Result<Action, Erro
         }
         context.publish(scaled_job, &events).await;
         write_status(scaled_job, context, &api, status).await?;
+        if steps {
+            auth_status::record(&context.client, scaled_job).await;
+        }
         return Ok(Action::await_change());
     };
     rollout(scaled_job, context).await?;
@@ -194,6 +200,10 @@ async fn apply(scaled_job: &ScaledJob, context: &Context) -> Result<Action, Erro
     events.extend(polled.events);
     context.publish(scaled_job, &events).await;
     write_status(scaled_job, context, &api, status).await?;
+    // §2.2 step 9, after the conditions are written.
+    if steps {
+        auth_status::record(&context.client, scaled_job).await;
+    }
     let next = context.with_state(&uid, |state| {
         state.until_next_poll(Instant::now(), interval)
     });

@@ -857,6 +857,37 @@ async fn rbac_rules_are_exactly_what_the_operator_uses() {
     )
     .await
     .unwrap();
+    // And a ClusterTriggerAuthentication, whose Secret is in the cluster object namespace.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(h.client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "keda"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<Secret>::namespaced(h.client.clone(), "keda")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "creds"}, "stringData": {"tls": "disable"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<jobtide_api::ClusterTriggerAuthentication>::all(h.client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "keda.sh/v1alpha1", "kind": "ClusterTriggerAuthentication",
+                "metadata": {"name": "cluster-plain"},
+                "spec": {"secretTargetRef": [{"parameter": "tls", "name": "creds", "key": "tls"}]},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
     let operator_client = kube::Client::try_from(jobtide_controller::with_user_agent(
         kube::Config::new(h.cluster.url().parse().unwrap()),
     ))
@@ -880,8 +911,14 @@ async fn rbac_rules_are_exactly_what_the_operator_uses() {
         "true",
         json!({"successfulJobsHistoryLimit": 1, "rollout": {"strategy": "immediate"}}),
     );
+    let mut second = sj.spec.triggers[0].clone();
     sj.spec.triggers[0].authentication_ref =
         serde_json::from_value(json!({"name": "plain"})).unwrap();
+    second.authentication_ref = serde_json::from_value(
+        json!({"name": "cluster-plain", "kind": "ClusterTriggerAuthentication"}),
+    )
+    .unwrap();
+    sj.spec.triggers.push(second);
     api.create(&PostParams::default(), &sj).await.unwrap();
     // Jobs are created and finished ones deleted (nobody commits, so Jobs keep coming).
     eventually("history deletions", 30, async || {
