@@ -38,6 +38,26 @@ pub struct KafkaTrigger {
 /// The metadata keys only the `kafka` scaler reads (beyond [`super::SHARED_METADATA_KEYS`]).
 pub const METADATA_KEYS: &[&str] = &["fullMetadata", "version", "unsafeSsl", "saslTokenProvider"];
 
+/// Parameters KEDA's `kafka` scaler reads that change nothing in jobtide, with why: each is
+/// parsed with KEDA's rules (a bad value is still KEDA's error), and a trigger that sets one gets
+/// a warning saying so. `kerberosDisableFAST` comes from the authentication, the others from
+/// the metadata.
+pub const NO_EFFECT: &[(&str, &str)] = &[
+    (
+        "fullMetadata",
+        "jobtide asks the brokers for the metadata of the topics in use only, which is what \
+         fullMetadata: \"false\" asks of KEDA",
+    ),
+    (
+        "version",
+        "librdkafka negotiates the protocol version with each broker",
+    ),
+    (
+        "kerberosDisableFAST",
+        "jobtide's kinit never uses Kerberos FAST, as if kerberosDisableFAST were \"true\"",
+    ),
+];
+
 /// The fields as KEDA's typed parser leaves them: `None` where the value did not parse (Go
 /// would hold the zero value, which is what validation sees).
 #[derive(Debug, Default)]

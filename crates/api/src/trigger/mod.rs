@@ -264,7 +264,7 @@ pub fn parse_trigger(
     };
     let mut params = Params::new(&trigger.metadata, &inputs.auth_params, &inputs.resolved_env);
     let metric_name = metric_name(trigger_type, index, &params);
-    let warnings = trigger
+    let mut warnings: Vec<String> = trigger
         .metadata
         .keys()
         .filter(|key| !trigger_type.reads_metadata_key(key))
@@ -275,6 +275,16 @@ pub fn parse_trigger(
             None => format!("Unmatched input property {key} in scaler {trigger_type}"),
         })
         .collect();
+    if trigger_type == TriggerType::Kafka {
+        warnings.extend(
+            kafka::NO_EFFECT
+                .iter()
+                .filter(|(key, _)| {
+                    trigger.metadata.contains_key(*key) || inputs.auth_params.contains_key(*key)
+                })
+                .map(|(key, why)| format!("parameter {key} has no effect in jobtide: {why}")),
+        );
+    }
     let result = match trigger_type {
         TriggerType::Kafka => {
             kafka::parse(&mut params).map(|(config, view)| (TriggerConfig::Kafka(config), view))

@@ -801,6 +801,39 @@ fn unknown_metadata_keys_warn_in_kedas_words() {
 }
 
 #[test]
+fn parameters_that_change_nothing_in_jobtide_say_so() {
+    let parsed = Input::kafka(&[
+        ("bootstrapServers", "b:1"),
+        ("consumerGroup", "g"),
+        ("topic", "t"),
+        ("fullMetadata", "false"),
+        ("version", "2.8.1"),
+        ("sasl", "gssapi"),
+    ])
+    .auth(&[
+        ("username", "u"),
+        ("keytab", "KT"),
+        ("realm", "EXAMPLE.COM"),
+        ("kerberosConfig", "[libdefaults]"),
+        ("kerberosDisableFAST", "true"),
+    ])
+    .parse();
+    assert!(parsed.config.is_ok(), "{:?}", parsed.config);
+    let keys: Vec<&str> = parsed
+        .warnings
+        .iter()
+        .map(|w| {
+            w.strip_prefix("parameter ")
+                .and_then(|w| w.split_once(" has no effect in jobtide: "))
+                .map_or(w.as_str(), |(key, _)| key)
+        })
+        .collect();
+    assert_eq!(keys, ["fullMetadata", "version", "kerberosDisableFAST"]);
+    // Unset, they say nothing; apache-kafka doesn't read them at all.
+    assert!(Input::kafka(BASE).parse().warnings.is_empty());
+}
+
+#[test]
 fn secrets_never_appear_in_views_or_debug_output() {
     let input = Input::kafka(&[
         ("bootstrapServers", "b:1"),
