@@ -104,6 +104,31 @@ pub fn check_scaled_job(name: &str, spec: &ScaledJobSpec) -> SpecFindings {
         }
     }
 
+    // Dispatch mode (jobtide's own): one Job per message, so nothing else may create Jobs and
+    // the lag-mode knobs mean nothing.
+    if spec.triggers.iter().any(|t| t.type_ == "kafka-dispatch") {
+        if spec.triggers.len() > 1 {
+            errors.push(
+                "spec.triggers: a kafka-dispatch trigger must be the ScaledJob's only trigger \
+                 (it makes one Job per message; another trigger would make Jobs too)"
+                    .into(),
+            );
+        }
+        if spec.min_replica_count.is_some_and(|n| n > 0) {
+            warnings.push(
+                "spec.minReplicaCount has no effect with a kafka-dispatch trigger: Jobs are made \
+                 one per message"
+                    .into(),
+            );
+        }
+        if spec.scaling_strategy.is_some() {
+            warnings.push(
+                "spec.scalingStrategy has no effect with a kafka-dispatch trigger: Jobs are made \
+                 one per message, at most maxReplicaCount at once"
+                    .into(),
+            );
+        }
+    }
     if spec.rollout_strategy.is_some() {
         warnings.push(
             "spec.rolloutStrategy is deprecated, use spec.rollout.strategy (it still takes \
@@ -238,6 +263,35 @@ mod tests {
             vec!["Cannot set metricType in ScaledJob triggers"]
         );
         assert_eq!(findings.triggers[0].warnings.len(), 1);
+    }
+
+    #[test]
+    fn a_dispatch_trigger_stands_alone_and_lag_knobs_warn() {
+        let dispatch = json!({"type": "kafka-dispatch", "metadata": {}});
+        let lag = json!({"type": "kafka", "metadata": {}});
+        let mut alone = spec(json!({"triggers": [dispatch.clone()]}));
+        assert_eq!(
+            check_scaled_job("sj", &alone),
+            SpecFindings {
+                triggers: vec![TriggerFindings::default()],
+                ..SpecFindings::default()
+            }
+        );
+        alone.min_replica_count = Some(2);
+        alone.scaling_strategy = serde_json::from_value(json!({"strategy": "accurate"})).unwrap();
+        let findings = check_scaled_job("sj", &alone);
+        assert!(findings.is_valid());
+        assert_eq!(findings.warnings.len(), 2, "{:?}", findings.warnings);
+        assert!(findings.warnings[0].starts_with("spec.minReplicaCount has no effect"));
+        assert!(findings.warnings[1].starts_with("spec.scalingStrategy has no effect"));
+
+        let mixed = check_scaled_job("sj", &spec(json!({"triggers": [dispatch, lag]})));
+        assert!(!mixed.is_valid());
+        assert!(
+            mixed.errors[0].starts_with("spec.triggers: a kafka-dispatch trigger must be"),
+            "{:?}",
+            mixed.errors
+        );
     }
 
     #[test]

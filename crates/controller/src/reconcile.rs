@@ -409,6 +409,12 @@ async fn poll(
         let measurement = match (resolved.resolve_error, resolved.parsed.config) {
             (Some(error), _) => Err(("config", error.to_string())),
             (None, Err(error)) => Err(("config", error.to_string())),
+            // Never measured as lag: that would make Jobs per backlog, not one per message.
+            (None, Ok(jobtide_api::trigger::TriggerConfig::KafkaDispatch(_))) => Err((
+                "config",
+                "kafka-dispatch triggers are not dispatched by this version of the operator yet"
+                    .to_owned(),
+            )),
             (None, Ok(config)) => {
                 let previous = context.with_state(&uid, |state| {
                     state.memories.get(&index).cloned().unwrap_or_default()

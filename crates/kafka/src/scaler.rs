@@ -22,7 +22,8 @@ pub enum Topics {
     Committed,
 }
 
-/// What the scaler needs of a trigger, for both `kafka` and `apache-kafka`.
+/// What the scaler needs of a trigger, for `kafka` and `apache-kafka` (and the backlog of a
+/// `kafka-dispatch` trigger's group, which `jobtide explain` shows).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LagTarget {
     /// How to reach the cluster.
@@ -66,6 +67,14 @@ impl LagTarget {
                     isolation: apache.isolation_level,
                 }
             }
+            // The dispatch group's backlog: every message not yet committed counts one.
+            TriggerConfig::KafkaDispatch(dispatch) => Self {
+                connection: dispatch.connection.clone(),
+                group: dispatch.consumer_group.clone(),
+                topics: Topics::Named(vec![dispatch.topic.clone()]),
+                policy: dispatch.backlog.clone(),
+                isolation: dispatch.isolation_level,
+            },
         })
     }
 }

@@ -7,6 +7,7 @@
 mod apache_kafka;
 mod aws;
 pub mod connection;
+mod dispatch;
 mod kafka;
 pub mod kerberos;
 mod lag_fields;
@@ -18,6 +19,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 pub use apache_kafka::ApacheKafkaTrigger;
+pub use dispatch::{CommitOn, KafkaDispatchTrigger, MAX_ATTEMPTS, Payload};
 pub use kafka::{KafkaTrigger, parse_partition_limitation};
 pub use lag_fields::IsolationLevel;
 
@@ -33,17 +35,20 @@ pub enum TriggerType {
     Kafka,
     /// `apache-kafka`: KEDA's experimental kafka-go scaler.
     ApacheKafka,
+    /// `kafka-dispatch`: jobtide's own, one Job per message (beyond KEDA).
+    KafkaDispatch,
 }
 
 impl TriggerType {
     /// Every supported type, in the order error messages list them.
-    pub const ALL: [Self; 2] = [Self::Kafka, Self::ApacheKafka];
+    pub const ALL: [Self; 3] = [Self::Kafka, Self::ApacheKafka, Self::KafkaDispatch];
 
     /// The `type` value in manifests.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Kafka => "kafka",
             Self::ApacheKafka => "apache-kafka",
+            Self::KafkaDispatch => "kafka-dispatch",
         }
     }
 
@@ -57,6 +62,7 @@ impl TriggerType {
         let own: &[&str] = match self {
             Self::Kafka => kafka::METADATA_KEYS,
             Self::ApacheKafka => &[],
+            Self::KafkaDispatch => return dispatch::METADATA_KEYS.contains(&key),
         };
         SHARED_METADATA_KEYS.contains(&key) || own.contains(&key)
     }
@@ -102,14 +108,17 @@ pub enum TriggerConfig {
     Kafka(KafkaTrigger),
     /// `type: apache-kafka`.
     ApacheKafka(ApacheKafkaTrigger),
+    /// `type: kafka-dispatch`.
+    KafkaDispatch(KafkaDispatchTrigger),
 }
 
 impl TriggerConfig {
-    /// The trigger's lag rules.
+    /// The trigger's lag rules (for a dispatch trigger, its backlog: one message counts one).
     pub fn lag(&self) -> &jobtide_core::kafka::LagPolicy {
         match self {
             Self::Kafka(kafka) => &kafka.lag,
             Self::ApacheKafka(apache) => &apache.lag,
+            Self::KafkaDispatch(dispatch) => &dispatch.backlog,
         }
     }
 
@@ -118,6 +127,7 @@ impl TriggerConfig {
         match self {
             Self::Kafka(_) => TriggerType::Kafka,
             Self::ApacheKafka(_) => TriggerType::ApacheKafka,
+            Self::KafkaDispatch(_) => TriggerType::KafkaDispatch,
         }
     }
 }
@@ -262,7 +272,22 @@ pub fn parse_trigger(
             warnings: Vec::new(),
         };
     };
-    let mut params = Params::new(&trigger.metadata, &inputs.auth_params, &inputs.resolved_env);
+    // A dispatch trigger's parser sees only the keys it reads: the lag keys `kafka`'s parser
+    // would check are warnings there (`Unmatched input property`), not errors.
+    let filtered;
+    let metadata = match trigger_type {
+        TriggerType::KafkaDispatch => {
+            filtered = trigger
+                .metadata
+                .iter()
+                .filter(|(key, _)| trigger_type.reads_metadata_key(key))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            &filtered
+        }
+        TriggerType::Kafka | TriggerType::ApacheKafka => &trigger.metadata,
+    };
+    let mut params = Params::new(metadata, &inputs.auth_params, &inputs.resolved_env);
     let metric_name = metric_name(trigger_type, index, &params);
     let mut warnings: Vec<String> = trigger
         .metadata
@@ -291,6 +316,8 @@ pub fn parse_trigger(
         }
         TriggerType::ApacheKafka => apache_kafka::parse(&mut params)
             .map(|(config, view)| (TriggerConfig::ApacheKafka(config), view)),
+        TriggerType::KafkaDispatch => dispatch::parse(&mut params)
+            .map(|(config, view)| (TriggerConfig::KafkaDispatch(config), view)),
     };
     let (config, view) = match result {
         Ok((config, view)) => (Ok(config), Some(view)),
@@ -319,7 +346,7 @@ fn metric_name(trigger_type: TriggerType, index: usize, params: &Params<'_>) -> 
     let topic = params
         .lookup("topic", params::META_ENV)
         .map(|topic| match trigger_type {
-            TriggerType::Kafka => topic,
+            TriggerType::Kafka | TriggerType::KafkaDispatch => topic,
             TriggerType::ApacheKafka => topic
                 .split(',')
                 .map(str::trim)

@@ -256,7 +256,7 @@ fn partition_limitation_vectors() {
             Ok(ids) => assert_eq!(
                 parsed.config.ok().and_then(|c| match c {
                     TriggerConfig::Kafka(k) => k.lag.partition_limitation,
-                    TriggerConfig::ApacheKafka(_) => None,
+                    TriggerConfig::ApacheKafka(_) | TriggerConfig::KafkaDispatch(_) => None,
                 }),
                 Some(ids)
             ),
@@ -777,7 +777,7 @@ fn unknown_trigger_types_list_the_supported_ones() {
     assert_eq!(
         parsed.config.err().map(|e| e.to_string()),
         Some(
-            "unknown trigger type \"rabbitmq\": jobtide supports \"kafka\", \"apache-kafka\""
+            "unknown trigger type \"rabbitmq\": jobtide supports \"kafka\", \"apache-kafka\", \"kafka-dispatch\""
                 .into()
         )
     );
