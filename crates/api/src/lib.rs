@@ -8,16 +8,18 @@
 //!   [`resolve::ObjectLookup`] so that `jobtide validate` (documents) and the operator (caches)
 //!   resolve identically.
 //! - [`trigger`]: trigger metadata → typed configs (`kafka`, `apache-kafka`) with KEDA's parsing
-//!   rules (keda-compat §6). Nothing downstream sees a string map.
+//!   rules (keda-compat §6), and jobtide's `kafka-dispatch`. Nothing downstream sees a string map.
 //! - [`validation`]: the ScaledJob-level rules KEDA's webhook and reconciler apply (§1.5, §2.2).
 //! - [`crd`]: CRD generation and the structural-schema check.
 //! - [`policy`]: a ScaledJob spec as `jobtide-core`'s decision inputs; [`facts`]: Jobs and
 //!   Pods as `jobtide-core`'s facts.
-//! - [`job`]: the Job the operator creates for a ScaledJob (labels, annotations, owner).
+//! - [`job`]: the Job the operator creates for a ScaledJob (labels, annotations, owner);
+//!   [`delivery`]: in dispatch mode, the Job for one message and how the message reaches it.
 //! - [`secret`]: [`secret::Secret`], a string whose `Debug`/`Display`/`Serialize` never show it.
 
 pub mod auth;
 pub mod crd;
+pub mod delivery;
 pub mod facts;
 pub mod job;
 pub mod policy;
