@@ -219,6 +219,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             max_parallel_pods: args.max_parallel_pods,
             path_prepend,
             default_env,
+            volumes_dir: Some(state_dir(&args).join("volumes")),
         },
     )
     .await

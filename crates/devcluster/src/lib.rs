@@ -14,7 +14,8 @@
 //! patch, server-side apply, `deletecollection`, dry runs, protobuf bodies, OpenAPI documents
 //! (use `kubectl --validate=false`).
 //! - [`faults`]: fault injection and the request log for tests.
-//! - [`runner`]: the local job runner (Jobs → pods → local processes, `pods/log`).
+//! - [`runner`]: the local job runner (Jobs → pods → local processes, `pods/log`);
+//!   [`volumes`]: its Secret and ConfigMap volumes as local directories.
 
 pub mod events;
 pub mod faults;
@@ -26,6 +27,7 @@ pub mod status;
 pub mod store;
 pub mod table;
 pub mod validation;
+pub mod volumes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

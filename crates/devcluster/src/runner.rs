@@ -7,7 +7,8 @@
 //! completions / parallelism 1 (more is refused on the Job's status with a clear condition),
 //! backoffLimit (a failed pod → a new pod), restartPolicy Never / OnFailure, activeDeadlineSeconds,
 //! suspend, ttlSecondsAfterFinished, env (`value`, `secretKeyRef`, `configMapKeyRef`, `fieldRef`
-//! `metadata.name` / `metadata.namespace`) and `envFrom`, and a capacity (`max_parallel_pods`)
+//! `metadata.name` / `metadata.namespace`) and `envFrom`, Secret and ConfigMap volumes
+//! ([`crate::volumes`]: local directories, waited for), and a capacity (`max_parallel_pods`)
 //! beyond which pods stay Pending with `PodScheduled=False` reason `Unschedulable`.
 //! Processes die with their pod, their Job and the runner: no orphans.
 
@@ -31,6 +32,9 @@ pub struct RunnerConfig {
     pub path_prepend: Vec<std::path::PathBuf>,
     /// Environment every pod process gets unless its container sets the variable.
     pub default_env: BTreeMap<String, String>,
+    /// Where pods' Secret and ConfigMap volumes are written (`<dir>/<namespace>/<pod>/…`);
+    /// `None`: a private directory under the system's temporary directory, removed at stop.
+    pub volumes_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RunnerConfig {
@@ -39,6 +43,7 @@ impl Default for RunnerConfig {
             max_parallel_pods: 8,
             path_prepend: Vec::new(),
             default_env: BTreeMap::new(),
+            volumes_dir: None,
         }
     }
 }
@@ -70,6 +75,10 @@ pub struct Runner {
     logs: Mutex<HashMap<PodKey, LogBuffer>>,
     running: Mutex<HashMap<(String, String), Running>>,
     images_seen: Mutex<HashSet<String>>,
+    /// Where pod volumes go, and whether the runner made (and so removes) that directory.
+    volumes_root: std::sync::OnceLock<(std::path::PathBuf, bool)>,
+    /// Pods whose volumes were written.
+    pod_dirs: Mutex<HashSet<PodKey>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -105,7 +114,8 @@ impl Runner {
         buffer.lock().ok().map(|b| b.clone())
     }
 
-    /// Stops every process (also done on drop of the processes' handles).
+    /// Stops every process (also done on drop of the processes' handles) and removes the pods'
+    /// volumes.
     pub fn stop_all(&self) {
         if let Ok(mut running) = self.running.lock() {
             for (_, process) in running.drain() {
@@ -113,6 +123,30 @@ impl Runner {
                 let _ = process.kill.send(());
             }
         }
+        if let Some((root, owned)) = self.volumes_root.get() {
+            if *owned {
+                let _ = std::fs::remove_dir_all(root);
+            } else if let Ok(mut dirs) = self.pod_dirs.lock() {
+                for (namespace, pod) in dirs.drain() {
+                    let _ = std::fs::remove_dir_all(root.join(namespace).join(pod));
+                }
+            }
+        }
+    }
+
+    fn volumes_root(&self, config: &RunnerConfig) -> &std::path::Path {
+        let (root, _) = self.volumes_root.get_or_init(|| match &config.volumes_dir {
+            Some(dir) => (dir.clone(), false),
+            None => {
+                let unique = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                let dir = std::env::temp_dir()
+                    .join(format!("jobtide-runner-{}-{unique}", std::process::id()));
+                (dir, true)
+            }
+        });
+        root
     }
 
     /// Runs the controller loop until the store's change channel closes.
@@ -125,7 +159,8 @@ impl Runner {
             tokio::select! {
                 _ = ticks.tick() => {}
                 next = changes.recv() => match next {
-                    Ok(change) if change.resource.1 == "jobs" || change.resource.1 == "pods" => {}
+                    // Secrets and ConfigMaps: a pod may be waiting for its volume.
+                    Ok(change) if matches!(change.resource.1.as_str(), "jobs" | "pods" | "secrets" | "configmaps") => {}
                     Ok(_) => continue,
                     Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return,
@@ -155,6 +190,15 @@ impl Runner {
                 )
             })
             .collect();
+        if let (Some((root, _)), Ok(mut dirs)) = (self.volumes_root.get(), self.pod_dirs.lock()) {
+            dirs.retain(|key| {
+                let keep = live.contains(key);
+                if !keep {
+                    let _ = std::fs::remove_dir_all(root.join(&key.0).join(&key.1));
+                }
+                keep
+            });
+        }
         if let Ok(mut running) = self.running.lock() {
             running.retain(|key, process| {
                 let keep = live.contains(key);
@@ -532,6 +576,58 @@ impl Runner {
             .collect();
         let mut env = config.default_env.clone();
         env.extend(Self::env(store, pod, &container));
+        let volumes = match crate::volumes::prepare(store, pod) {
+            Ok(volumes) => volumes,
+            Err(crate::volumes::NotReady::Missing(message)) => {
+                // As the kubelet: the pod waits for its Secret or ConfigMap.
+                if str_at(pod, "/status/containerStatuses/0/state/waiting/message") == message {
+                    return;
+                }
+                let _ = store.modify(&pod_type, &namespace, &name, Part::Status, |old| {
+                    let mut new = old.clone();
+                    new["status"] = json!({"phase": "Pending", "conditions": [condition("PodScheduled", "True", "", "")],
+                        "containerStatuses": [{"name": container["name"], "image": image, "imageID": "", "ready": false,
+                            "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating", "message": message}}}]});
+                    Ok(new)
+                });
+                return;
+            }
+            Err(crate::volumes::NotReady::Invalid(message)) => {
+                let _ = store.modify(&pod_type, &namespace, &name, Part::Status, |old| {
+                    let mut new = old.clone();
+                    new["status"] = terminated(
+                        container["name"].as_str().unwrap_or("main"),
+                        &image,
+                        &now(),
+                        128,
+                        "CreateContainerConfigError",
+                        0,
+                        &message,
+                    );
+                    Ok(new)
+                });
+                return;
+            }
+        };
+        if !volumes.is_empty() {
+            let pod_dir = self.volumes_root(config).join(&namespace).join(&name);
+            if let Ok(mut dirs) = self.pod_dirs.lock() {
+                dirs.insert(key.clone());
+            }
+            match crate::volumes::write(&pod_dir, &volumes) {
+                Ok(mounts) => {
+                    for value in env.values_mut() {
+                        if let Some(local) = crate::volumes::rewrite(value, &mounts) {
+                            *value = local;
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(pod = %name, %error, "writing the pod's volumes failed");
+                    return;
+                }
+            }
+        }
         let path = std::env::join_paths(config.path_prepend.iter().cloned().chain(
             std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
         ))

@@ -338,3 +338,75 @@ async fn processes_a_pod_started_go_with_it() {
     drop(cluster);
     gone(&pid, "the shell's child outlived the runner").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_waits_for_its_secret_volume_and_reads_it_where_its_env_points() {
+    let (cluster, client) = cluster(4).await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let volume_job = job(
+        "with-volume",
+        "replaced below",
+        json!({"template": {"spec": {"restartPolicy": "Never",
+            "volumes": [{"name": "message", "secret": {"secretName": "payload"}}],
+            "containers": [{"name": "main", "image": "i", "command": ["/bin/sh", "-c"],
+                "args": [r#"echo "$MESSAGE_DIR"; od -An -tx1 "$MESSAGE_DIR/value"; cat "$MESSAGE_DIR/key""#],
+                "env": [{"name": "MESSAGE_DIR", "value": "/var/run/jobtide/message"}],
+                "volumeMounts": [{"name": "message", "mountPath": "/var/run/jobtide/message", "readOnly": true}]}]}}}),
+    );
+    jobs.create(&PostParams::default(), &volume_job)
+        .await
+        .unwrap();
+    // No Secret yet: the pod waits, as the kubelet's does.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let waiting = loop {
+        let list = pods.list(&pods_of("with-volume")).await.unwrap();
+        let reason = list.items.first().and_then(|p| {
+            p.status.as_ref()?.container_statuses.as_ref()?[0]
+                .state
+                .as_ref()?
+                .waiting
+                .as_ref()?
+                .reason
+                .clone()
+        });
+        if let Some(reason) = reason {
+            break (list.items[0].name_any(), reason);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no waiting pod");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(waiting.1, "ContainerCreating");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "default");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "payload"}, "data": {"key": "MTg=", "value": "/wB4"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    wait_for(&jobs, "with-volume", "Complete").await;
+    let log = pods.logs(&waiting.0, &LogParams::default()).await.unwrap();
+    let words: Vec<&str> = log.split_whitespace().collect();
+    assert_eq!(words[1..], ["ff", "00", "78", "18"], "{log}");
+    let local = std::path::PathBuf::from(words[0]);
+    assert!(
+        !local.starts_with("/var/run") && local.ends_with("message"),
+        "the env points at the local directory: {log}"
+    );
+    assert!(local.join("value").exists());
+    // The pod's directory goes with the pod.
+    jobs.delete("with-volume", &DeleteParams::background())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while local.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "{local:?} stayed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(cluster);
+}
