@@ -31,7 +31,7 @@ pub const TOPIC_ANNOTATION: &str = "jobtide.io/topic";
 /// Annotation on a message's last Job, set once jobtide gave up on the message: its value is for
 /// people (the dead-letter topic, or `recorded` when there is none and the failure was only
 /// recorded); its presence tells a restarted operator not to dead-letter or record it again
-/// (`ObservedJob::dead_lettered`).
+/// ([`ObservedJob::dead_lettered`](super::ObservedJob::dead_lettered)).
 pub const DEAD_LETTERED_ANNOTATION: &str = "jobtide.io/dead-lettered";
 
 /// The longest Job name: Kubernetes copies it into the Job's pods as the value of the
