@@ -110,7 +110,8 @@ pub enum Action {
     },
     /// No dead-letter topic (or the message is no longer in the topic): emit the event, count
     /// the metric, set [`DEAD_LETTERED_ANNOTATION`](super::DEAD_LETTERED_ANNOTATION) on the last
-    /// Job. The ledger already counts the offset as done.
+    /// Job. The ledger counts the offset as done at once (nothing waits for a confirmation), so
+    /// record it before the next commit: a failure committed past unrecorded is never recorded.
     RecordFailure {
         /// The message's partition.
         partition: i32,

@@ -382,4 +382,6 @@ impl Ledger {
 }
 
 #[cfg(test)]
+mod simulation;
+#[cfg(test)]
 mod tests;
