@@ -12,10 +12,13 @@
 //! - [`pause`]: the `autoscaling.keda.sh/paused` annotation (§1.4).
 //! - [`status`]: conditions and the Kubernetes events their transitions imply (§5.1, §5.2).
 //! - [`poll`]: one whole poll — facts in, decision out (§2.4).
+//! - [`dispatch`]: dispatch mode — one Job per message: deterministic Job names and the
+//!   per-partition ledger (retries, dead letters, the commit watermark, the in-flight cap).
 //!
 //! The controller gathers facts, calls these functions, and acts on what they return.
 
 pub mod crashloop;
+pub mod dispatch;
 pub mod jobs;
 pub mod kafka;
 pub mod lag;
