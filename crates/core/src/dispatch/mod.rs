@@ -33,6 +33,8 @@
 //!   the [`DEAD_LETTERED_ANNOTATION`] is written repeats it after the restart.
 //! - With [`CommitOn::Create`], a restart forgets the Jobs below the committed offset (see
 //!   there).
+//! - The ledger takes a partition's messages to arrive in offset order from where the consumer
+//!   was positioned: a later offset read means the earlier ones are gone or never existed.
 
 mod entry;
 mod facts;

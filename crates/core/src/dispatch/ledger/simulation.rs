@@ -1,8 +1,9 @@
-//! The ledger against a simulated world — a topic with gaps, a Kubernetes API that holds Jobs
-//! by name, a controller that acts late or never (its pending actions die with it), and any
-//! number of restarts — checking the promises of dispatch mode after every step.
+//! The ledger against a simulated world — a topic with gaps whose records compaction may
+//! remove, a Kubernetes API that holds Jobs by name and a history cleanup that deletes them, a
+//! controller that acts late or never (its pending actions die with it), and any number of
+//! restarts — checking the promises of dispatch mode after every step.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use proptest::prelude::*;
 
@@ -21,22 +22,31 @@ enum Step {
     Replay { pick: usize },
     /// The controller commits what the ledger allows.
     Commit,
+    /// History cleanup deletes the finished Jobs the ledger lets it.
+    Cleanup,
+    /// Compaction removes a record (never a partition's last: the active segment stays).
+    Compact { partition: usize, pick: usize },
     /// The operator restarts: pending actions are lost, the ledger is rebuilt.
     Restart,
 }
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => (0..3usize, prop::bool::weighted(0.1))
+        8 => (0..3usize, prop::bool::weighted(0.1))
             .prop_map(|(partition, prefetched)| Step::Receive { partition, prefetched }),
-        4 => any::<usize>().prop_map(|pick| Step::Act { pick }),
-        3 => (any::<usize>(), prop::bool::weighted(0.6))
+        8 => any::<usize>().prop_map(|pick| Step::Act { pick }),
+        6 => (any::<usize>(), prop::bool::weighted(0.6))
             .prop_map(|(pick, succeeds)| Step::Finish { pick, succeeds }),
-        1 => any::<usize>().prop_map(|pick| Step::Replay { pick }),
-        2 => Just(Step::Commit),
-        1 => Just(Step::Restart),
+        2 => any::<usize>().prop_map(|pick| Step::Replay { pick }),
+        4 => Just(Step::Commit),
+        1 => Just(Step::Cleanup),
+        1 => (0..3usize, any::<usize>())
+            .prop_map(|(partition, pick)| Step::Compact { partition, pick }),
+        2 => Just(Step::Restart),
     ]
 }
+
+type Name = (i32, i64, u32);
 
 #[derive(Debug, Clone)]
 struct Job {
@@ -46,14 +56,18 @@ struct Job {
 
 struct World {
     policy: DispatchPolicy,
-    /// Per partition, the offsets that hold a message (with gaps).
+    /// Per partition, the offsets that held a message (with gaps).
     topic: Vec<Vec<i64>>,
-    /// The consumer's next index into `topic[partition]`.
-    position: Vec<usize>,
+    /// Records compaction removed since.
+    removed: BTreeSet<(i32, i64)>,
+    /// Per partition, the consumer's next offset.
+    position: Vec<i64>,
     /// The group's committed offsets.
     committed: BTreeMap<i32, i64>,
-    /// The Kubernetes API: Jobs by (partition, offset, attempt).
-    jobs: BTreeMap<(i32, i64, u32), Job>,
+    /// The Kubernetes API.
+    jobs: BTreeMap<Name, Job>,
+    /// Jobs history cleanup deleted.
+    deleted: BTreeMap<Name, Job>,
     dead_letters: BTreeMap<(i32, i64), u32>,
     recorded: BTreeMap<(i32, i64), u32>,
     pending: VecDeque<Action>,
@@ -75,27 +89,33 @@ fn partition(index: usize) -> i32 {
     i32::try_from(index).unwrap_or_default()
 }
 
+/// A message's Jobs, any attempt.
+fn of(jobs: &BTreeMap<Name, Job>, partition: i32, offset: i64) -> impl Iterator<Item = &Job> {
+    jobs.range((partition, offset, 0)..=(partition, offset, u32::MAX))
+        .map(|(_, job)| job)
+}
+
 impl World {
     fn new(policy: DispatchPolicy, topic: Vec<Vec<i64>>) -> Self {
         let committed: BTreeMap<i32, i64> = (0..topic.len()).map(|p| (partition(p), 0)).collect();
         let (ledger, actions) = Ledger::rebuild(policy, &committed, &[]);
         assert!(actions.is_empty());
-        let world = Self {
+        Self {
             policy,
             position: vec![0; topic.len()],
             topic,
+            removed: BTreeSet::new(),
             committed,
             jobs: BTreeMap::new(),
+            deleted: BTreeMap::new(),
             dead_letters: BTreeMap::new(),
             recorded: BTreeMap::new(),
             pending: VecDeque::new(),
             ledger,
-        };
-        world.check();
-        world
+        }
     }
 
-    fn observation(&self, (partition, offset, attempt): (i32, i64, u32)) -> ObservedJob {
+    fn observation(&self, (partition, offset, attempt): Name) -> ObservedJob {
         let job = &self.jobs[&(partition, offset, attempt)];
         ObservedJob {
             partition,
@@ -104,6 +124,31 @@ impl World {
             outcome: job.outcome.clone(),
             dead_lettered: job.dead_lettered,
         }
+    }
+
+    fn running(&self) -> Vec<Name> {
+        self.jobs
+            .iter()
+            .filter(|(_, job)| job.outcome == Outcome::Running)
+            .map(|(name, _)| *name)
+            .collect()
+    }
+
+    /// Whether a message ever had a Job.
+    fn dispatched(&self, partition: i32, offset: i64) -> bool {
+        of(&self.jobs, partition, offset)
+            .chain(of(&self.deleted, partition, offset))
+            .next()
+            .is_some()
+    }
+
+    /// The next record of a partition the consumer would deliver.
+    fn next(&self, index: usize) -> Option<i64> {
+        let p = partition(index);
+        self.topic[index]
+            .iter()
+            .copied()
+            .find(|&o| o >= self.position[index] && !self.removed.contains(&(p, o)))
     }
 
     /// Takes the ledger's actions in, checking each as it is asked for.
@@ -116,7 +161,8 @@ impl World {
                     attempt,
                 } => {
                     let name = (partition, offset, attempt);
-                    assert!(!self.jobs.contains_key(&name), "{name:?} exists already");
+                    let known = self.jobs.contains_key(&name) || self.deleted.contains_key(&name);
+                    assert!(!known, "{name:?} was created already");
                     assert!(!self.pending.contains(&action), "{name:?} asked for twice");
                     assert!(attempt >= 1 && attempt <= self.policy.max_attempts.max(1));
                     assert_eq!(
@@ -150,46 +196,60 @@ impl World {
                 prefetched,
             } => {
                 let index = index % self.topic.len();
-                let Some(&offset) = self.topic[index].get(self.position[index]) else {
-                    return;
-                };
-                if self.ledger.may_receive() || prefetched {
-                    self.position[index] += 1;
+                if let Some(offset) = self.next(index)
+                    && (self.ledger.may_receive() || prefetched)
+                {
+                    self.position[index] = offset + 1;
                     let actions = self.ledger.received(message(partition(index), offset));
                     self.take(actions);
                 }
             }
             Step::Act { pick } => {
-                if !self.pending.is_empty() {
-                    let index = pick % self.pending.len();
-                    if let Some(action) = self.pending.remove(index) {
-                        self.act(action);
-                    }
+                if !self.pending.is_empty()
+                    && let Some(action) = self.pending.remove(pick % self.pending.len())
+                {
+                    self.act(action);
                 }
             }
             Step::Finish { pick, succeeds } => {
-                let running: Vec<_> = self
-                    .jobs
-                    .iter()
-                    .filter(|(_, job)| job.outcome == Outcome::Running)
-                    .map(|(name, _)| *name)
-                    .collect();
+                let running = self.running();
                 if !running.is_empty() {
                     self.finish(running[pick % running.len()], succeeds);
                 }
             }
             Step::Replay { pick } => {
-                if !self.jobs.is_empty() {
-                    let name = *self
-                        .jobs
-                        .keys()
-                        .nth(pick % self.jobs.len())
-                        .unwrap_or(&(0, 0, 0));
+                if let Some(&name) = self.jobs.keys().nth(pick % self.jobs.len().max(1)) {
                     let actions = self.ledger.observed(self.observation(name));
                     self.take(actions);
                 }
             }
             Step::Commit => self.commit(),
+            Step::Cleanup => {
+                let finished: Vec<Name> = self
+                    .jobs
+                    .iter()
+                    .filter(|&(&(p, o, _), job)| {
+                        job.outcome != Outcome::Running && self.ledger.deletable(p, o)
+                    })
+                    .map(|(name, _)| *name)
+                    .collect();
+                for name in finished {
+                    if let Some(job) = self.jobs.remove(&name) {
+                        self.deleted.insert(name, job);
+                    }
+                }
+            }
+            Step::Compact {
+                partition: index,
+                pick,
+            } => {
+                let index = index % self.topic.len();
+                let offsets = &self.topic[index];
+                if offsets.len() > 1 {
+                    let offset = offsets[pick % (offsets.len() - 1)];
+                    self.removed.insert((partition(index), offset));
+                }
+            }
             Step::Restart => self.restart(),
         }
         self.check();
@@ -207,10 +267,7 @@ impl World {
                     dead_lettered: false,
                 };
                 let existed = self.jobs.insert((partition, offset, attempt), job);
-                assert!(
-                    existed.is_none(),
-                    "AlreadyExists: {partition}/{offset}/{attempt}"
-                );
+                assert!(existed.is_none(), "AlreadyExists");
                 self.ledger.created(partition, offset, attempt);
             }
             Action::DeadLetter {
@@ -236,7 +293,7 @@ impl World {
         }
     }
 
-    fn annotate(&mut self, name: (i32, i64, u32)) {
+    fn annotate(&mut self, name: Name) {
         let job = self.jobs.get_mut(&name);
         assert!(job.is_some(), "the last Job {name:?} exists");
         if let Some(job) = job {
@@ -244,7 +301,7 @@ impl World {
         }
     }
 
-    fn finish(&mut self, name: (i32, i64, u32), succeeds: bool) {
+    fn finish(&mut self, name: Name, succeeds: bool) {
         let outcome = if succeeds {
             Outcome::Succeeded
         } else {
@@ -261,12 +318,13 @@ impl World {
 
     /// Whether the message at `(partition, offset)` is done, as the commit understands it.
     fn done(&self, partition: i32, offset: i64) -> bool {
-        let mut jobs = self
-            .jobs
-            .range((partition, offset, 0)..=(partition, offset, u32::MAX))
-            .map(|(_, job)| job);
+        if self.removed.contains(&(partition, offset)) && !self.dispatched(partition, offset) {
+            return true;
+        }
+        let mut jobs =
+            of(&self.jobs, partition, offset).chain(of(&self.deleted, partition, offset));
         match self.policy.commit_on {
-            CommitOn::Create => self.jobs.contains_key(&(partition, offset, 1)),
+            CommitOn::Create => jobs.next().is_some(),
             CommitOn::Complete => {
                 jobs.any(|job| job.outcome == Outcome::Succeeded)
                     || self.dead_letters.contains_key(&(partition, offset))
@@ -306,11 +364,10 @@ impl World {
             .collect();
         let (ledger, actions) = Ledger::rebuild(self.policy, &self.committed, &jobs);
         self.ledger = ledger;
-        for (index, offsets) in self.topic.iter().enumerate() {
+        for index in 0..self.topic.len() {
             let from = self.ledger.fetch_position(partition(index));
             assert_eq!(from, self.committed.get(&partition(index)).copied());
-            let from = from.unwrap_or_default();
-            self.position[index] = offsets.iter().take_while(|&&o| o < from).count();
+            self.position[index] = from.unwrap_or_default();
         }
         self.take(actions);
     }
@@ -318,12 +375,11 @@ impl World {
     /// What holds after every step.
     fn check(&self) {
         if self.policy.commit_on == CommitOn::Complete {
-            let running = self
-                .jobs
-                .values()
-                .filter(|job| job.outcome == Outcome::Running);
             let cap = usize::try_from(self.policy.max_in_flight).unwrap_or(usize::MAX);
-            assert!(running.count() <= cap, "more Jobs running than the cap");
+            assert!(
+                self.running().len() <= cap,
+                "more Jobs running than the cap"
+            );
         }
         for (&(partition, offset), &count) in self.dead_letters.iter().chain(&self.recorded) {
             assert_eq!(
@@ -334,26 +390,19 @@ impl World {
     }
 
     /// Lets everything finish: every action carried out, every Job succeeding, every message
-    /// read (respecting the pause), everything committed.
+    /// read (respecting the pause), everything committed; then checks how each message ended.
     fn drain(&mut self) {
         for _ in 0..1_000 {
-            let mut progressed = false;
+            let mut progressed = !self.pending.is_empty();
             while let Some(action) = self.pending.pop_front() {
                 self.act(action);
-                progressed = true;
             }
-            let running: Vec<_> = self
-                .jobs
-                .iter()
-                .filter(|(_, job)| job.outcome == Outcome::Running)
-                .map(|(name, _)| *name)
-                .collect();
-            for name in running {
+            for name in self.running() {
                 self.finish(name, true);
                 progressed = true;
             }
             for index in 0..self.topic.len() {
-                if self.ledger.may_receive() && self.position[index] < self.topic[index].len() {
+                if self.ledger.may_receive() && self.next(index).is_some() {
                     self.run(&Step::Receive {
                         partition: index,
                         prefetched: false,
@@ -369,16 +418,18 @@ impl World {
         }
         for (index, offsets) in self.topic.iter().enumerate() {
             let p = partition(index);
-            assert_eq!(
-                self.position[index],
-                offsets.len(),
-                "partition {p} not read: stuck"
-            );
+            assert_eq!(self.next(index), None, "partition {p} not read: stuck");
             for &offset in offsets {
-                let succeeded = self
-                    .jobs
-                    .range((p, offset, 0)..=(p, offset, u32::MAX))
-                    .filter(|(_, job)| job.outcome == Outcome::Succeeded)
+                if !self.dispatched(p, offset) {
+                    assert!(
+                        self.removed.contains(&(p, offset)),
+                        "{p}/{offset} never dispatched"
+                    );
+                    continue;
+                }
+                let succeeded = of(&self.jobs, p, offset)
+                    .chain(of(&self.deleted, p, offset))
+                    .filter(|job| job.outcome == Outcome::Succeeded)
                     .count();
                 let ended = succeeded
                     + usize::from(self.dead_letters.contains_key(&(p, offset)))
@@ -386,13 +437,7 @@ impl World {
                 match self.policy.commit_on {
                     CommitOn::Complete => assert_eq!(ended, 1, "{p}/{offset} ended {ended} times"),
                     // A restart forgets the Jobs below the commit: a failure there just ends.
-                    CommitOn::Create => {
-                        assert!(ended <= 1, "{p}/{offset} ended {ended} times");
-                        assert!(
-                            self.jobs.contains_key(&(p, offset, 1)),
-                            "{p}/{offset} has no Job"
-                        );
-                    }
+                    CommitOn::Create => assert!(ended <= 1, "{p}/{offset} ended {ended} times"),
                 }
             }
             if let Some(&last) = offsets.last() {
@@ -400,6 +445,7 @@ impl World {
             }
         }
         assert_eq!(self.ledger.in_flight(), 0);
+        assert_eq!(self.ledger.status().queued, 0);
     }
 }
 
@@ -438,7 +484,7 @@ proptest! {
     fn every_message_ends_once_and_no_job_or_commit_goes_wrong_across_restarts(
         policy in policy(),
         topic in topic(),
-        steps in prop::collection::vec(step(), 0..150),
+        steps in prop::collection::vec(step(), 0..200),
     ) {
         let mut world = World::new(policy, topic);
         for step in &steps {
