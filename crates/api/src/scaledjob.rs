@@ -249,6 +249,32 @@ pub struct ScaledJobStatus {
     /// Present in KEDA's schema and never written.
     #[serde(rename = "Paused", default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<String>,
+    /// jobtide's dispatch mode (a `kafka-dispatch` trigger): where each partition's commit
+    /// stands and the messages in flight. Absent in lag mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch: Option<DispatchStatus>,
+}
+
+/// `status.dispatch`: the dispatcher's ledger as of its last report.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DispatchStatus {
+    /// The consumer group's committed offset (the next message to dispatch) per partition.
+    #[serde(default)]
+    pub committed: BTreeMap<String, i64>,
+    /// Messages whose Job is not finished (or whose retry or dead letter is under way).
+    #[serde(default)]
+    pub in_flight: i64,
+    /// Messages read while `maxReplicaCount` Jobs were in flight, waiting for one to finish.
+    #[serde(default)]
+    pub queued: i64,
+    /// Messages produced to the dead-letter topic since the dispatcher started.
+    #[serde(default)]
+    pub dead_lettered: i64,
+    /// Messages whose Jobs failed `maxAttempts` times with no dead-letter topic, since the
+    /// dispatcher started.
+    #[serde(default)]
+    pub failed: i64,
 }
 
 /// One entry of `status.triggersActivity`.

@@ -131,6 +131,18 @@ impl Context {
         }
     }
 
+    /// Stops every dispatcher (leadership lost, or shutdown): no message is read and no Job
+    /// created after this returns, except by a step already under way.
+    pub(crate) fn stop_dispatchers(&self) {
+        let mut states = self
+            .states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for state in states.values_mut() {
+            state.dispatcher = None;
+        }
+    }
+
     /// Drops the state of a deleted ScaledJob, returning it.
     pub(crate) fn forget(&self, uid: &str) -> Option<ScaledJobState> {
         self.states

@@ -11,6 +11,7 @@
 mod auth_status;
 pub mod cache;
 mod context;
+mod dispatch;
 mod error;
 mod events;
 mod facts;

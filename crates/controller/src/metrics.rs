@@ -107,6 +107,8 @@ pub struct Metrics {
     crash_loop_trips: Counter,
     reconcile_errors: Family<CategoryLabels, Counter>,
     status_writes: Family<ResultLabels, Counter>,
+    /// Dispatch mode's series.
+    pub(crate) dispatch: crate::dispatch::DispatchMetrics,
     /// The scaler series set per ScaledJob, to delete them when its triggers change or it goes.
     series: Mutex<HashMap<OwnerKey, Vec<ScalerLabels>>>,
 }
@@ -249,8 +251,10 @@ impl Metrics {
             "ScaledJob status writes a reconcile wanted, by result: written, or unchanged (nothing to write, no request sent)",
             status_writes.clone(),
         );
+        let dispatch = crate::dispatch::DispatchMetrics::register(&mut registry);
         registry.register_collector(Box::new(KafkaCollector { pool }));
         Self {
+            dispatch,
             registry,
             scaler_value,
             scaler_latency,

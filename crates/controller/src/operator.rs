@@ -154,7 +154,7 @@ pub async fn run_controller(
             Some(ObjectRef::<ScaledJob>::new(scaled_job).within(&namespace))
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, context)
+        .run(reconcile, error_policy, Arc::clone(&context))
         .for_each(|result| async move {
             if let Err(error) = result {
                 match error {
@@ -169,6 +169,7 @@ pub async fn run_controller(
         () = stop => tracing::warn!("stopped acting: leadership lost"),
         () = readiness => {}
     }
+    context.stop_dispatchers();
 }
 
 /// Every change of `K`'s objects, metadata only (no Secret value is held).

@@ -117,7 +117,7 @@ pub(crate) async fn reconcile(
 
 /// One reconcile of a live ScaledJob: KEDA's reconcile steps when it changed, then (unless paused
 /// or invalid) one poll; one status write at most, only when something changed.
-async fn apply(scaled_job: &ScaledJob, context: &Context) -> Result<Action, Error> {
+async fn apply(scaled_job: &Arc<ScaledJob>, context: &Arc<Context>) -> Result<Action, Error> {
     let namespace = scaled_job.namespace().unwrap_or_default();
     let api: Api<ScaledJob> = Api::namespaced(context.client.clone(), &namespace);
     let spec = &scaled_job.spec;
@@ -156,7 +156,9 @@ async fn apply(scaled_job: &ScaledJob, context: &Context) -> Result<Action, Erro
         ),
     });
     let ReconcileOutcome::Ready { paused: false } = outcome else {
-        // Invalid (a permanent error) or paused: wait for a change of the ScaledJob.
+        // Invalid (a permanent error) or paused: wait for a change of the ScaledJob. A
+        // dispatcher stops reading (unpausing starts one that resumes at the commits).
+        context.with_state(&uid, |state| state.dispatcher = None);
         if context.with_state(&uid, |state| state.loop_generation.take().is_some()) {
             events.push(Event::scalers_stopped());
         }
@@ -192,7 +194,11 @@ async fn apply(scaled_job: &ScaledJob, context: &Context) -> Result<Action, Erro
     let creating = context.with_state(&uid, |state| {
         state.may_create(Instant::now(), interval, changed)
     });
-    let polled = poll(scaled_job, context, &conditions, creating, changed).await?;
+    let polled = if is_dispatch(scaled_job) {
+        crate::dispatch::poll(scaled_job, context, &conditions, creating).await?
+    } else {
+        poll(scaled_job, context, &conditions, creating, changed).await?
+    };
     if let (Value::Object(status), Value::Object(more)) = (&mut status, polled.status) {
         status.extend(more);
     }
@@ -208,6 +214,16 @@ async fn apply(scaled_job: &ScaledJob, context: &Context) -> Result<Action, Erro
         state.until_next_poll(Instant::now(), interval)
     });
     Ok(Action::requeue(next))
+}
+
+/// Whether the ScaledJob runs in dispatch mode (its trigger is `kafka-dispatch`, which
+/// validation requires to be the only one).
+fn is_dispatch(scaled_job: &ScaledJob) -> bool {
+    scaled_job
+        .spec
+        .triggers
+        .iter()
+        .any(|t| t.type_ == jobtide_api::trigger::TriggerType::KafkaDispatch.as_str())
 }
 
 fn polling_interval(scaled_job: &ScaledJob) -> Duration {
@@ -337,9 +353,41 @@ fn scaler_name(trigger: &jobtide_api::scaledjob::ScaleTrigger) -> String {
 }
 
 /// What a poll leaves to write: its part of the status and its events.
-struct Polled {
-    status: Value,
-    events: Vec<Event>,
+pub(crate) struct Polled {
+    pub status: Value,
+    pub events: Vec<Event>,
+}
+
+/// Every trigger's authentication and env resolved (Secrets, ConfigMaps and
+/// TriggerAuthentications are listed only when a trigger reads some) and its metadata parsed.
+pub(crate) async fn resolve(
+    scaled_job: &ScaledJob,
+    context: &Context,
+) -> Result<Vec<jobtide_api::resolve::ResolvedTrigger>, Error> {
+    let namespace = scaled_job.namespace().unwrap_or_default();
+    let spec = &scaled_job.spec;
+    let objects = if facts::reads_objects(spec) {
+        facts::fetch(
+            &context.client,
+            &[&namespace, &context.config.cluster_object_namespace],
+        )
+        .await
+        .map_err(|(what, error)| {
+            api_error(format!(
+                "listing {what} for {namespace}/{}",
+                scaled_job.name_any()
+            ))(error)
+        })?
+    } else {
+        ObjectSet::default()
+    };
+    Ok(resolve_triggers(
+        &objects,
+        &namespace,
+        spec,
+        &context.config.cluster_object_namespace,
+        MissingEnvSource::Fail,
+    ))
 }
 
 /// §2.4: measure every trigger, count Jobs, let `core` decide, act (creating Jobs only when
@@ -367,27 +415,8 @@ async fn poll(
                 .loop_lateness(&owner, began.saturating_duration_since(due).as_secs_f64());
         }
     }
-    // Objects are listed only when a trigger's resolution reads some.
-    let objects = if facts::reads_objects(spec) {
-        facts::fetch(
-            &context.client,
-            &[&namespace, &context.config.cluster_object_namespace],
-        )
-        .await
-        .map_err(|(what, error)| {
-            api_error(format!("listing {what} for {namespace}/{name}"))(error)
-        })?
-    } else {
-        ObjectSet::default()
-    };
     let timeout = interval.clamp(Duration::from_secs(1), Duration::from_secs(10));
-    let resolved = resolve_triggers(
-        &objects,
-        &namespace,
-        spec,
-        &context.config.cluster_object_namespace,
-        MissingEnvSource::Fail,
-    );
+    let resolved = resolve(scaled_job, context).await?;
     let mut triggers = Vec::with_capacity(resolved.len());
     let mut series = Vec::with_capacity(resolved.len());
     for (index, resolved) in resolved.into_iter().enumerate() {
@@ -412,7 +441,8 @@ async fn poll(
             // Never measured as lag: that would make Jobs per backlog, not one per message.
             (None, Ok(jobtide_api::trigger::TriggerConfig::KafkaDispatch(_))) => Err((
                 "config",
-                "kafka-dispatch triggers are not dispatched by this version of the operator yet"
+                "a kafka-dispatch trigger is dispatched, never measured as lag (it must be the \
+                 ScaledJob's only trigger)"
                     .to_owned(),
             )),
             (None, Ok(config)) => {

@@ -204,6 +204,26 @@ impl Event {
             error.to_owned(),
         )
     }
+    /// Warning `MessageDeadLettered` (dispatch mode): a message's Jobs failed `maxAttempts`
+    /// times and it went to the dead-letter topic.
+    pub fn message_dead_lettered(note: String) -> Self {
+        Self::new(
+            EventType::Warning,
+            Reporter::ScaleHandler,
+            "MessageDeadLettered",
+            note,
+        )
+    }
+    /// Warning `MessageFailed` (dispatch mode): a message's Jobs failed `maxAttempts` times and
+    /// there is no dead-letter topic; its offset moves on.
+    pub fn message_failed(note: String) -> Self {
+        Self::new(
+            EventType::Warning,
+            Reporter::ScaleHandler,
+            "MessageFailed",
+            note,
+        )
+    }
     /// `ScaledJobReady` / `ScaledJob is ready for scaling`.
     pub fn ready() -> Self {
         Self::new(

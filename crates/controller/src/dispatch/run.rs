@@ -1,0 +1,389 @@
+//! One dispatcher's loop: rebuild the ledger from the group's commits and the Jobs, then read,
+//! act, observe and commit until stopped. A failure of the consumer itself (configuration,
+//! metadata, positions) ends the session; the task starts a new one after a backoff, rebuilding
+//! from scratch, which the ledger guarantees creates nothing twice.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jobtide_api::ScaledJob;
+use jobtide_api::delivery::{Delivery, message_job, owned_by};
+use jobtide_api::facts::jobs_facts;
+use jobtide_api::trigger::{CommitOn as TriggerCommitOn, KafkaDispatchTrigger};
+use jobtide_core::dispatch::{
+    Action, CommitOn, DispatchHash, DispatchPolicy, JobCoordinates, Ledger, Outcome,
+};
+use jobtide_core::jobs::history_to_delete;
+use jobtide_kafka::dispatch::DispatchConsumer;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::DeleteParams;
+use kube::{Api, ResourceExt};
+use tokio::sync::{Notify, watch};
+
+use super::act::{Scope, StepError};
+use super::observe::{DispatchedJob, dispatched};
+use super::{MessageOutcome, Snapshot};
+use crate::context::Context;
+
+/// How often a dispatcher looks at its Jobs without being woken (a missed wake-up costs this
+/// much delay, never a lost observation).
+const OBSERVE_EVERY: Duration = Duration::from_secs(1);
+/// The first wait after a failed session; doubled per failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest wait between sessions.
+const MAX_BACKOFF: Duration = Duration::from_mins(1);
+/// A session that ran this long resets the backoff.
+const HEALTHY_SESSION: Duration = Duration::from_mins(1);
+
+/// What a dispatcher task needs.
+pub(crate) struct Task {
+    pub context: Arc<Context>,
+    pub trigger: KafkaDispatchTrigger,
+    pub scaled_job: watch::Receiver<Arc<ScaledJob>>,
+    pub wake: Arc<Notify>,
+    pub snapshot: Arc<Mutex<Snapshot>>,
+}
+
+impl Task {
+    fn report(&self, error: &StepError) {
+        self.context.metrics.dispatch.error(error.category);
+        let scaled_job = self.scaled_job.borrow().clone();
+        tracing::warn!(
+            scaled_job = %format!("{}/{}", scaled_job.namespace().unwrap_or_default(), scaled_job.name_any()),
+            topic = %self.trigger.topic,
+            category = error.category,
+            error = %error.message,
+            "dispatch step failed"
+        );
+        if let Ok(mut snapshot) = self.snapshot.lock() {
+            snapshot.error = Some(error.message.clone());
+        }
+    }
+
+    fn healthy(&self, ledger: &Ledger) {
+        if let Ok(mut snapshot) = self.snapshot.lock() {
+            snapshot.error = None;
+            snapshot.ledger = Some(ledger.status());
+        }
+    }
+}
+
+/// Runs sessions until the task is aborted.
+pub(crate) async fn run(task: Task) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let began = Instant::now();
+        let error = session(&task).await;
+        task.report(&error);
+        if began.elapsed() >= HEALTHY_SESSION {
+            backoff = FIRST_BACKOFF;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn policy(trigger: &KafkaDispatchTrigger, scaled_job: &ScaledJob) -> DispatchPolicy {
+    DispatchPolicy {
+        max_attempts: trigger.max_attempts,
+        dead_letter: trigger.dead_letter_topic.is_some(),
+        commit_on: match trigger.commit_on {
+            TriggerCommitOn::Complete => CommitOn::Complete,
+            TriggerCommitOn::Create => CommitOn::Create,
+        },
+        max_in_flight: u32::try_from(scaled_job.spec.bounds().max).unwrap_or(u32::MAX),
+    }
+}
+
+fn consumer_error(error: &jobtide_kafka::dispatch::DispatchError) -> StepError {
+    StepError {
+        category: error.category(),
+        message: error.to_string(),
+    }
+}
+
+/// One session; returns why it ended.
+async fn session(task: &Task) -> StepError {
+    let context = &task.context;
+    let trigger = &task.trigger;
+    let first = task.scaled_job.borrow().clone();
+    let hash = DispatchHash::of(&first.name_any(), &trigger.topic);
+    let owner = Context::owner(&first);
+    let servers = context
+        .config
+        .bootstrap_servers_override
+        .as_ref()
+        .map(|servers| servers.join(","));
+    let consumer =
+        match DispatchConsumer::connect(trigger, servers.as_deref(), &context.config.gssapi) {
+            Ok(consumer) => consumer,
+            Err(error) => return consumer_error(&error),
+        };
+    let positions = match consumer.start_positions().await {
+        Ok(positions) => positions,
+        Err(error) => return consumer_error(&error),
+    };
+    let found = dispatched(&context.jobs.of(&owner), hash);
+    let observed: Vec<_> = found.iter().map(|j| j.observed.clone()).collect();
+    let (mut ledger, actions) = Ledger::rebuild(policy(trigger, &first), &positions, &observed);
+    let start: BTreeMap<i32, i64> = positions
+        .iter()
+        .map(|(&p, &o)| (p, ledger.fetch_position(p).unwrap_or(o)))
+        .collect();
+    if let Err(error) = consumer.assign(&start) {
+        return consumer_error(&error);
+    }
+    // Jobs running at the restart may lack their message Secret (a crash between the two
+    // creations): it is made again when their message is read again.
+    let mut unverified: BTreeMap<(i32, i64), DispatchedJob> = found
+        .into_iter()
+        .filter(|j| matches!(j.observed.outcome, Outcome::Running))
+        .map(|j| ((j.observed.partition, j.observed.offset), j))
+        .collect();
+    let mut pending: VecDeque<Action> = actions.into();
+    let mut counted: HashSet<String> = HashSet::new();
+    let mut paused = false;
+    let mut tick = tokio::time::interval(OBSERVE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!(topic = %trigger.topic, group = %trigger.consumer_group, ?start, "dispatching");
+    loop {
+        let scaled_job = task.scaled_job.borrow().clone();
+        let wanted = policy(trigger, &scaled_job);
+        if wanted != *ledger.policy() {
+            pending.extend(ledger.set_policy(wanted));
+        }
+        let scope = Scope {
+            context,
+            scaled_job: &scaled_job,
+            trigger,
+            consumer: &consumer,
+            hash,
+        };
+        let mut failed = false;
+        while let Some(action) = pending.front().cloned() {
+            let result = match &action {
+                Action::CreateJob {
+                    partition,
+                    offset,
+                    attempt,
+                } => {
+                    scope
+                        .create_job(&mut ledger, *partition, *offset, *attempt)
+                        .await
+                }
+                Action::DeadLetter {
+                    partition,
+                    offset,
+                    attempts,
+                    reason,
+                } => {
+                    scope
+                        .dead_letter(&mut ledger, *partition, *offset, *attempts, reason)
+                        .await
+                }
+                Action::RecordFailure {
+                    partition,
+                    offset,
+                    attempts,
+                    reason,
+                } => scope
+                    .record_failure(*partition, *offset, *attempts, reason)
+                    .await
+                    .map(|()| Vec::new()),
+            };
+            match result {
+                Ok(more) => {
+                    pending.pop_front();
+                    pending.extend(more);
+                }
+                Err(error) => {
+                    // Kept first in line: tried again after the next wake-up or tick.
+                    task.report(&error);
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        // A recorded failure counts as done in the ledger: it must be recorded before the
+        // commit can pass its offset, so nothing is committed while actions wait.
+        if pending.is_empty() {
+            let commits = ledger.commits();
+            if !commits.is_empty() {
+                match consumer.commit(&commits).await {
+                    Ok(()) => {
+                        for (partition, offset) in commits {
+                            ledger.committed(partition, offset);
+                        }
+                    }
+                    Err(error) => {
+                        task.report(&consumer_error(&error));
+                        failed = true;
+                    }
+                }
+            }
+        }
+        let pause = !ledger.may_receive();
+        if pause != paused {
+            let switched = if pause {
+                consumer.pause()
+            } else {
+                consumer.resume()
+            };
+            match switched {
+                Ok(()) => paused = pause,
+                Err(error) => return consumer_error(&error),
+            }
+        }
+        context
+            .metrics
+            .dispatch
+            .set_in_flight(&owner, ledger.in_flight());
+        if failed {
+            if let Ok(mut snapshot) = task.snapshot.lock() {
+                snapshot.ledger = Some(ledger.status());
+            }
+        } else {
+            task.healthy(&ledger);
+        }
+        tokio::select! {
+            received = consumer.recv(), if !paused => match received {
+                Ok(message) => {
+                    let key = (message.partition, message.offset);
+                    if let Some(job) = unverified.remove(&key)
+                        && let Err(error) = restore_secret(&scope, &job, &message).await
+                    {
+                        task.report(&error);
+                        unverified.insert(key, job);
+                    }
+                    pending.extend(ledger.received(message));
+                }
+                // librdkafka retries and reconnects by itself: report and read on.
+                Err(error) => task.report(&consumer_error(&error)),
+            },
+            () = task.wake.notified() => observe(task, &scope, &mut ledger, &mut pending, &mut counted),
+            _ = tick.tick() => {
+                observe(task, &scope, &mut ledger, &mut pending, &mut counted);
+                clean_history(task, &scope, &ledger).await;
+            }
+        }
+    }
+}
+
+/// Tells the ledger what the Job cache shows, counting each finished Job once.
+fn observe(
+    task: &Task,
+    scope: &Scope<'_>,
+    ledger: &mut Ledger,
+    pending: &mut VecDeque<Action>,
+    counted: &mut HashSet<String>,
+) {
+    let jobs = dispatched(
+        &task.context.jobs.of(&Context::owner(scope.scaled_job)),
+        scope.hash,
+    );
+    counted.retain(|name| jobs.iter().any(|j| j.name == *name));
+    for job in jobs {
+        let outcome = match job.observed.outcome {
+            Outcome::Running => None,
+            Outcome::Succeeded => Some(MessageOutcome::Succeeded),
+            Outcome::Failed { .. } => Some(MessageOutcome::Failed),
+        };
+        if let Some(outcome) = outcome
+            && counted.insert(job.name.clone())
+        {
+            task.context.metrics.dispatch.message(outcome);
+        }
+        pending.extend(ledger.observed(job.observed));
+    }
+}
+
+/// The ScaledJob's history limits, applied only to Jobs whose message is committed: a Job
+/// below the commit is the only record that its message was dispatched.
+async fn clean_history(task: &Task, scope: &Scope<'_>, ledger: &Ledger) {
+    let owner = Context::owner(scope.scaled_job);
+    let jobs = task.context.jobs.of(&owner);
+    let coordinates: BTreeMap<String, JobCoordinates> = jobs
+        .iter()
+        .filter_map(|job| {
+            let labels = job.metadata.labels.as_ref()?;
+            Some((job.name_any(), JobCoordinates::from_labels(labels)?))
+        })
+        .filter(|(_, c)| c.hash == scope.hash)
+        .collect();
+    let pods: Vec<Arc<k8s_openapi::api::core::v1::Pod>> = Vec::new();
+    let facts = jobs_facts(&jobs, &pods);
+    let doomed: Vec<String> = history_to_delete(&facts, scope.scaled_job.spec.history_limits())
+        .into_iter()
+        .filter(|name| {
+            coordinates
+                .get(*name)
+                .is_some_and(|c| ledger.deletable(c.partition, c.offset))
+        })
+        .map(str::to_owned)
+        .collect();
+    let api: Api<Job> = Api::namespaced(task.context.client.clone(), &owner.0);
+    for name in doomed {
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => task.context.metrics.job_deleted(&owner, "history"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => {
+                task.report(&StepError {
+                    category: "api",
+                    message: format!("deleting Job {}/{name} (history): {error}", owner.0),
+                });
+                return;
+            }
+        }
+    }
+}
+
+/// Creates the message Secret of a Job found running at a restart, if it is missing.
+async fn restore_secret(
+    scope: &Scope<'_>,
+    job: &DispatchedJob,
+    message: &jobtide_core::dispatch::Message,
+) -> Result<(), StepError> {
+    let labels = JobCoordinates {
+        partition: job.observed.partition,
+        offset: job.observed.offset,
+        attempt: job.observed.attempt,
+        hash: scope.hash,
+    }
+    .labels();
+    let delivery = Delivery {
+        job_name: &job.name,
+        labels: &labels,
+        topic: &scope.trigger.topic,
+        partition: job.observed.partition,
+        offset: job.observed.offset,
+        attempt: job.observed.attempt,
+        timestamp_ms: message.timestamp_ms,
+        key: message.key.as_deref(),
+        value: message.value.as_deref(),
+        headers: &message.headers,
+        payload: scope.trigger.payload,
+    };
+    let Ok((_, Some(secret))) = message_job(
+        scope.scaled_job,
+        &scope.context.config.operator_version,
+        &delivery,
+    ) else {
+        return Ok(());
+    };
+    let api: Api<Job> = Api::namespaced(
+        scope.context.client.clone(),
+        &scope.scaled_job.namespace().unwrap_or_default(),
+    );
+    let created = match api.get_opt(&job.name).await {
+        Ok(Some(created)) => created,
+        Ok(None) => return Ok(()),
+        Err(error) => {
+            return Err(StepError {
+                category: "api",
+                message: format!("reading Job {}: {error}", job.name),
+            });
+        }
+    };
+    scope.ensure_secret(owned_by(secret, &created)).await
+}
