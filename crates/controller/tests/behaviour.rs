@@ -930,6 +930,39 @@ async fn rbac_rules_are_exactly_what_the_operator_uses() {
             .then_some(())
     })
     .await;
+    // Dispatch mode: a message Secret per Job, and a Job marked when its message failed for
+    // good (maxAttempts 1, no dead-letter topic).
+    h.kafka.create_topic("rbac-dispatch", 1).unwrap();
+    produce(&h.kafka, "rbac-dispatch", 1).await;
+    let mut dispatching = scaled_job(
+        "rbac-dispatch",
+        &h.kafka.bootstrap_servers(),
+        "rbac-dispatch",
+        "exit 1",
+        json!({}),
+    );
+    dispatching.spec.triggers[0] = serde_json::from_value(json!({"type": "kafka-dispatch",
+        "metadata": {"bootstrapServers": h.kafka.bootstrap_servers(), "consumerGroup": "rbac-dispatch",
+            "topic": "rbac-dispatch", "offsetResetPolicy": "earliest"}}))
+    .unwrap();
+    api.create(&PostParams::default(), &dispatching)
+        .await
+        .unwrap();
+    eventually("a dispatched Job marked failed for good", 30, async || {
+        let requests = h.cluster.faults.requests();
+        let by_operator = |method: &str, resource: &str| {
+            requests.iter().any(|r| {
+                r.method == method
+                    && r.resource.as_deref() == Some(resource)
+                    && r.user_agent.as_deref() == Some(jobtide_controller::USER_AGENT)
+            })
+        };
+        (by_operator("POST", "secrets") && by_operator("PATCH", "jobs")).then_some(())
+    })
+    .await;
+    api.delete("rbac-dispatch", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
     // A changed spec under the immediate rollout deletes the old generation's Jobs.
     api.patch(
         "rbac",

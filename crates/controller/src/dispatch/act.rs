@@ -137,10 +137,14 @@ impl Scope<'_> {
                 }
                 created
             }
-            Err(kube::Error::Api(status)) if status.reason == "AlreadyExists" => jobs
-                .get(&name)
-                .await
-                .map_err(|e| StepError::api(format!("reading Job {name}"), &e))?,
+            // Created before (a restart, or a create whose answer was lost): its uid, for the
+            // Secret's owner, comes from the Job cache (no extra permission, no extra call).
+            Err(kube::Error::Api(status)) if status.reason == "AlreadyExists" => {
+                self.cached_job(&name).ok_or_else(|| StepError {
+                    category: "api",
+                    message: format!("Job {name} exists but is not in the Job cache yet"),
+                })?
+            }
             Err(error) => return Err(StepError::api(format!("creating Job {name}"), &error)),
         };
         if let Some(secret) = secret {
@@ -148,6 +152,16 @@ impl Scope<'_> {
         }
         ledger.created(partition, offset, attempt);
         Ok(Vec::new())
+    }
+
+    /// The Job `name` as the operator's Job cache holds it.
+    pub fn cached_job(&self, name: &str) -> Option<Job> {
+        self.context
+            .jobs
+            .of(&Context::owner(self.scaled_job))
+            .into_iter()
+            .find(|job| job.metadata.name.as_deref() == Some(name))
+            .map(|job| Job::clone(&job))
     }
 
     /// Creates a message Secret unless it exists.

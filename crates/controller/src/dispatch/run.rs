@@ -371,19 +371,10 @@ async fn restore_secret(
     ) else {
         return Ok(());
     };
-    let api: Api<Job> = Api::namespaced(
-        scope.context.client.clone(),
-        &scope.scaled_job.namespace().unwrap_or_default(),
-    );
-    let created = match api.get_opt(&job.name).await {
-        Ok(Some(created)) => created,
-        Ok(None) => return Ok(()),
-        Err(error) => {
-            return Err(StepError {
-                category: "api",
-                message: format!("reading Job {}: {error}", job.name),
-            });
-        }
+    // The Job as the cache holds it (it was found there at the restart); gone meanwhile: no
+    // Secret is needed.
+    let Some(created) = scope.cached_job(&job.name) else {
+        return Ok(());
     };
     scope.ensure_secret(owned_by(secret, &created)).await
 }
