@@ -53,6 +53,10 @@ pub struct DevArgs {
     /// Create a topic at start (repeatable), `NAME` or `NAME:PARTITIONS`.
     #[arg(long = "create-topic", value_name = "NAME[:PARTITIONS]", value_parser = topic_spec)]
     create_topics: Vec<(String, i32)>,
+    /// Start no operator: run `jobtide operator --kubeconfig … --bootstrap-servers-override …`
+    /// against this API server and broker yourself (to stop, kill and restart it at will).
+    #[arg(long, env = "JOBTIDE_DEV_NO_OPERATOR")]
+    no_operator: bool,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -239,21 +243,26 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     // Manifests name in-cluster brokers; on one machine every trigger reads dev's Kafka.
     config.bootstrap_servers_override = Some(bootstrap.split(',').map(str::to_owned).collect());
     let context = Arc::new(Context::new(client, config));
-    let (health, task) =
-        operator::spawn(Arc::clone(&context), Leadership::Always, shutdown.clone());
-    let (metrics_at, metrics_task) = jobtide_controller::http::serve(
-        args.metrics_addr,
-        context.metrics(),
-        health.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "--metrics-addr {}: {e} (choose another address; port 0 picks a free one)",
-            args.metrics_addr
+    let operator = if args.no_operator {
+        None
+    } else {
+        let (health, task) =
+            operator::spawn(Arc::clone(&context), Leadership::Always, shutdown.clone());
+        let (metrics_at, metrics_task) = jobtide_controller::http::serve(
+            args.metrics_addr,
+            context.metrics(),
+            health.clone(),
+            shutdown.clone(),
         )
-    })?;
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--metrics-addr {}: {e} (choose another address; port 0 picks a free one)",
+                args.metrics_addr
+            )
+        })?;
+        Some((health, task, metrics_at, metrics_task))
+    };
 
     let kubeconfig_path = args
         .kubeconfig_out
@@ -261,24 +270,33 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| state_dir(&args).join("kubeconfig"));
     write_file(&kubeconfig_path, &cluster.kubeconfig())?;
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !health.is_ready() {
-        if Instant::now() > deadline {
-            bail!("the operator's caches did not sync within 30 s");
+    if let Some((health, ..)) = &operator {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !health.is_ready() {
+            if Instant::now() > deadline {
+                bail!("the operator's caches did not sync within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let kafka_kind = if kafka.is_some() {
         "embedded: librdkafka mock cluster, in memory"
     } else {
         "external"
     };
+    let operator_line = match &operator {
+        Some((_, _, metrics_at, _)) => format!("metrics: http://{metrics_at}/metrics"),
+        None => format!(
+            "operator: not started (--no-operator); start one with\n  jobtide operator --kubeconfig {} --bootstrap-servers-override {bootstrap}",
+            kubeconfig_path.display()
+        ),
+    };
     println!(
         "jobtide dev is ready in {:.2} s
 api-server: {server}
 kubeconfig: {}
 kafka: {bootstrap} ({kafka_kind})
-metrics: http://{metrics_at}/metrics
+{operator_line}
 
 Try:
   export KUBECONFIG={}
@@ -293,8 +311,10 @@ Ctrl-C stops everything.",
 
     shutdown.clone().await;
     eprintln!("jobtide dev: stopping");
-    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-    let _ = metrics_task.await;
+    if let Some((_, task, _, metrics_task)) = operator {
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        let _ = metrics_task.await;
+    }
     // Dropping the cluster stops the runner, which kills every pod's process group.
     drop(cluster);
     if let Some(forwarder) = forwarder {

@@ -149,8 +149,8 @@ pub struct OperatorArgs {
     /// The Lease's name.
     #[arg(long, default_value = "jobtide-operator", value_name = "NAME")]
     leader_election_id: String,
-    /// Measure every Kafka trigger against these brokers instead of its `bootstrapServers`
-    /// (for local testing).
+    /// Measure and dispatch every Kafka trigger against these brokers instead of its
+    /// `bootstrapServers` (for local testing, e.g. against `jobtide dev --no-operator`).
     #[arg(long, value_name = "HOST:PORT[,…]", value_delimiter = ',')]
     bootstrap_servers_override: Option<Vec<String>>,
 }

@@ -119,7 +119,7 @@ fn an_invalid_trigger_exits_1_and_reports_every_problem() {
     assert_eq!(unknown["config"], Value::Null);
     assert_eq!(
         unknown["errors"][0],
-        "unknown trigger type \"rabbitmq\": jobtide supports \"kafka\", \"apache-kafka\""
+        "unknown trigger type \"rabbitmq\": jobtide supports \"kafka\", \"apache-kafka\", \"kafka-dispatch\""
     );
 }
 

@@ -34,7 +34,8 @@ fn dispatch_job(name: &str, servers: &str, metadata: Value, extra: Value) -> Sca
     for (key, value) in metadata.as_object().into_iter().flatten() {
         trigger_metadata[key] = value.clone();
     }
-    let script = r#"value="$(cat "$JOBTIDE_MESSAGE_DIR/value")"; echo "$JOBTIDE_PARTITION/$JOBTIDE_OFFSET/$JOBTIDE_ATTEMPT $value"; case "$value" in *bad*) exit 1;; esac"#;
+    // Each Job takes a moment, so that the cap is seen holding Jobs back.
+    let script = r#"sleep 0.2; value="$(cat "$JOBTIDE_MESSAGE_DIR/value")"; echo "$JOBTIDE_PARTITION/$JOBTIDE_OFFSET/$JOBTIDE_ATTEMPT $value"; case "$value" in *bad*) exit 1;; esac"#;
     let mut spec = json!({
         "jobTargetRef": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [
             {"name": "main", "image": "busybox", "command": ["/bin/sh", "-c"], "args": [script]}]}}},
@@ -127,8 +128,11 @@ async fn every_message_gets_one_job_that_reads_it_and_the_offsets_are_committed(
     .await
     .unwrap();
 
-    // Sample the Jobs in flight while the burst runs: never more than maxReplicaCount (4).
+    // Sample the Jobs in flight while the burst runs: never more than maxReplicaCount (4), as
+    // the API lists them and as the dispatcher counts them.
     let mut most_running = 0;
+    let mut most_in_flight = 0;
+    let in_flight = r#"jobtide_dispatch_in_flight{namespace="default",scaledJob="orders"}"#;
     let jobs = eventually("24 completed Jobs", 90, async || {
         let jobs = jobs_of(&h.client, "orders").await;
         let running = jobs
@@ -136,6 +140,7 @@ async fn every_message_gets_one_job_that_reads_it_and_the_offsets_are_committed(
             .filter(|j| !has_condition(j, "Complete") && !has_condition(j, "Failed"))
             .count();
         most_running = most_running.max(running);
+        most_in_flight = most_in_flight.max(common::sample(&operator.metrics(), in_flight));
         let complete = jobs.iter().filter(|j| has_condition(j, "Complete")).count();
         (complete == 24).then_some(jobs)
     })
@@ -145,6 +150,10 @@ async fn every_message_gets_one_job_that_reads_it_and_the_offsets_are_committed(
         "at most maxReplicaCount in flight, saw {most_running}"
     );
     assert!(most_running >= 1, "the sampling saw Jobs running");
+    assert!(
+        (1..=4).contains(&most_in_flight),
+        "the dispatcher's count: {most_in_flight}"
+    );
     let distinct: BTreeSet<(i32, i64, u32)> = jobs.iter().map(coordinates).collect();
     assert_eq!(distinct.len(), 24, "one Job per message");
     assert!(distinct.iter().all(|(_, _, attempt)| *attempt == 1));

@@ -122,6 +122,9 @@ impl Scope<'_> {
             Ok(created) => {
                 self.context
                     .metrics
+                    .job_created(&Context::owner(self.scaled_job), true);
+                self.context
+                    .metrics
                     .dispatch
                     .message(MessageOutcome::Created);
                 if attempt == 1
@@ -145,7 +148,12 @@ impl Scope<'_> {
                     message: format!("Job {name} exists but is not in the Job cache yet"),
                 })?
             }
-            Err(error) => return Err(StepError::api(format!("creating Job {name}"), &error)),
+            Err(error) => {
+                self.context
+                    .metrics
+                    .job_created(&Context::owner(self.scaled_job), false);
+                return Err(StepError::api(format!("creating Job {name}"), &error));
+            }
         };
         if let Some(secret) = secret {
             self.ensure_secret(owned_by(secret, &created)).await?;

@@ -142,7 +142,8 @@ async fn session(task: &Task) -> StepError {
         .map(|j| ((j.observed.partition, j.observed.offset), j))
         .collect();
     let mut pending: VecDeque<Action> = actions.into();
-    let mut counted: HashSet<String> = HashSet::new();
+    // Jobs finished before this session were counted by the session that saw them finish.
+    let mut counted: HashSet<String> = finished_names(&context.jobs.of(&owner), hash);
     let mut paused = false;
     let mut tick = tokio::time::interval(OBSERVE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -268,6 +269,14 @@ async fn session(task: &Task) -> StepError {
             }
         }
     }
+}
+
+fn finished_names(jobs: &[Arc<Job>], hash: DispatchHash) -> HashSet<String> {
+    dispatched(jobs, hash)
+        .into_iter()
+        .filter(|j| !matches!(j.observed.outcome, Outcome::Running))
+        .map(|j| j.name)
+        .collect()
 }
 
 /// Tells the ledger what the Job cache shows, counting each finished Job once.
