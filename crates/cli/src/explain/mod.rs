@@ -1,6 +1,11 @@
 //! `jobtide explain`: what the scaler sees now, per trigger of every ScaledJob in a manifest —
 //! per-partition offsets and lag, the total, the capped metric value, activity, and the Jobs this
 //! lag alone would call for under the ScaledJob's strategy with no Jobs running.
+//!
+//! Values that came from Secrets or env (the topic, group or brokers may) are shown as
+//! `<redacted>` ([`redact`]), as `validate` shows them.
+
+mod redact;
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -28,6 +33,7 @@ use kube::api::ListParams;
 use serde::Serialize;
 
 use crate::validate::{Collected, ManifestArgs, collect, identity, input, typed};
+use redact::Hidden;
 
 /// Arguments of `jobtide explain`.
 #[derive(Debug, Args)]
@@ -233,7 +239,7 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
             let mut explanation = TriggerExplanation {
                 index,
                 type_: trigger.type_.clone(),
-                metric_name: resolved.parsed.metric_name.clone(),
+                metric_name: resolved.parsed.shown_metric_name.clone(),
                 error: None,
                 partitions: Vec::new(),
                 total_lag: 0,
@@ -241,22 +247,26 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
                 active: false,
                 jobs_wanted: 0,
             };
+            let mut hidden = Hidden::default();
             let measured = match (resolved.resolve_error, resolved.parsed.config) {
                 (Some(error), _) => Err(error.to_string()),
                 (None, Err(error)) => Err(error.to_string()),
-                (None, Ok(config)) => measure_trigger(
-                    &pool,
-                    &config,
-                    brokers.as_deref(),
-                    &PersistentLagMemory::new(),
-                    timeout,
-                )
-                .await
-                .map(|measurement| {
-                    let scaling = measurement.to_scaling(config.lag());
-                    (jobs_wanted(spec, scaling), scaling, measurement)
-                })
-                .map_err(|e| e.to_string()),
+                (None, Ok(config)) => {
+                    hidden = Hidden::of(&config, &resolved.parsed.from_secrets);
+                    measure_trigger(
+                        &pool,
+                        &config,
+                        brokers.as_deref(),
+                        &PersistentLagMemory::new(),
+                        timeout,
+                    )
+                    .await
+                    .map(|measurement| {
+                        let scaling = measurement.to_scaling(config.lag());
+                        (jobs_wanted(spec, scaling), scaling, measurement)
+                    })
+                    .map_err(|e| hidden.scrub(&e.to_string()))
+                }
             };
             results.push(TriggerResult {
                 metric_name: resolved
@@ -279,7 +289,7 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
                         .partitions
                         .into_iter()
                         .map(|p| PartitionExplanation {
-                            topic: p.topic,
+                            topic: hidden.scrub(&p.topic),
                             partition: p.partition,
                             committed: p.committed,
                             log_start: p.log_start,
