@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use jobtide_api::ScaledJob;
 use jobtide_api::facts::jobs_facts;
@@ -32,6 +33,7 @@ use kube::Api;
 use kube::api::ListParams;
 use serde::Serialize;
 
+use crate::kube_client::Deadlines;
 use crate::validate::{Collected, ManifestArgs, collect, identity, input, typed};
 use redact::Hidden;
 
@@ -53,11 +55,13 @@ pub struct ExplainArgs {
     /// The same from an API server URL with no credentials (`kubectl proxy`, `jobtide dev`).
     #[arg(long, value_name = "URL", conflicts_with = "kubeconfig")]
     server: Option<String>,
-    /// How long one trigger's measurement may take.
+    /// How long one trigger's measurement may take, and the cluster (`--kubeconfig` /
+    /// `--server`) may take to answer: every network call ends within it (at most a day).
     #[arg(
         long,
         value_name = "SECONDS",
         default_value_t = 10,
+        value_parser = crate::cli::timeout_seconds(),
         env = "JOBTIDE_EXPLAIN_TIMEOUT"
     )]
     timeout: u64,
@@ -80,6 +84,9 @@ enum Output {
 #[serde(rename_all = "camelCase")]
 struct Explanation {
     scaled_jobs: Vec<ScaledJobExplanation>,
+    /// Cluster access was asked for (`--kubeconfig` / `--server`) and could not be had.
+    #[serde(skip)]
+    cluster_failed: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -163,10 +170,12 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
             }
         },
     }
-    let failed = explanation
-        .scaled_jobs
-        .iter()
-        .any(|sj| sj.error.is_some() || sj.triggers.iter().any(|t| t.error.is_some()));
+    let failed = explanation.cluster_failed
+        || explanation.scaled_jobs.iter().any(|sj| {
+            sj.error.is_some()
+                || sj.triggers.iter().any(|t| t.error.is_some())
+                || sj.live.as_ref().is_some_and(|live| live.error.is_some())
+        });
     if failed {
         ExitCode::FAILURE
     } else {
@@ -183,10 +192,13 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
     for error in &document_errors {
         eprintln!("warning: {}: {}", error.location, error.message);
     }
-    let client = match cluster_client(args).await {
-        Ok(client) => client,
+    let timeout = Duration::from_secs(args.timeout);
+    let mut cluster_failed = false;
+    let cluster = match cluster_client(args, timeout).await {
+        Ok(cluster) => cluster,
         Err(error) => {
-            eprintln!("warning: no cluster access, live Job counts skipped: {error:#}");
+            eprintln!("error: no cluster access, live Job counts skipped: {error:#}");
+            cluster_failed = true;
             None
         }
     };
@@ -204,7 +216,6 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
         GssapiSupport::Disabled
     };
     let pool = SourcePool::new().with_gssapi(gssapi);
-    let timeout = Duration::from_secs(args.timeout.max(1));
     let mut out = Vec::new();
     let brokers: Option<Vec<String>> = args
         .bootstrap_servers
@@ -303,8 +314,8 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
             }
             triggers.push(explanation);
         }
-        let live = match &client {
-            Some(client) => Some(live(client, &scaled_job, &namespace, &name, &results).await),
+        let live = match &cluster {
+            Some(cluster) => Some(live(cluster, &scaled_job, &namespace, &name, &results).await),
             None => None,
         };
         out.push(ScaledJobExplanation {
@@ -315,34 +326,75 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
             live,
         });
     }
-    Explanation { scaled_jobs: out }
+    Explanation {
+        scaled_jobs: out,
+        cluster_failed,
+    }
 }
 
-async fn cluster_client(args: &ExplainArgs) -> anyhow::Result<Option<kube::Client>> {
+/// A Kubernetes client whose every call ends within `timeout`, and what it talks to.
+struct Cluster {
+    client: kube::Client,
+    /// The API server's URL, for messages.
+    server: String,
+    timeout: Duration,
+}
+
+async fn cluster_client(args: &ExplainArgs, timeout: Duration) -> anyhow::Result<Option<Cluster>> {
     let config = match (&args.kubeconfig, &args.server) {
         (Some(path), _) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
-            kube::Config::from_custom_kubeconfig(
-                kubeconfig,
-                &kube::config::KubeConfigOptions::default(),
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            // Loading may run an exec credential plugin or refresh a token over the network.
+            tokio::time::timeout(
+                timeout,
+                kube::Config::from_custom_kubeconfig(
+                    kubeconfig,
+                    &kube::config::KubeConfigOptions::default(),
+                ),
             )
-            .await?
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "kubeconfig {}: loading its credentials timed out after {}s (--timeout)",
+                    path.display(),
+                    timeout.as_secs()
+                )
+            })?
+            .with_context(|| format!("kubeconfig {}", path.display()))?
         }
-        (None, Some(server)) => kube::Config::new(server.parse()?),
+        (None, Some(server)) => kube::Config::new(
+            server
+                .parse()
+                .with_context(|| format!("--server {server}: not a URL"))?,
+        ),
         (None, None) => return Ok(None),
     };
-    Ok(Some(kube::Client::try_from(config)?))
+    let server = config.cluster_url.to_string();
+    let server = server.strip_suffix('/').unwrap_or(&server).to_owned();
+    let client = kube::Client::try_from(Deadlines::one_shot(timeout).apply(config))
+        .with_context(|| format!("a client for {server}"))?;
+    Ok(Some(Cluster {
+        client,
+        server,
+        timeout,
+    }))
 }
 
 /// The ScaledJob's Jobs and pods as the cluster has them now, and what `core` decides on them
 /// with this run's measurements: the next poll's decision.
 async fn live(
-    client: &kube::Client,
+    cluster: &Cluster,
     scaled_job: &ScaledJob,
     namespace: &str,
     name: &str,
     triggers: &[TriggerResult],
 ) -> LiveExplanation {
+    let Cluster {
+        client,
+        server,
+        timeout,
+    } = cluster;
     let selector = ListParams::default().labels(&format!("{SCALED_JOB_NAME_LABEL}={name}"));
     let listed = async {
         let jobs = Api::<Job>::namespaced(client.clone(), namespace)
@@ -352,13 +404,22 @@ async fn live(
             .list(&selector)
             .await?;
         Ok::<_, kube::Error>((jobs.items, pods.items))
-    }
-    .await;
+    };
+    let listed = match tokio::time::timeout(*timeout, listed).await {
+        Ok(Ok(listed)) => Ok(listed),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!(
+            "timed out after {}s (--timeout) waiting for the API server",
+            timeout.as_secs()
+        )),
+    };
     let (jobs, pods) = match listed {
         Ok(listed) => listed,
         Err(error) => {
             return LiveExplanation {
-                error: Some(format!("listing the Jobs of {namespace}/{name}: {error}")),
+                error: Some(format!(
+                    "listing the Jobs of {namespace}/{name} from {server}: {error}"
+                )),
                 running: 0,
                 pending: 0,
                 finishing: 0,
