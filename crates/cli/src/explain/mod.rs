@@ -5,36 +5,26 @@
 //! Values that came from Secrets or env (the topic, group or brokers may) are shown as
 //! `<redacted>` ([`redact`]), as `validate` shows them.
 
+mod live;
 mod redact;
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use jobtide_api::ScaledJob;
-use jobtide_api::facts::jobs_facts;
-use jobtide_api::job::SCALED_JOB_NAME_LABEL;
 use jobtide_api::resolve::{MissingEnvSource, resolve_triggers};
-use jobtide_core::crashloop::{CrashLoopPolicy, CrashLoopState};
 use jobtide_core::lag::PersistentLagMemory;
-use jobtide_core::poll::{CrashLoopGuard, PollInput, PollPolicy, TriggerResult, decide_poll};
-use jobtide_core::scaling::{
-    JobCountInput, TriggerMeasurement, aggregate, arithmetic, decide_job_count,
-};
-use jobtide_core::status::Conditions;
+use jobtide_core::poll::TriggerResult;
+use jobtide_core::scaling::{JobCountInput, TriggerMeasurement, aggregate, decide_job_count};
 use jobtide_kafka::kerberos::{GssapiSupport, KinitHelper};
 use jobtide_kafka::scaler::measure_trigger;
 use jobtide_kafka::source::SourcePool;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
-use kube::api::ListParams;
 use serde::Serialize;
 
-use crate::kube_client::Deadlines;
 use crate::validate::{Collected, ManifestArgs, collect, identity, input, typed};
+use live::{LiveExplanation, cluster_client, live};
 use redact::Hidden;
 
 /// Arguments of `jobtide explain`.
@@ -100,24 +90,6 @@ struct ScaledJobExplanation {
     /// With cluster access (`--kubeconfig` / `--server`): the live Jobs and the next poll's
     /// decision; else null.
     live: Option<LiveExplanation>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct LiveExplanation {
-    /// Listing the Jobs failed (then the rest is absent).
-    error: Option<String>,
-    running: i64,
-    pending: i64,
-    finishing: i64,
-    succeeded: i64,
-    failed: i64,
-    /// Jobs the next poll would create.
-    create: i64,
-    /// Finished Jobs the next poll would delete (history limits).
-    delete: Vec<String>,
-    /// The decision written out with its numbers.
-    arithmetic: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -329,162 +301,6 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
     Explanation {
         scaled_jobs: out,
         cluster_failed,
-    }
-}
-
-/// A Kubernetes client whose every call ends within `timeout`, and what it talks to.
-struct Cluster {
-    client: kube::Client,
-    /// The API server's URL, for messages.
-    server: String,
-    timeout: Duration,
-}
-
-async fn cluster_client(args: &ExplainArgs, timeout: Duration) -> anyhow::Result<Option<Cluster>> {
-    let config = match (&args.kubeconfig, &args.server) {
-        (Some(path), _) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            // Loading may run an exec credential plugin or refresh a token over the network.
-            tokio::time::timeout(
-                timeout,
-                kube::Config::from_custom_kubeconfig(
-                    kubeconfig,
-                    &kube::config::KubeConfigOptions::default(),
-                ),
-            )
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "kubeconfig {}: loading its credentials timed out after {}s (--timeout)",
-                    path.display(),
-                    timeout.as_secs()
-                )
-            })?
-            .with_context(|| format!("kubeconfig {}", path.display()))?
-        }
-        (None, Some(server)) => kube::Config::new(
-            server
-                .parse()
-                .with_context(|| format!("--server {server}: not a URL"))?,
-        ),
-        (None, None) => return Ok(None),
-    };
-    let server = config.cluster_url.to_string();
-    let server = server.strip_suffix('/').unwrap_or(&server).to_owned();
-    let client = kube::Client::try_from(Deadlines::one_shot(timeout).apply(config))
-        .with_context(|| format!("a client for {server}"))?;
-    Ok(Some(Cluster {
-        client,
-        server,
-        timeout,
-    }))
-}
-
-/// The ScaledJob's Jobs and pods as the cluster has them now, and what `core` decides on them
-/// with this run's measurements: the next poll's decision.
-async fn live(
-    cluster: &Cluster,
-    scaled_job: &ScaledJob,
-    namespace: &str,
-    name: &str,
-    triggers: &[TriggerResult],
-) -> LiveExplanation {
-    let Cluster {
-        client,
-        server,
-        timeout,
-    } = cluster;
-    let selector = ListParams::default().labels(&format!("{SCALED_JOB_NAME_LABEL}={name}"));
-    let listed = async {
-        let jobs = Api::<Job>::namespaced(client.clone(), namespace)
-            .list(&selector)
-            .await?;
-        let pods = Api::<Pod>::namespaced(client.clone(), namespace)
-            .list(&selector)
-            .await?;
-        Ok::<_, kube::Error>((jobs.items, pods.items))
-    };
-    let listed = match tokio::time::timeout(*timeout, listed).await {
-        Ok(Ok(listed)) => Ok(listed),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!(
-            "timed out after {}s (--timeout) waiting for the API server",
-            timeout.as_secs()
-        )),
-    };
-    let (jobs, pods) = match listed {
-        Ok(listed) => listed,
-        Err(error) => {
-            return LiveExplanation {
-                error: Some(format!(
-                    "listing the Jobs of {namespace}/{name} from {server}: {error}"
-                )),
-                running: 0,
-                pending: 0,
-                finishing: 0,
-                succeeded: 0,
-                failed: 0,
-                create: 0,
-                delete: Vec::new(),
-                arithmetic: Vec::new(),
-            };
-        }
-    };
-    let facts = jobs_facts(
-        &jobs.iter().collect::<Vec<_>>(),
-        &pods.iter().collect::<Vec<_>>(),
-    );
-    let spec = &scaled_job.spec;
-    let policy = PollPolicy {
-        bounds: spec.bounds(),
-        strategy: spec.scaling_strategy(),
-        aggregation: spec.aggregation(),
-        pending_pod_conditions: spec.pending_pod_conditions(),
-        history_limits: spec.history_limits(),
-    };
-    let decision = decide_poll(&PollInput {
-        triggers,
-        jobs: &facts,
-        policy: policy.clone(),
-        conditions: &Conditions::initial(),
-        now: std::time::SystemTime::now(),
-        // explain shows what the next interval's poll would do (with the crash-loop guard's
-        // view of these Jobs, not the operator's memory of earlier backoffs).
-        creating: true,
-        crash_loop: CrashLoopGuard {
-            policy: &CrashLoopPolicy::from_annotation(
-                scaled_job
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(jobtide_core::crashloop::DISABLE_ANNOTATION))
-                    .map(String::as_str),
-            ),
-            state: &CrashLoopState::default(),
-            spec_changed: false,
-        },
-    });
-    let counts = decision.counts;
-    LiveExplanation {
-        error: None,
-        running: counts.running,
-        pending: counts.pending,
-        finishing: counts.finishing,
-        succeeded: counts.succeeded,
-        failed: counts.failed,
-        create: decision.jobs.create,
-        delete: decision.delete.clone(),
-        arithmetic: arithmetic(
-            policy.strategy,
-            JobCountInput {
-                aggregate: decision.aggregate,
-                running: counts.running,
-                pending: counts.pending,
-                bounds: policy.bounds,
-            },
-            decision.jobs,
-        ),
     }
 }
 
