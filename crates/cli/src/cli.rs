@@ -26,7 +26,7 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Show what the scaler sees now for every trigger of the ScaledJobs in a manifest:
     /// per-partition offsets and lag, the metric value, activity, and the Jobs that lag calls
-    /// for. Exit 1 when a trigger can't be measured.
+    /// for. Exit 1 when a trigger can't be measured or the cluster can't be read.
     Explain(explain::ExplainArgs),
     /// Run the ScaledJob operator against a Kubernetes API (in-cluster config or a kubeconfig):
     /// watches ScaledJobs, measures Kafka lag, creates Jobs; serves /metrics, /healthz, /readyz.
@@ -53,6 +53,16 @@ impl Cli {
             Command::Dev(args) => dev::run(*args),
         }
     }
+}
+
+/// The longest `--timeout` a command accepts, in seconds: a day. librdkafka takes timeouts as
+/// `i32` milliseconds (24.8 days) and a deadline must fit the clock; no command needs to wait
+/// longer.
+pub const MAX_TIMEOUT_SECONDS: u64 = 24 * 60 * 60;
+
+/// The value parser of every `--timeout SECONDS`: 1 to [`MAX_TIMEOUT_SECONDS`].
+pub fn timeout_seconds() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECONDS)
 }
 
 /// The multi-threaded tokio runtime of the async commands; exit code 2 when it can't start.

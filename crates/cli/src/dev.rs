@@ -24,6 +24,7 @@ use kube::Api;
 use kube::api::PostParams;
 use tokio::net::TcpListener;
 
+use crate::kube_client::Deadlines;
 use crate::operator::{LogArgs, bind_address, shutdown_signal};
 
 #[derive(Debug, Args)]
@@ -234,9 +235,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         )
     })?;
     let server = cluster.url();
-    let client = kube::Client::try_from(jobtide_controller::with_user_agent(kube::Config::new(
-        server.parse().context("the API server's URL")?,
-    )))?;
+    let client = kube::Client::try_from(jobtide_controller::with_user_agent(
+        Deadlines::LONG_RUNNING.apply(kube::Config::new(
+            server.parse().context("the API server's URL")?,
+        )),
+    ))?;
     install_crds(&client).await?;
 
     let mut config = Config::new(env!("CARGO_PKG_VERSION"), "jobtide-dev");

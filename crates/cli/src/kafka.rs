@@ -48,11 +48,12 @@ pub struct Connection {
     /// Brokers, `host:port[,host:port…]`.
     #[arg(long, value_name = "HOST:PORT[,…]", env = "JOBTIDE_BOOTSTRAP_SERVERS")]
     bootstrap_servers: String,
-    /// How long to wait for the cluster.
+    /// How long to wait for the cluster (at most a day).
     #[arg(
         long,
         value_name = "SECONDS",
         default_value_t = 30,
+        value_parser = crate::cli::timeout_seconds(),
         env = "JOBTIDE_KAFKA_TIMEOUT"
     )]
     timeout: u64,

@@ -5,6 +5,7 @@ mod crd;
 mod dev;
 mod explain;
 mod kafka;
+mod kube_client;
 mod operator;
 mod validate;
 

@@ -15,6 +15,8 @@ use jobtide_controller::ratelimit::RateLimitLayer;
 use jobtide_controller::{Config, Context};
 use jobtide_kafka::kerberos::{GssapiSupport, KinitHelper};
 
+use crate::kube_client::Deadlines;
+
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -196,6 +198,7 @@ pub async fn shutdown_signal() {
 
 /// A kube client for `config`, rate limited.
 pub fn client(config: kube::Config, qps: u32, burst: u32) -> anyhow::Result<kube::Client> {
+    let config = Deadlines::LONG_RUNNING.apply(config);
     let builder =
         kube::client::ClientBuilder::try_from(config).context("building the Kubernetes client")?;
     Ok(match RateLimitLayer::new(qps, burst) {

@@ -6,8 +6,9 @@
 //! - [`store`]: objects, resourceVersions, watch history and compaction, CRD registration.
 //! - [`resources`]: the served types and discovery documents.
 //! - [`server`]: routing, verbs, patches, list/watch, Table output ([`table`]).
-//! - [`selectors`]: label and field selectors; [`validation`]: the server's validation;
-//!   [`status`]: `metav1.Status` errors.
+//! - [`selectors`]: label and field selectors; [`decode`]: the JSON types the real server's
+//!   decoder insists on; [`validation`]: the server's validation; [`status`]: `metav1.Status`
+//!   errors.
 //!
 //! # Status
 //! Not emulated yet (refused with 501/415): strategic merge
@@ -17,6 +18,7 @@
 //! - [`runner`]: the local job runner (Jobs → pods → local processes, `pods/log`);
 //!   [`volumes`]: its Secret and ConfigMap volumes as local directories.
 
+pub mod decode;
 pub mod events;
 pub mod faults;
 pub mod resources;

@@ -253,7 +253,8 @@ impl Registry {
                     .iter()
                     .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
                     .collect();
-                json!({"name": group, "versions": versions, "preferredVersion": versions[0]})
+                let preferred = versions.first().cloned().unwrap_or(Value::Null);
+                json!({"name": group, "versions": versions, "preferredVersion": preferred})
             })
             .collect();
         json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})

@@ -305,8 +305,10 @@ impl Runner {
                     .flatten()
             })
             .filter_map(|s| s["restartCount"].as_i64())
-            .sum();
-        let failures = i64::try_from(failed_pods).unwrap_or(i64::MAX) + restarts;
+            .fold(0, i64::saturating_add);
+        let failures = i64::try_from(failed_pods)
+            .unwrap_or(i64::MAX)
+            .saturating_add(restarts);
         let active: Vec<&&Value> = pods
             .iter()
             .filter(|p| matches!(str_at(p, "/status/phase"), "" | "Pending" | "Running"))
@@ -322,7 +324,11 @@ impl Runner {
                     .parse::<jiff::Timestamp>()
                     .is_ok_and(|s| jiff::Timestamp::now().as_second() - s.as_second() >= limit)
             });
-        let mut status = job.get("status").cloned().unwrap_or_else(|| json!({}));
+        let mut status = job
+            .get("status")
+            .filter(|s| s.is_object())
+            .cloned()
+            .unwrap_or_else(|| json!({}));
         let verdict: Option<(&str, &str, String)> = if more_than_one {
             Some((
                 "Failed",
@@ -450,12 +456,15 @@ impl Runner {
         };
         let template = &job["spec"]["template"];
         let job_name = str_at(job, "/metadata/name");
+        // The server refuses labels that aren't a map (`decode`); an object written straight
+        // to the store still gets a pod, not a panic.
         let mut labels = template
             .pointer("/metadata/labels")
+            .and_then(Value::as_object)
             .cloned()
-            .unwrap_or_else(|| json!({}));
-        labels["batch.kubernetes.io/job-name"] = json!(job_name);
-        labels["job-name"] = json!(job_name);
+            .unwrap_or_default();
+        labels.insert("batch.kubernetes.io/job-name".into(), json!(job_name));
+        labels.insert("job-name".into(), json!(job_name));
         let pod = json!({
             "apiVersion": "v1",
             "kind": "Pod",

@@ -18,7 +18,7 @@ use crate::resources::{Registry, ResourceType};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::store::{Change, DeleteOptions, Part, Propagation, Store};
-use crate::{events, table};
+use crate::{decode, events, table};
 
 /// Shared server state.
 #[derive(Debug)]
@@ -429,12 +429,13 @@ fn dispatch(
                 }) && fields.as_ref().is_none_or(|f| f.matches(object))
             };
             if flag(&params, "watch") {
+                let timeout = watch_timeout(&params)?;
                 return Ok(watch(
                     store,
                     app.faults.watch_epoch(),
                     (storage.clone(), resource.clone()),
                     if partial { partial_metadata } else { to_client },
-                    target.namespace.clone(),
+                    (target.namespace.clone(), timeout),
                     &params,
                     keep,
                 ));
@@ -499,6 +500,7 @@ fn dispatch(
             }
             let object = parse_body(body)?;
             check_kind(resource, &object)?;
+            decode::check(resource, &object).map_err(|e| e.bad_request(resource))?;
             if let (Some(url_ns), Some(body_ns)) = (
                 target.namespace.as_deref(),
                 object
@@ -520,6 +522,7 @@ fn dispatch(
         (&Method::PUT, Some(name)) => {
             let object = parse_body(body)?;
             check_kind(resource, &object)?;
+            decode::check(resource, &object).map_err(|e| e.bad_request(resource))?;
             Ok(json_response(
                 200,
                 &to_client(store.update(storage, &namespace, name, part, from_client(object))?),
@@ -542,6 +545,8 @@ fn dispatch(
                     store.modify(storage, &namespace, name, part, |old| {
                         let mut new = to_client(old.clone());
                         json_patch::merge(&mut new, &patch);
+                        decode::check(resource, &new)
+                            .map_err(|e| e.invalid_patch(resource, name))?;
                         Ok(from_client(new))
                     })?
                 }
@@ -557,6 +562,8 @@ fn dispatch(
                         apply_json_patch(&mut new, &operations).map_err(|e| {
                             ApiError::invalid(resource, name, &[(String::new(), format!("the server rejected our request due to an error in our request: {e}"))])
                         })?;
+                        decode::check(resource, &new)
+                            .map_err(|e| e.invalid_patch(resource, name))?;
                         Ok(from_client(new))
                     })?
                 }
@@ -722,13 +729,43 @@ fn bookmark(resource: &ResourceType, rv: u64, initial_events_end: bool) -> Bytes
     )
 }
 
+/// How long a watch lasts without `timeoutSeconds`.
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_mins(30);
+
+/// A watch's `timeoutSeconds`: an int64, as the real server parses it (anything else is a 400
+/// naming the parameter); a negative one ends the watch at once.
+fn watch_timeout(params: &HashMap<String, String>) -> Result<Duration, ApiError> {
+    let Some(text) = params.get("timeoutSeconds").filter(|t| !t.is_empty()) else {
+        return Ok(DEFAULT_WATCH_TIMEOUT);
+    };
+    let seconds = text.parse::<i64>().map_err(|error| {
+        ApiError::bad_request(format!(
+            "timeoutSeconds: Invalid value: \"{text}\": strconv.ParseInt: parsing \"{text}\": {}",
+            match error.kind() {
+                std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow =>
+                    "value out of range",
+                _ => "invalid syntax",
+            }
+        ))
+    })?;
+    Ok(Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))
+}
+
+/// Sleeps until `deadline`, or forever when there is none (a timeout beyond the clock's range).
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A watch: the real server's resourceVersion rules, bookmarks, timeoutSeconds, streaming lists.
 fn watch(
     store: &Arc<Store>,
     mut epoch: tokio::sync::watch::Receiver<u64>,
     (resource, client_resource): (ResourceType, ResourceType),
     to_client: fn(Value) -> Value,
-    namespace: Option<String>,
+    (namespace, timeout): (Option<String>, Duration),
     params: &HashMap<String, String>,
     keep: impl Fn(&Value) -> bool + Send + Sync + 'static,
 ) -> Response {
@@ -738,10 +775,6 @@ fn watch(
         .and_then(|v| v.parse().ok());
     let send_initial = flag(params, "sendInitialEvents");
     let bookmarks = flag(params, "allowWatchBookmarks");
-    let timeout = params
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .map_or(Duration::from_mins(30), Duration::from_secs);
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(256);
     let store = Arc::clone(store);
     let matches_resource = {
@@ -803,12 +836,12 @@ fn watch(
             }
             last = change.rv;
         }
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
         let mut ticks = tokio::time::interval(Duration::from_secs(5));
         ticks.tick().await;
         loop {
             tokio::select! {
-                () = tokio::time::sleep_until(deadline) => return,
+                () = sleep_until(deadline) => return,
                 _ = epoch.changed() => return,
                 _ = ticks.tick() => {
                     if bookmarks && sender.send(Ok(bookmark(&client_resource, last.max(store.resource_version()), false))).await.is_err() {

@@ -398,6 +398,14 @@ impl Store {
         if !new.is_object() {
             return Err(ApiError::bad_request("the object must be a JSON object"));
         }
+        // The server refuses these with the decoder's words (`decode`); a direct caller of the
+        // store gets this rather than a panic on `new["metadata"][…]` below.
+        if new
+            .get("metadata")
+            .is_some_and(|m| !m.is_object() && !m.is_null())
+        {
+            return Err(ApiError::bad_request("metadata must be an object"));
+        }
         if let Some(rv) = new
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
@@ -696,7 +704,7 @@ impl Store {
         filter: impl Fn(&Change) -> bool,
     ) -> Result<(Vec<Arc<Change>>, ChangeReceiver), u64> {
         let inner = self.lock();
-        if from + 1 < inner.oldest {
+        if from.saturating_add(1) < inner.oldest {
             return Err(inner.oldest);
         }
         let backlog = inner

@@ -135,11 +135,84 @@ pub fn validate(
             causes.push(("spec.containers".into(), "Required value".into()));
         }
     }
+    if resource.group == "apiextensions.k8s.io" && resource.plural == "customresourcedefinitions" {
+        causes.extend(custom_resource_definition(object));
+    }
     if causes.is_empty() {
         Ok(())
     } else {
         Err(causes)
     }
+}
+
+/// The real apiextensions server's checks that keep a CRD from serving where it must not: a group
+/// with a dot, outside the protected `k8s.io` / `kubernetes.io` groups unless approved, a name
+/// `<plural>.<group>`, names that are DNS labels, a version. And, because this server would
+/// replace a built-in type where the real one keeps serving its own: no built-in group/plural.
+fn custom_resource_definition(crd: &Value) -> Causes {
+    let mut causes = Causes::new();
+    let text = |path: &str| {
+        crd.pointer(path)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let (name, group, plural) = (
+        text("/metadata/name"),
+        text("/spec/group"),
+        text("/spec/names/plural"),
+    );
+    if !group.contains('.') || !dns1123_subdomain(group) {
+        causes.push((
+            "spec.group".into(),
+            format!("Invalid value: \"{group}\": should be a domain with at least one dot"),
+        ));
+    }
+    let protected = ["k8s.io", "kubernetes.io"]
+        .iter()
+        .any(|p| group == *p || group.ends_with(&format!(".{p}")));
+    let approved = crd
+        .pointer("/metadata/annotations/api-approved.kubernetes.io")
+        .is_some();
+    if protected && !approved {
+        causes.push((
+            "metadata.annotations[api-approved.kubernetes.io]".into(),
+            "Required value: protected groups must have approval annotation \"api-approved.kubernetes.io\", see https://github.com/kubernetes/enhancements/pull/1111".into(),
+        ));
+    }
+    if !dns1123_label(plural) {
+        causes.push((
+            "spec.names.plural".into(),
+            format!("Invalid value: \"{plural}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"),
+        ));
+    } else if crate::resources::Registry::builtin()
+        .all()
+        .any(|t| t.group == group && t.plural == plural)
+    {
+        causes.push((
+            "spec.names.plural".into(),
+            format!("Invalid value: \"{plural}\": {plural}.{group} is a built-in type of this server; a CRD can't replace it"),
+        ));
+    }
+    if name != format!("{plural}.{group}") {
+        causes.push((
+            "metadata.name".into(),
+            format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
+        ));
+    }
+    if text("/spec/names/kind").is_empty() {
+        causes.push(("spec.names.kind".into(), "Required value".into()));
+    }
+    if crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
+        causes.push((
+            "spec.versions".into(),
+            "Invalid value: must have exactly one version marked as storage version".into(),
+        ));
+    }
+    causes
 }
 
 #[cfg(test)]

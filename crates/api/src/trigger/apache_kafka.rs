@@ -70,8 +70,16 @@ pub(super) fn parse(params: &mut Params<'_>) -> Result<(ApacheKafkaTrigger, Valu
         Some("scram_sha512") => Sasl::ScramSha512(credentials()),
         // KEDA's kafka-go client refuses GSSAPI when it is built: no KEDA user runs this.
         Some("gssapi") => {
+            let shown = if params.is_from_secrets("sasl", META_AUTH) {
+                crate::secret::REDACTED
+            } else {
+                "gssapi"
+            };
             return Err(Rejected::Invalid {
-                errors: vec![ParamError::new("sasl", "err sasl type \"gssapi\" given")],
+                errors: vec![ParamError::new(
+                    "sasl",
+                    format!("err sasl type \"{shown}\" given"),
+                )],
                 view: Some(view),
             });
         }

@@ -5,7 +5,7 @@
 use super::params::{AUTH, META, Params};
 
 /// KEDA's order: a role ARN, else an access key pair from auth params, else from metadata/env.
-pub(super) fn authorization(p: &Params<'_>) -> Result<(), String> {
+pub(super) fn authorization(p: &mut Params<'_>) -> Result<(), String> {
     if p.optional("awsRoleArn", AUTH).is_some() {
         return Ok(());
     }

@@ -13,6 +13,7 @@ pub mod kerberos;
 mod lag_fields;
 pub mod params;
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde_json::Value;
@@ -207,11 +208,19 @@ fn supported_list() -> String {
 pub struct ParsedTrigger {
     /// The typed config, or why there is none.
     pub config: Result<TriggerConfig, TriggerError>,
-    /// What parsed, under KEDA's parameter names, secrets as `"<redacted>"`; `None` when not
-    /// even the type is known.
+    /// What parsed, under KEDA's parameter names; `None` when not even the type is known. Every
+    /// parameter whose value came from the authentication or the env (see
+    /// [`Self::from_secrets`]) is `"<redacted>"`, whatever its type.
     pub view: Option<Value>,
     /// The external metric name (`s<index>-kafka-<topic>`), when the fields it needs parsed.
+    /// It may hold a value from a Secret: outputs show [`Self::shown_metric_name`].
     pub metric_name: Option<String>,
+    /// The metric name as outputs may show it: `s<index>-kafka-<redacted>` when the topic or
+    /// consumer group in it came from the authentication or the env.
+    pub shown_metric_name: Option<String>,
+    /// The parameters whose value came from the trigger's authentication or the container's env
+    /// (Secrets, ConfigMaps): no output shows their values.
+    pub from_secrets: BTreeSet<String>,
     /// Metadata keys the trigger type doesn't read (KEDA's `Unmatched input property`).
     pub warnings: Vec<String>,
 }
@@ -269,6 +278,8 @@ pub fn parse_trigger(
             }),
             view: None,
             metric_name: None,
+            shown_metric_name: None,
+            from_secrets: BTreeSet::new(),
             warnings: Vec::new(),
         };
     };
@@ -288,7 +299,17 @@ pub fn parse_trigger(
         TriggerType::Kafka | TriggerType::ApacheKafka => &trigger.metadata,
     };
     let mut params = Params::new(metadata, &inputs.auth_params, &inputs.resolved_env);
-    let metric_name = metric_name(trigger_type, index, &params);
+    let (metric_name, shown_metric_name) = match metric_name(trigger_type, index, &mut params) {
+        Some((name, from_secrets)) => {
+            let shown = if from_secrets {
+                format!("s{index}-kafka-{REDACTED}")
+            } else {
+                name.clone()
+            };
+            (Some(name), Some(shown))
+        }
+        None => (None, None),
+    };
     let mut warnings: Vec<String> = trigger
         .metadata
         .keys()
@@ -319,6 +340,7 @@ pub fn parse_trigger(
         TriggerType::KafkaDispatch => dispatch::parse(&mut params)
             .map(|(config, view)| (TriggerConfig::KafkaDispatch(config), view)),
     };
+    let from_secrets = params.from_secrets().clone();
     let (config, view) = match result {
         Ok((config, view)) => (Ok(config), Some(view)),
         Err(Rejected::Invalid { errors, view }) => (
@@ -334,15 +356,36 @@ pub fn parse_trigger(
     };
     ParsedTrigger {
         config,
-        view,
+        view: view.map(|view| redact_view(view, &from_secrets)),
         metric_name,
+        shown_metric_name,
+        from_secrets,
         warnings,
     }
 }
 
+/// `view` with the value of every parameter in `from_secrets` that is set replaced by
+/// `"<redacted>"` (a parameter that isn't set stays `null`).
+fn redact_view(mut view: Value, from_secrets: &BTreeSet<String>) -> Value {
+    if let Some(fields) = view.as_object_mut() {
+        for (name, value) in fields.iter_mut() {
+            if from_secrets.contains(name) && !value.is_null() {
+                *value = Value::String(REDACTED.to_owned());
+            }
+        }
+    }
+    view
+}
+
 /// KEDA's external metric name: `s<index>-` + normalize(`kafka-<topic>`), or without a topic
-/// normalize(`kafka-<consumerGroup>-topics`). `None` when neither topic nor group is known.
-fn metric_name(trigger_type: TriggerType, index: usize, params: &Params<'_>) -> Option<String> {
+/// normalize(`kafka-<consumerGroup>-topics`). `None` when neither topic nor group is known; with
+/// the name, whether the value in it came from the authentication or the env.
+fn metric_name(
+    trigger_type: TriggerType,
+    index: usize,
+    params: &mut Params<'_>,
+) -> Option<(String, bool)> {
+    let topic_from_secrets = params.is_from_secrets("topic", params::META_ENV);
     let topic = params
         .lookup("topic", params::META_ENV)
         .map(|topic| match trigger_type {
@@ -353,14 +396,20 @@ fn metric_name(trigger_type: TriggerType, index: usize, params: &Params<'_>) -> 
                 .collect::<Vec<_>>()
                 .join(","),
         });
-    let base = match topic {
-        Some(topic) => format!("kafka-{topic}"),
-        None => format!(
-            "kafka-{}-topics",
-            params.lookup("consumerGroup", params::META_ENV)?
+    let (base, from_secrets) = match topic {
+        Some(topic) => (format!("kafka-{topic}"), topic_from_secrets),
+        None => (
+            format!(
+                "kafka-{}-topics",
+                params.lookup("consumerGroup", params::META_ENV)?
+            ),
+            params.is_from_secrets("consumerGroup", params::META_ENV),
         ),
     };
-    Some(format!("s{index}-{}", normalize_metric_name(&base)))
+    Some((
+        format!("s{index}-{}", normalize_metric_name(&base)),
+        from_secrets,
+    ))
 }
 
 /// KEDA's `NormalizeString` as used for metric names: each of `/ . : % ( )` becomes `-`.

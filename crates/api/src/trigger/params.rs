@@ -2,7 +2,7 @@
 //! sources; the first whose value, trimmed, is non-empty wins; field errors are collected and
 //! parsing goes on, so every field that did parse is filled.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::ParamError;
@@ -78,6 +78,8 @@ pub struct Params<'a> {
     env: &'a BTreeMap<String, Secret>,
     /// Field errors in the order the fields were parsed.
     pub errors: Vec<ParamError>,
+    /// The parameters whose value was taken from the authentication or the env.
+    from_secrets: BTreeSet<String>,
 }
 
 impl<'a> Params<'a> {
@@ -92,7 +94,14 @@ impl<'a> Params<'a> {
             auth,
             env,
             errors: Vec::new(),
+            from_secrets: BTreeSet::new(),
         }
+    }
+
+    /// The parameters whose value was read from the trigger's authentication or the container's
+    /// env (which may come from Secrets): no output may show their values.
+    pub fn from_secrets(&self) -> &BTreeSet<String> {
+        &self.from_secrets
     }
 
     /// The raw metadata value (untrimmed), for the few parameters KEDA reads directly.
@@ -101,8 +110,12 @@ impl<'a> Params<'a> {
     }
 
     /// The raw auth param value (untrimmed).
-    pub fn auth(&self, name: &str) -> Option<&'a Secret> {
-        self.auth.get(name)
+    pub fn auth(&mut self, name: &str) -> Option<&'a Secret> {
+        let value = self.auth.get(name);
+        if value.is_some() {
+            self.from_secrets.insert(name.to_owned());
+        }
+        value
     }
 
     /// The raw resolved-env value of the variable `metadata["<name>FromEnv"]` names.
@@ -112,12 +125,28 @@ impl<'a> Params<'a> {
     }
 
     /// The first non-blank value of `name` among `order`, trimmed.
-    pub fn lookup(&self, name: &str, order: &[Source]) -> Option<String> {
+    pub fn lookup(&mut self, name: &str, order: &[Source]) -> Option<String> {
         self.found(name, order).map(|found| found.value)
     }
 
-    /// [`Self::lookup`], remembering where the value came from (to keep it out of messages).
-    fn found(&self, name: &str, order: &[Source]) -> Option<Found> {
+    /// Whether the value [`Self::lookup`] finds for `name` comes from the authentication or the
+    /// env (and so may not be shown).
+    pub fn is_from_secrets(&self, name: &str, order: &[Source]) -> bool {
+        self.first(name, order)
+            .is_some_and(|found| found.is_secret())
+    }
+
+    /// [`Self::lookup`], remembering where the value came from (to keep it out of messages and
+    /// views).
+    fn found(&mut self, name: &str, order: &[Source]) -> Option<Found> {
+        let found = self.first(name, order);
+        if found.as_ref().is_some_and(Found::is_secret) {
+            self.from_secrets.insert(name.to_owned());
+        }
+        found
+    }
+
+    fn first(&self, name: &str, order: &[Source]) -> Option<Found> {
         order.iter().find_map(|&source| {
             let raw = match source {
                 Source::TriggerMetadata => self.metadata.get(name).map(String::as_str),
@@ -135,7 +164,7 @@ impl<'a> Params<'a> {
 
     /// Whether `name` has a non-blank value in `source`.
     pub fn is_set_in(&self, name: &str, source: Source) -> bool {
-        self.lookup(name, &[source]).is_some()
+        self.first(name, &[source]).is_some()
     }
 
     fn missing(&mut self, name: &str, order: &[Source]) {
@@ -160,12 +189,12 @@ impl<'a> Params<'a> {
     }
 
     /// An optional string.
-    pub fn optional(&self, name: &str, order: &[Source]) -> Option<String> {
+    pub fn optional(&mut self, name: &str, order: &[Source]) -> Option<String> {
         self.lookup(name, order)
     }
 
     /// A secret (auth params are secret by default; see [`Secret`]).
-    pub fn secret(&self, name: &str, order: &[Source]) -> Option<Secret> {
+    pub fn secret(&mut self, name: &str, order: &[Source]) -> Option<Secret> {
         self.lookup(name, order).map(Secret::new)
     }
 
@@ -422,7 +451,7 @@ mod tests {
         let meta = metadata(&[("sasl", "  "), ("topicFromEnv", "TOPIC"), ("topic", "")]);
         let auth = secrets(&[("sasl", "plaintext\n")]);
         let env = secrets(&[("TOPIC", " orders ")]);
-        let params = Params::new(&meta, &auth, &env);
+        let mut params = Params::new(&meta, &auth, &env);
         assert_eq!(
             params.lookup("sasl", META_AUTH).as_deref(),
             Some("plaintext")

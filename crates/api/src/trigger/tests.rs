@@ -855,8 +855,65 @@ fn secrets_never_appear_in_views_or_debug_output() {
     let view = parsed.view.unwrap_or_default();
     assert_eq!(view["password"], json!("<redacted>"));
     assert_eq!(view["keyPassword"], json!("<redacted>"));
-    assert_eq!(view["username"], json!("u"));
-    assert_eq!(view["sasl"], json!("plaintext"));
+    assert_eq!(view["username"], json!("<redacted>"), "a Secret's value");
+    assert_eq!(view["sasl"], json!("plaintext"), "the manifest's own text");
+    assert_eq!(
+        parsed.shown_metric_name.as_deref(),
+        Some("s0-kafka-g-topics")
+    );
+}
+
+#[test]
+fn every_parameter_from_authentication_or_env_is_redacted_in_the_view_and_metric_name() {
+    let parsed = Input::kafka(&[
+        ("topicFromEnv", "T"),
+        ("consumerGroupFromEnv", "G"),
+        ("bootstrapServers", "b:1"),
+    ])
+    .auth(&[
+        ("bootstrapServers", "ignored:1"),
+        ("sasl", "oauthbearer"),
+        ("tls", "enable"),
+        ("username", "TOPSECRET-id"),
+        ("password", "TOPSECRET-secret"),
+        ("oauthTokenEndpointUri", "https://TOPSECRET.example"),
+        ("scopes", "TOPSECRET-a,TOPSECRET-b"),
+        ("oauthExtensions", "TOPSECRET=x"),
+    ])
+    .env(&[("T", "TOPSECRET-topic"), ("G", "TOPSECRET-group")])
+    .parse();
+    assert!(parsed.config.is_ok(), "{:?}", parsed.config);
+    let view = parsed.view.clone().unwrap_or_default();
+    assert!(!view.to_string().contains("TOPSECRET"), "{view}");
+    for parameter in [
+        "topic",
+        "consumerGroup",
+        "sasl",
+        "tls",
+        "username",
+        "oauthTokenEndpointUri",
+        "scopes",
+        "oauthExtensions",
+    ] {
+        assert_eq!(view[parameter], json!("<redacted>"), "{parameter}");
+        assert!(parsed.from_secrets.contains(parameter), "{parameter}");
+    }
+    assert_eq!(view["bootstrapServers"], json!(["b:1"]), "metadata wins");
+    assert_eq!(view["keytab"], json!(null), "unset stays null");
+    assert_eq!(
+        parsed.metric_name.as_deref(),
+        Some("s0-kafka-TOPSECRET-topic")
+    );
+    assert_eq!(
+        parsed.shown_metric_name.as_deref(),
+        Some("s0-kafka-<redacted>")
+    );
+
+    let gssapi = Input::apache(BASE).auth(&[("sasl", "gssapi")]).parse();
+    assert_eq!(
+        gssapi.config.map_err(|e| e.messages()),
+        Err(vec!["err sasl type \"<redacted>\" given".to_owned()])
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! recursively with `-R`) and `-` for stdin, split into YAML documents the way kubectl splits
 //! them (a line that is `---`, optionally followed by a comment).
 
+use std::collections::HashSet;
 use std::fmt;
 use std::fs;
 use std::io::{self, Read};
@@ -62,6 +63,7 @@ pub enum InputError {
 /// Reads every input in order.
 pub fn read_all(inputs: &[String], recursive: bool) -> Result<Vec<Document>, InputError> {
     let mut documents = Vec::new();
+    let mut walk = Walk::default();
     for input in inputs {
         if input == "-" {
             let mut text = String::new();
@@ -80,16 +82,22 @@ pub fn read_all(inputs: &[String], recursive: bool) -> Result<Vec<Document>, Inp
             source,
         })?;
         let files = if meta.is_dir() {
-            let files = manifest_files(path, recursive).map_err(|source| InputError::Read {
-                path: input.clone(),
-                source,
-            })?;
-            if files.is_empty() {
-                return Err(InputError::EmptyDirectory {
-                    path: input.clone(),
-                });
+            let files =
+                walk.manifest_files(path, recursive)
+                    .map_err(|source| InputError::Read {
+                        path: input.clone(),
+                        source,
+                    })?;
+            match files {
+                // Walked already, as another input or inside one.
+                None => Vec::new(),
+                Some(files) if files.is_empty() => {
+                    return Err(InputError::EmptyDirectory {
+                        path: input.clone(),
+                    });
+                }
+                Some(files) => files,
             }
-            files
         } else {
             vec![path.to_path_buf()]
         };
@@ -109,26 +117,58 @@ pub fn read_all(inputs: &[String], recursive: bool) -> Result<Vec<Document>, Inp
     Ok(documents)
 }
 
-fn manifest_files(dir: &Path, recursive: bool) -> io::Result<Vec<PathBuf>> {
+/// The directories' manifest files, each real file once: symbolic links are followed (to a
+/// file or a directory, as kubectl follows them), but a file or directory already reached by
+/// another path — a second link to it, or a link back up the tree, which would otherwise be
+/// walked forever — is skipped. Files and directories are told apart by their canonical path.
+#[derive(Debug, Default)]
+struct Walk {
+    /// The canonical paths of the files and directories reached so far.
+    seen: HashSet<PathBuf>,
+}
+
+impl Walk {
+    /// The `.yaml`, `.yml` and `.json` files of `dir`, sorted by name; with `recursive` those of
+    /// its subdirectories too, depth first in name order. `None` when `dir` was walked already.
+    fn manifest_files(&mut self, dir: &Path, recursive: bool) -> io::Result<Option<Vec<PathBuf>>> {
+        if !self.seen.insert(fs::canonicalize(dir)?) {
+            return Ok(None);
+        }
+        let mut files = Vec::new();
+        // Directories still to read, each with its entries left; an explicit stack, as a tree
+        // may nest deeper than recursion should go.
+        let mut stack = vec![sorted_entries(dir)?.into_iter()];
+        while let Some(entries) = stack.last_mut() {
+            let Some(path) = entries.next() else {
+                stack.pop();
+                continue;
+            };
+            // A dangling link can't be canonicalized: kept, reading it names the path.
+            let canonical = fs::canonicalize(&path).ok();
+            if path.is_dir() {
+                if recursive && canonical.is_some_and(|c| self.seen.insert(c)) {
+                    stack.push(sorted_entries(&path)?.into_iter());
+                }
+            } else if is_manifest(&path) && canonical.is_none_or(|c| self.seen.insert(c)) {
+                files.push(path);
+            }
+        }
+        Ok(Some(files))
+    }
+}
+
+fn sorted_entries(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut entries: Vec<PathBuf> = fs::read_dir(dir)?
         .map(|e| e.map(|e| e.path()))
         .collect::<io::Result<_>>()?;
     entries.sort();
-    let mut files = Vec::new();
-    for path in entries {
-        if path.is_dir() {
-            if recursive {
-                files.extend(manifest_files(&path, true)?);
-            }
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
-        {
-            files.push(path);
-        }
-    }
-    Ok(files)
+    Ok(entries)
+}
+
+fn is_manifest(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
 }
 
 /// Splits `text` into documents and parses each; empty and null documents are skipped but
@@ -223,6 +263,17 @@ mod tests {
         let text = "a: |\n  x\n  ---\nb: 1\n";
         let docs = parse_documents("f.yaml", text).expect("parse");
         assert_eq!(docs.len(), 1);
+    }
+
+    #[test]
+    fn a_directory_given_twice_or_inside_another_input_is_read_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        fs::write(dir.path().join("sub/a.yaml"), "a: 1\n").expect("write");
+        let root = dir.path().display().to_string();
+        let sub = dir.path().join("sub").display().to_string();
+        let documents = read_all(&[root.clone(), root, sub], true).expect("read");
+        assert_eq!(documents.len(), 1);
     }
 
     #[test]

@@ -325,7 +325,7 @@ fn check(
             index,
             type_: trigger.type_.clone(),
             name: trigger.name.clone(),
-            metric_name: resolved.parsed.metric_name,
+            metric_name: resolved.parsed.shown_metric_name,
             valid: false,
             errors: Vec::new(),
             warnings: extra.warnings,

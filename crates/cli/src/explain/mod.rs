@@ -1,6 +1,12 @@
 //! `jobtide explain`: what the scaler sees now, per trigger of every ScaledJob in a manifest —
 //! per-partition offsets and lag, the total, the capped metric value, activity, and the Jobs this
 //! lag alone would call for under the ScaledJob's strategy with no Jobs running.
+//!
+//! Values that came from Secrets or env (the topic, group or brokers may) are shown as
+//! `<redacted>` ([`redact`]), as `validate` shows them.
+
+mod live;
+mod redact;
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -8,26 +14,18 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use jobtide_api::ScaledJob;
-use jobtide_api::facts::jobs_facts;
-use jobtide_api::job::SCALED_JOB_NAME_LABEL;
 use jobtide_api::resolve::{MissingEnvSource, resolve_triggers};
-use jobtide_core::crashloop::{CrashLoopPolicy, CrashLoopState};
 use jobtide_core::lag::PersistentLagMemory;
-use jobtide_core::poll::{CrashLoopGuard, PollInput, PollPolicy, TriggerResult, decide_poll};
-use jobtide_core::scaling::{
-    JobCountInput, TriggerMeasurement, aggregate, arithmetic, decide_job_count,
-};
-use jobtide_core::status::Conditions;
+use jobtide_core::poll::TriggerResult;
+use jobtide_core::scaling::{JobCountInput, TriggerMeasurement, aggregate, decide_job_count};
 use jobtide_kafka::kerberos::{GssapiSupport, KinitHelper};
 use jobtide_kafka::scaler::measure_trigger;
 use jobtide_kafka::source::SourcePool;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
-use kube::api::ListParams;
 use serde::Serialize;
 
 use crate::validate::{Collected, ManifestArgs, collect, identity, input, typed};
+use live::{LiveExplanation, cluster_client, live};
+use redact::Hidden;
 
 /// Arguments of `jobtide explain`.
 #[derive(Debug, Args)]
@@ -47,11 +45,13 @@ pub struct ExplainArgs {
     /// The same from an API server URL with no credentials (`kubectl proxy`, `jobtide dev`).
     #[arg(long, value_name = "URL", conflicts_with = "kubeconfig")]
     server: Option<String>,
-    /// How long one trigger's measurement may take.
+    /// How long one trigger's measurement may take, and the cluster (`--kubeconfig` /
+    /// `--server`) may take to answer: every network call ends within it (at most a day).
     #[arg(
         long,
         value_name = "SECONDS",
         default_value_t = 10,
+        value_parser = crate::cli::timeout_seconds(),
         env = "JOBTIDE_EXPLAIN_TIMEOUT"
     )]
     timeout: u64,
@@ -74,6 +74,9 @@ enum Output {
 #[serde(rename_all = "camelCase")]
 struct Explanation {
     scaled_jobs: Vec<ScaledJobExplanation>,
+    /// Cluster access was asked for (`--kubeconfig` / `--server`) and could not be had.
+    #[serde(skip)]
+    cluster_failed: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -87,24 +90,6 @@ struct ScaledJobExplanation {
     /// With cluster access (`--kubeconfig` / `--server`): the live Jobs and the next poll's
     /// decision; else null.
     live: Option<LiveExplanation>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct LiveExplanation {
-    /// Listing the Jobs failed (then the rest is absent).
-    error: Option<String>,
-    running: i64,
-    pending: i64,
-    finishing: i64,
-    succeeded: i64,
-    failed: i64,
-    /// Jobs the next poll would create.
-    create: i64,
-    /// Finished Jobs the next poll would delete (history limits).
-    delete: Vec<String>,
-    /// The decision written out with its numbers.
-    arithmetic: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -157,10 +142,12 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
             }
         },
     }
-    let failed = explanation
-        .scaled_jobs
-        .iter()
-        .any(|sj| sj.error.is_some() || sj.triggers.iter().any(|t| t.error.is_some()));
+    let failed = explanation.cluster_failed
+        || explanation.scaled_jobs.iter().any(|sj| {
+            sj.error.is_some()
+                || sj.triggers.iter().any(|t| t.error.is_some())
+                || sj.live.as_ref().is_some_and(|live| live.error.is_some())
+        });
     if failed {
         ExitCode::FAILURE
     } else {
@@ -177,10 +164,13 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
     for error in &document_errors {
         eprintln!("warning: {}: {}", error.location, error.message);
     }
-    let client = match cluster_client(args).await {
-        Ok(client) => client,
+    let timeout = Duration::from_secs(args.timeout);
+    let mut cluster_failed = false;
+    let cluster = match cluster_client(args, timeout).await {
+        Ok(cluster) => cluster,
         Err(error) => {
-            eprintln!("warning: no cluster access, live Job counts skipped: {error:#}");
+            eprintln!("error: no cluster access, live Job counts skipped: {error:#}");
+            cluster_failed = true;
             None
         }
     };
@@ -198,7 +188,6 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
         GssapiSupport::Disabled
     };
     let pool = SourcePool::new().with_gssapi(gssapi);
-    let timeout = Duration::from_secs(args.timeout.max(1));
     let mut out = Vec::new();
     let brokers: Option<Vec<String>> = args
         .bootstrap_servers
@@ -233,7 +222,7 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
             let mut explanation = TriggerExplanation {
                 index,
                 type_: trigger.type_.clone(),
-                metric_name: resolved.parsed.metric_name.clone(),
+                metric_name: resolved.parsed.shown_metric_name.clone(),
                 error: None,
                 partitions: Vec::new(),
                 total_lag: 0,
@@ -241,22 +230,26 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
                 active: false,
                 jobs_wanted: 0,
             };
+            let mut hidden = Hidden::default();
             let measured = match (resolved.resolve_error, resolved.parsed.config) {
                 (Some(error), _) => Err(error.to_string()),
                 (None, Err(error)) => Err(error.to_string()),
-                (None, Ok(config)) => measure_trigger(
-                    &pool,
-                    &config,
-                    brokers.as_deref(),
-                    &PersistentLagMemory::new(),
-                    timeout,
-                )
-                .await
-                .map(|measurement| {
-                    let scaling = measurement.to_scaling(config.lag());
-                    (jobs_wanted(spec, scaling), scaling, measurement)
-                })
-                .map_err(|e| e.to_string()),
+                (None, Ok(config)) => {
+                    hidden = Hidden::of(&config, &resolved.parsed.from_secrets);
+                    measure_trigger(
+                        &pool,
+                        &config,
+                        brokers.as_deref(),
+                        &PersistentLagMemory::new(),
+                        timeout,
+                    )
+                    .await
+                    .map(|measurement| {
+                        let scaling = measurement.to_scaling(config.lag());
+                        (jobs_wanted(spec, scaling), scaling, measurement)
+                    })
+                    .map_err(|e| hidden.scrub(&e.to_string()))
+                }
             };
             results.push(TriggerResult {
                 metric_name: resolved
@@ -279,7 +272,7 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
                         .partitions
                         .into_iter()
                         .map(|p| PartitionExplanation {
-                            topic: p.topic,
+                            topic: hidden.scrub(&p.topic),
                             partition: p.partition,
                             committed: p.committed,
                             log_start: p.log_start,
@@ -293,8 +286,8 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
             }
             triggers.push(explanation);
         }
-        let live = match &client {
-            Some(client) => Some(live(client, &scaled_job, &namespace, &name, &results).await),
+        let live = match &cluster {
+            Some(cluster) => Some(live(cluster, &scaled_job, &namespace, &name, &results).await),
             None => None,
         };
         out.push(ScaledJobExplanation {
@@ -305,115 +298,9 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
             live,
         });
     }
-    Explanation { scaled_jobs: out }
-}
-
-async fn cluster_client(args: &ExplainArgs) -> anyhow::Result<Option<kube::Client>> {
-    let config = match (&args.kubeconfig, &args.server) {
-        (Some(path), _) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
-            kube::Config::from_custom_kubeconfig(
-                kubeconfig,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await?
-        }
-        (None, Some(server)) => kube::Config::new(server.parse()?),
-        (None, None) => return Ok(None),
-    };
-    Ok(Some(kube::Client::try_from(config)?))
-}
-
-/// The ScaledJob's Jobs and pods as the cluster has them now, and what `core` decides on them
-/// with this run's measurements: the next poll's decision.
-async fn live(
-    client: &kube::Client,
-    scaled_job: &ScaledJob,
-    namespace: &str,
-    name: &str,
-    triggers: &[TriggerResult],
-) -> LiveExplanation {
-    let selector = ListParams::default().labels(&format!("{SCALED_JOB_NAME_LABEL}={name}"));
-    let listed = async {
-        let jobs = Api::<Job>::namespaced(client.clone(), namespace)
-            .list(&selector)
-            .await?;
-        let pods = Api::<Pod>::namespaced(client.clone(), namespace)
-            .list(&selector)
-            .await?;
-        Ok::<_, kube::Error>((jobs.items, pods.items))
-    }
-    .await;
-    let (jobs, pods) = match listed {
-        Ok(listed) => listed,
-        Err(error) => {
-            return LiveExplanation {
-                error: Some(format!("listing the Jobs of {namespace}/{name}: {error}")),
-                running: 0,
-                pending: 0,
-                finishing: 0,
-                succeeded: 0,
-                failed: 0,
-                create: 0,
-                delete: Vec::new(),
-                arithmetic: Vec::new(),
-            };
-        }
-    };
-    let facts = jobs_facts(
-        &jobs.iter().collect::<Vec<_>>(),
-        &pods.iter().collect::<Vec<_>>(),
-    );
-    let spec = &scaled_job.spec;
-    let policy = PollPolicy {
-        bounds: spec.bounds(),
-        strategy: spec.scaling_strategy(),
-        aggregation: spec.aggregation(),
-        pending_pod_conditions: spec.pending_pod_conditions(),
-        history_limits: spec.history_limits(),
-    };
-    let decision = decide_poll(&PollInput {
-        triggers,
-        jobs: &facts,
-        policy: policy.clone(),
-        conditions: &Conditions::initial(),
-        now: std::time::SystemTime::now(),
-        // explain shows what the next interval's poll would do (with the crash-loop guard's
-        // view of these Jobs, not the operator's memory of earlier backoffs).
-        creating: true,
-        crash_loop: CrashLoopGuard {
-            policy: &CrashLoopPolicy::from_annotation(
-                scaled_job
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(jobtide_core::crashloop::DISABLE_ANNOTATION))
-                    .map(String::as_str),
-            ),
-            state: &CrashLoopState::default(),
-            spec_changed: false,
-        },
-    });
-    let counts = decision.counts;
-    LiveExplanation {
-        error: None,
-        running: counts.running,
-        pending: counts.pending,
-        finishing: counts.finishing,
-        succeeded: counts.succeeded,
-        failed: counts.failed,
-        create: decision.jobs.create,
-        delete: decision.delete.clone(),
-        arithmetic: arithmetic(
-            policy.strategy,
-            JobCountInput {
-                aggregate: decision.aggregate,
-                running: counts.running,
-                pending: counts.pending,
-                bounds: policy.bounds,
-            },
-            decision.jobs,
-        ),
+    Explanation {
+        scaled_jobs: out,
+        cluster_failed,
     }
 }
 
