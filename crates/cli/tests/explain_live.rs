@@ -114,3 +114,91 @@ async fn explain_shows_live_jobs_and_the_next_decision() {
         "{text_out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_a_dispatch_scaled_jobs_backlog_and_ledger_without_a_lag_decision() {
+    let cluster = DevCluster::start("127.0.0.1:0".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let client = Client::try_from(Config::new(cluster.url().parse().unwrap())).unwrap();
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    for crd in jobtide_api::crd::all() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    let manifest_text = "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata: {name: live, namespace: default}\nspec:\n  jobTargetRef: {template: {spec: {containers: [{name: main, image: busybox}], restartPolicy: Never}}}\n  maxReplicaCount: 4\n  triggers:\n    - type: kafka-dispatch\n      metadata: {bootstrapServers: 'kafka:9092', consumerGroup: g, topic: orders, offsetResetPolicy: earliest}\n";
+    let scaled_jobs: Api<jobtide_api::ScaledJob> = Api::namespaced(client.clone(), "default");
+    let stored: jobtide_api::ScaledJob = serde_saphyr::from_str(manifest_text).unwrap();
+    scaled_jobs
+        .create(&PostParams::default(), &stored)
+        .await
+        .unwrap();
+    scaled_jobs
+        .patch_status(
+            "live",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"dispatch": {"committed": {"0": 2}, "inFlight": 1,
+                "queued": 0, "deadLettered": 1, "failed": 0}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    jobs.create(&PostParams::default(), &job("live-running"))
+        .await
+        .unwrap();
+
+    let kafka = MockKafka::start(1).unwrap();
+    kafka.create_topic("orders", 1).unwrap();
+    let records: Vec<_> = (0..5).map(|i| (None, format!("m{i}"))).collect();
+    jobtide_kafka::tools::produce(
+        &kafka.bootstrap_servers(),
+        "orders",
+        &records,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("live.yaml");
+    std::fs::write(&manifest, manifest_text).unwrap();
+    let (url, servers) = (cluster.url(), kafka.bootstrap_servers());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin!("jobtide"))
+            .args(["explain", "-f"])
+            .arg(&manifest)
+            .args([
+                "--server",
+                &url,
+                "--bootstrap-servers",
+                &servers,
+                "-o",
+                "json",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let parsed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let explained = &parsed["scaledJobs"][0];
+    // The backlog: five messages, no commit yet, one counts one.
+    assert_eq!(
+        explained["triggers"][0]["totalLag"],
+        json!(5),
+        "{explained}"
+    );
+    let live = &explained["live"];
+    assert_eq!(live["mode"], json!("dispatch"), "{live}");
+    assert_eq!(live["create"], json!(0), "no lag decision in dispatch mode");
+    assert_eq!(live["running"], json!(1));
+    assert_eq!(live["dispatch"]["inFlight"], json!(1));
+    assert_eq!(live["dispatch"]["deadLettered"], json!(1));
+    assert_eq!(live["dispatch"]["committed"], json!({"0": 2}));
+}

@@ -24,6 +24,8 @@ use crate::kube_client::Deadlines;
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct LiveExplanation {
+    /// `lag` (KEDA's model: the next poll's decision) or `dispatch` (one Job per message).
+    pub(super) mode: &'static str,
     /// Listing the Jobs failed (then the rest is absent).
     pub(super) error: Option<String>,
     pub(super) running: i64,
@@ -37,6 +39,9 @@ pub(super) struct LiveExplanation {
     pub(super) delete: Vec<String>,
     /// The decision written out with its numbers.
     pub(super) arithmetic: Vec<String>,
+    /// Dispatch mode: the operator's ledger as the ScaledJob's status reports it (`null` in lag
+    /// mode, or when the cluster has no such ScaledJob or status yet).
+    pub(super) dispatch: Option<jobtide_api::scaledjob::DispatchStatus>,
 }
 
 /// A Kubernetes client whose every call ends within `timeout`, and what it talks to.
@@ -127,6 +132,11 @@ pub(super) async fn live(
         Ok(listed) => listed,
         Err(error) => {
             return LiveExplanation {
+                mode: if is_dispatch(scaled_job) {
+                    "dispatch"
+                } else {
+                    "lag"
+                },
                 error: Some(format!(
                     "listing the Jobs of {namespace}/{name} from {server}: {error}"
                 )),
@@ -138,9 +148,13 @@ pub(super) async fn live(
                 create: 0,
                 delete: Vec::new(),
                 arithmetic: Vec::new(),
+                dispatch: None,
             };
         }
     };
+    if is_dispatch(scaled_job) {
+        return dispatch_explanation(cluster, scaled_job, namespace, name, &jobs, &pods).await;
+    }
     let facts = jobs_facts(
         &jobs.iter().collect::<Vec<_>>(),
         &pods.iter().collect::<Vec<_>>(),
@@ -177,6 +191,8 @@ pub(super) async fn live(
     });
     let counts = decision.counts;
     LiveExplanation {
+        mode: "lag",
+        dispatch: None,
         error: None,
         running: counts.running,
         pending: counts.pending,
@@ -195,5 +211,72 @@ pub(super) async fn live(
             },
             decision.jobs,
         ),
+    }
+}
+
+fn is_dispatch(scaled_job: &ScaledJob) -> bool {
+    scaled_job
+        .spec
+        .triggers
+        .iter()
+        .any(|t| t.type_ == jobtide_api::trigger::TriggerType::KafkaDispatch.as_str())
+}
+
+/// Dispatch mode: no lag decision (one Job per message); the Jobs by state and the operator's
+/// ledger from the ScaledJob's status.
+async fn dispatch_explanation(
+    cluster: &Cluster,
+    scaled_job: &ScaledJob,
+    namespace: &str,
+    name: &str,
+    jobs: &[Job],
+    pods: &[Pod],
+) -> LiveExplanation {
+    let facts = jobs_facts(
+        &jobs.iter().collect::<Vec<_>>(),
+        &pods.iter().collect::<Vec<_>>(),
+    );
+    let counts = jobtide_core::jobs::count(&facts, scaled_job.spec.pending_pod_conditions());
+    let stored = tokio::time::timeout(
+        cluster.timeout,
+        Api::<ScaledJob>::namespaced(cluster.client.clone(), namespace).get_opt(name),
+    )
+    .await;
+    let dispatch = match stored {
+        Ok(Ok(Some(stored))) => stored.status.and_then(|s| s.dispatch),
+        _ => None,
+    };
+    let max = scaled_job.spec.bounds().max;
+    let mut arithmetic = vec![format!(
+        "dispatch mode: one Job per message, at most maxReplicaCount = {max} in flight; \
+         no lag arithmetic"
+    )];
+    match &dispatch {
+        Some(d) => arithmetic.push(format!(
+            "operator's ledger: {} in flight, {} queued at the cap, {} dead-lettered, {} failed for good; committed {}",
+            d.in_flight,
+            d.queued,
+            d.dead_lettered,
+            d.failed,
+            d.committed
+                .iter()
+                .map(|(p, o)| format!("{p}:{o}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )),
+        None => arithmetic.push("operator's ledger: not reported yet (status.dispatch)".into()),
+    }
+    LiveExplanation {
+        mode: "dispatch",
+        error: None,
+        running: counts.running,
+        pending: counts.pending,
+        finishing: counts.finishing,
+        succeeded: counts.succeeded,
+        failed: counts.failed,
+        create: 0,
+        delete: Vec::new(),
+        arithmetic,
+        dispatch,
     }
 }

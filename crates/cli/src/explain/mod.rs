@@ -366,7 +366,12 @@ fn to_text(explanation: &Explanation) -> String {
                 "  live Jobs: {} running ({} of them pending), {} finishing, {} succeeded, {} failed",
                 live.running, live.pending, live.finishing, live.succeeded, live.failed
             );
-            let _ = writeln!(out, "  next poll:");
+            let heading = if live.mode == "dispatch" {
+                "dispatch"
+            } else {
+                "next poll"
+            };
+            let _ = writeln!(out, "  {heading}:");
             for line in &live.arithmetic {
                 let _ = writeln!(out, "    {line}");
             }
