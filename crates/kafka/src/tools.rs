@@ -99,6 +99,57 @@ pub async fn produce(
     Ok(out)
 }
 
+/// A record with bytes and headers, for [`produce_raw`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawRecord {
+    /// The key.
+    pub key: Option<Vec<u8>>,
+    /// The value.
+    pub value: Option<Vec<u8>>,
+    /// The headers, in order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// Produces `records` with any bytes and headers to `topic`; (partition, offset) of each.
+pub async fn produce_raw(
+    bootstrap_servers: &str,
+    topic: &str,
+    records: &[RawRecord],
+    timeout: Duration,
+) -> Result<Vec<(i32, i64)>, ToolError> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let producer: FutureProducer = base(bootstrap_servers)
+        .set("message.timeout.ms", timeout.as_millis().to_string())
+        .create()
+        .map_err(|e| ToolError::Client(e.to_string()))?;
+    let mut out = Vec::with_capacity(records.len());
+    for raw in records {
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in &raw.headers {
+            headers = headers.insert(Header {
+                key,
+                value: value.as_deref(),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+        if let Some(key) = &raw.key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(value) = &raw.value {
+            record = record.payload(value.as_slice());
+        }
+        let delivery = producer
+            .send(record, Timeout::After(timeout))
+            .await
+            .map_err(|(e, _)| ToolError::Produce {
+                topic: topic.to_owned(),
+                message: e.to_string(),
+            })?;
+        out.push((delivery.partition, delivery.offset));
+    }
+    Ok(out)
+}
+
 /// Where a group with no committed offset starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartFrom {
