@@ -10,6 +10,7 @@ use jobtide_kafka::kerberos::GssapiSupport;
 use jobtide_kafka::source::SourcePool;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource};
 
 use crate::cache::{Expectations, OwnedCache, OwnerKey};
@@ -68,6 +69,9 @@ pub struct Context {
     /// Per ScaledJob (by uid): everything remembered between its reconciles.
     states: Mutex<HashMap<String, ScaledJobState>>,
     events: Publisher,
+    /// Asks the running controller to reconcile a ScaledJob now (a dispatcher whose ledger
+    /// moved, so that its status follows); `None` while no controller runs.
+    refresh: Mutex<Option<tokio::sync::mpsc::UnboundedSender<ObjectRef<ScaledJob>>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -107,6 +111,7 @@ impl Context {
             }),
             expectations: Expectations::default(),
             states: Mutex::new(HashMap::new()),
+            refresh: Mutex::new(None),
         }
     }
 
@@ -128,6 +133,28 @@ impl Context {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(state) = states.get_mut(uid) {
             f(state);
+        }
+    }
+
+    /// Where [`Self::refresh`] sends (set by the controller while it runs).
+    pub(crate) fn set_refresh(
+        &self,
+        sender: Option<tokio::sync::mpsc::UnboundedSender<ObjectRef<ScaledJob>>>,
+    ) {
+        *self
+            .refresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = sender;
+    }
+
+    /// Reconciles `scaled_job` soon (its status is behind what its dispatcher knows).
+    pub(crate) fn refresh(&self, scaled_job: &ScaledJob) {
+        let guard = self
+            .refresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(sender) = guard.as_ref() {
+            let _ = sender.send(ObjectRef::from_obj(scaled_job));
         }
     }
 

@@ -110,6 +110,12 @@ pub async fn run_controller(
                 .combine(|sj: &ScaledJob| sj.metadata.deletion_timestamp.as_ref().map(|_| 1)),
             PredicateConfig::default(),
         );
+    // Dispatchers ask for a reconcile when their ledger moved, so that status follows.
+    let (refresh, refreshes) = tokio::sync::mpsc::unbounded_channel();
+    context.set_refresh(Some(refresh));
+    let refreshes = futures::stream::unfold(refreshes, |mut receiver| async move {
+        receiver.recv().await.map(|reference| (reference, receiver))
+    });
     let controller = Controller::for_stream(scaled_jobs, store.clone()).with_config(
         controller::Config::default().concurrency(context.config.max_concurrent_reconciles),
     );
@@ -153,6 +159,7 @@ pub async fn run_controller(
             let scaled_job = pod.metadata.labels.as_ref()?.get(SCALED_JOB_NAME_LABEL)?;
             Some(ObjectRef::<ScaledJob>::new(scaled_job).within(&namespace))
         })
+        .reconcile_on(refreshes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, Arc::clone(&context))
         .for_each(|result| async move {
@@ -170,6 +177,7 @@ pub async fn run_controller(
         () = readiness => {}
     }
     context.stop_dispatchers();
+    context.set_refresh(None);
 }
 
 /// Every change of `K`'s objects, metadata only (no Secret value is held).

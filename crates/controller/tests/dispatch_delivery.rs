@@ -37,7 +37,8 @@ fn dispatch_job(
         "spec": {
             "jobTargetRef": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [
                 {"name": "main", "image": "busybox", "command": ["/bin/sh", "-c"], "args": [script]}]}}},
-            "pollingInterval": 1, "maxReplicaCount": 4,
+            // No periodic reconcile within a test: the status follows the dispatcher's ledger.
+            "pollingInterval": 3600, "maxReplicaCount": 4,
             "triggers": [{"type": "kafka-dispatch", "metadata": trigger_metadata}],
         },
     }))
@@ -115,6 +116,12 @@ async fn binary_values_and_headers_reach_the_job_intact() {
         lines[2].starts_with(&format!("trace={traceparent} ts=1")),
         "{log}"
     );
+    // The status shows the commit soon after, without waiting for a pollingInterval.
+    eventually("status.dispatch up to date", 10, async || {
+        let status = api.get("bytes").await.ok()?.status?.dispatch?;
+        (status.committed.get("0") == Some(&1) && status.in_flight == 0).then_some(())
+    })
+    .await;
     operator.stop().await;
 }
 

@@ -29,6 +29,9 @@ use crate::context::Context;
 /// How often a dispatcher looks at its Jobs without being woken (a missed wake-up costs this
 /// much delay, never a lost observation).
 const OBSERVE_EVERY: Duration = Duration::from_secs(1);
+/// The least time between two reconciles a dispatcher asks for (its status follows its ledger
+/// this often at most).
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// The first wait after a failed session; doubled per failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest wait between sessions.
@@ -145,6 +148,9 @@ async fn session(task: &Task) -> StepError {
     // Jobs finished before this session were counted by the session that saw them finish.
     let mut counted: HashSet<String> = finished_names(&context.jobs.of(&owner), hash);
     let mut paused = false;
+    // What the ScaledJob's status was last asked to show, and when.
+    let mut reported: Option<jobtide_core::dispatch::LedgerStatus> = None;
+    let mut reported_at = Instant::now();
     let mut tick = tokio::time::interval(OBSERVE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(topic = %trigger.topic, group = %trigger.consumer_group, ?start, "dispatching");
@@ -246,6 +252,13 @@ async fn session(task: &Task) -> StepError {
             }
         } else {
             task.healthy(&ledger);
+        }
+        // The status follows the ledger within about a second, at most one reconcile a second.
+        let now = ledger.status();
+        if reported.as_ref() != Some(&now) && reported_at.elapsed() >= REFRESH_EVERY {
+            context.refresh(&scaled_job);
+            reported = Some(now);
+            reported_at = Instant::now();
         }
         tokio::select! {
             received = consumer.recv(), if !paused => match received {
