@@ -24,6 +24,18 @@ pub enum Failure {
     Conflict,
     /// 403 Forbidden (as an RBAC denial reads).
     Forbidden,
+    /// The request is carried out, then its answer is lost: the client gets 500 InternalError
+    /// for a write that happened (a timeout after commit, a proxy dropping the response).
+    LostResponse,
+}
+
+/// What an injected failure does to a request.
+#[derive(Debug)]
+pub(crate) enum Injected {
+    /// Answer with this error instead of serving (and the Retry-After seconds).
+    Instead(ApiError, Option<u64>),
+    /// Serve, then answer with this error.
+    After(ApiError),
 }
 
 /// Which requests a failure applies to (`None` matches any).
@@ -58,9 +70,21 @@ pub struct RequestRecord {
     pub status: u16,
 }
 
+/// Fails every `every`-th request matching, cycling through `failures`.
+#[derive(Debug)]
+struct Periodic {
+    every: usize,
+    matcher: Matcher,
+    /// Only requests whose `User-Agent` starts with this (e.g. the operator's).
+    user_agent: Option<String>,
+    failures: Vec<Failure>,
+    seen: usize,
+}
+
 #[derive(Debug, Default)]
 struct State {
     rules: Vec<(usize, Matcher, Failure)>,
+    periodic: Vec<Periodic>,
     delay: Duration,
     log: Vec<RequestRecord>,
 }
@@ -91,6 +115,33 @@ impl Faults {
     /// Fails the next `count` requests matching `matcher` with `failure`.
     pub fn fail_next(&self, count: usize, matcher: Matcher, failure: Failure) {
         self.state().rules.push((count, matcher, failure));
+    }
+
+    /// Fails every `every`-th request matching `matcher` (so `every` 10 fails 10 %), with each of
+    /// `failures` in turn, until [`Self::clear_periodic`]. Deterministic, so a failing run can be
+    /// repeated.
+    /// `user_agent`: only requests whose `User-Agent` starts with it.
+    pub fn fail_every(
+        &self,
+        every: usize,
+        matcher: Matcher,
+        user_agent: Option<&str>,
+        failures: Vec<Failure>,
+    ) {
+        if every > 0 && !failures.is_empty() {
+            self.state().periodic.push(Periodic {
+                every,
+                matcher,
+                user_agent: user_agent.map(str::to_owned),
+                failures,
+                seen: 0,
+            });
+        }
+    }
+
+    /// Ends every [`Self::fail_every`] rule.
+    pub fn clear_periodic(&self) {
+        self.state().periodic.clear();
     }
 
     /// Delays every response by `delay` (zero to stop).
@@ -131,21 +182,50 @@ impl Faults {
         &self,
         verb: &str,
         resource: Option<&str>,
-    ) -> Option<(ApiError, Option<u64>)> {
-        let mut state = self.state();
-        let index = state.rules.iter().position(|(count, matcher, _)| {
-            *count > 0
-                && matcher.verb.as_deref().is_none_or(|v| v == verb)
+        user_agent: Option<&str>,
+    ) -> Option<Injected> {
+        let matches = |matcher: &Matcher| {
+            matcher.verb.as_deref().is_none_or(|v| v == verb)
                 && matcher
                     .resource
                     .as_deref()
                     .is_none_or(|r| Some(r) == resource)
-        })?;
-        let (count, _, failure) = &mut state.rules[index];
-        *count -= 1;
-        let failure = *failure;
-        state.rules.retain(|(count, _, _)| *count > 0);
-        Some(match failure {
+        };
+        let mut state = self.state();
+        let mut periodic_failure = None;
+        for rule in &mut state.periodic {
+            let agent = rule
+                .user_agent
+                .as_deref()
+                .is_none_or(|prefix| user_agent.is_some_and(|a| a.starts_with(prefix)));
+            if agent && matches(&rule.matcher) {
+                rule.seen += 1;
+                if rule.seen % rule.every == 0 && periodic_failure.is_none() {
+                    let turn = (rule.seen / rule.every - 1) % rule.failures.len();
+                    periodic_failure = Some(rule.failures[turn]);
+                }
+            }
+        }
+        let failure = match periodic_failure {
+            Some(failure) => failure,
+            None => {
+                let index = state
+                    .rules
+                    .iter()
+                    .position(|(count, matcher, _)| *count > 0 && matches(matcher))?;
+                let (count, _, failure) = &mut state.rules[index];
+                *count -= 1;
+                let failure = *failure;
+                state.rules.retain(|(count, _, _)| *count > 0);
+                failure
+            }
+        };
+        let (error, retry_after) = match failure {
+            Failure::LostResponse => {
+                return Some(Injected::After(ApiError::internal(
+                    "injected failure: the request was carried out and its answer lost",
+                )));
+            }
             Failure::InternalError => (ApiError::internal("injected failure"), None),
             Failure::TooManyRequests {
                 retry_after_seconds,
@@ -176,6 +256,7 @@ impl Faults {
                 ),
                 None,
             ),
-        })
+        };
+        Some(Injected::Instead(error, retry_after))
     }
 }

@@ -13,7 +13,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::faults::{Faults, RequestRecord};
+use crate::faults::{Faults, Injected, RequestRecord};
 use crate::resources::{Registry, ResourceType};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
@@ -198,18 +198,26 @@ pub async fn handle(
             .map(str::to_owned),
         status: 0,
     };
-    let response = match app.faults.injected(&verb, resource.as_deref()) {
-        Some((error, retry_after)) => {
-            let mut response = error.into_response();
-            if let Some(seconds) = retry_after
-                && let Ok(value) = seconds.to_string().parse()
-            {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
+    let response =
+        match app
+            .faults
+            .injected(&verb, resource.as_deref(), record.user_agent.as_deref())
+        {
+            Some(Injected::Instead(error, retry_after)) => {
+                let mut response = error.into_response();
+                if let Some(seconds) = retry_after
+                    && let Ok(value) = seconds.to_string().parse()
+                {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                response
             }
-            response
-        }
-        None => serve(Arc::clone(&app), method, uri, headers, body),
-    };
+            Some(Injected::After(error)) => {
+                drop(serve(Arc::clone(&app), method, uri, headers, body));
+                error.into_response()
+            }
+            None => serve(Arc::clone(&app), method, uri, headers, body),
+        };
     record.status = response.status().as_u16();
     app.faults.log(record);
     response

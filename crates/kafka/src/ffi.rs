@@ -243,6 +243,21 @@ impl MockKafka {
     }
 }
 
+impl MockKafka {
+    /// Takes broker `broker_id` down (its connections close and new ones are refused) or brings
+    /// it back up: a broker outage for tests.
+    pub fn set_broker_up(&self, broker_id: i32, up: bool) {
+        // SAFETY: `cluster` is live for the call; the mock cluster synchronises internally.
+        unsafe {
+            if up {
+                rd::rd_kafka_mock_broker_set_up(self.cluster, broker_id);
+            } else {
+                rd::rd_kafka_mock_broker_set_down(self.cluster, broker_id);
+            }
+        };
+    }
+}
+
 /// Kafka protocol API keys the mock cluster can be told to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MockApi {
