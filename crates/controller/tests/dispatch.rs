@@ -183,6 +183,14 @@ async fn every_message_gets_one_job_that_reads_it_and_the_offsets_are_committed(
         metrics.contains(r#"jobtide_dispatch_messages_total{outcome="created"} 24"#),
         "{metrics}"
     );
+    // KEDA's aggregated creation event, one per reconcile that saw new Jobs.
+    let events = events_of(&h.client, "orders").await;
+    assert!(
+        events
+            .iter()
+            .any(|(reason, note)| reason == "KEDAJobsCreated" && note.starts_with("Created ")),
+        "{events:?}"
+    );
     operator.stop().await;
 }
 

@@ -43,6 +43,8 @@ pub(crate) struct Scope<'a> {
     pub trigger: &'a KafkaDispatchTrigger,
     pub consumer: &'a DispatchConsumer,
     pub hash: DispatchHash,
+    /// Jobs this dispatcher created (for the aggregated `KEDAJobsCreated` event).
+    pub created: &'a std::sync::atomic::AtomicU64,
 }
 
 impl Scope<'_> {
@@ -120,6 +122,8 @@ impl Scope<'_> {
         let jobs = self.jobs();
         let created = match jobs.create(&PostParams::default(), &job).await {
             Ok(created) => {
+                self.created
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.context
                     .metrics
                     .job_created(&Context::owner(self.scaled_job), true);

@@ -39,6 +39,9 @@ pub(crate) struct Snapshot {
     /// The last failure, until a step succeeds again (the status's Ready condition and a
     /// `KEDAScalerFailed` event say it).
     pub error: Option<String>,
+    /// Jobs created since the reconcile last took this count (one aggregated `KEDAJobsCreated`
+    /// event per reconcile, as KEDA's one per poll).
+    pub jobs_created: u64,
 }
 
 /// A running dispatcher, kept in the ScaledJob's state. Dropping it stops the task.
@@ -101,9 +104,16 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
-    /// What it last reported.
-    pub fn snapshot(&self) -> Snapshot {
-        self.snapshot.lock().map(|s| s.clone()).unwrap_or_default()
+    /// What it last reported; the count of created Jobs starts again from zero.
+    pub fn take_snapshot(&self) -> Snapshot {
+        self.snapshot
+            .lock()
+            .map(|mut s| {
+                let taken = s.clone();
+                s.jobs_created = 0;
+                taken
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -144,13 +154,13 @@ pub(crate) async fn poll(
             }
             let dispatcher = state.dispatcher.as_ref()?;
             dispatcher.update(Arc::clone(scaled_job));
-            Some(dispatcher.snapshot())
+            Some(dispatcher.take_snapshot())
         }),
         Err(error) => {
             context.with_state(&uid, |state| state.dispatcher = None);
             Some(Snapshot {
-                ledger: None,
                 error: Some(error),
+                ..Snapshot::default()
             })
         }
     }
@@ -159,13 +169,21 @@ pub(crate) async fn poll(
         .ledger
         .as_ref()
         .is_some_and(|l| l.in_flight + l.queued > 0);
-    let (next, events) = after_poll(
+    let (next, mut events) = after_poll(
         conditions,
         &PollOutcome {
             trigger_errors: snapshot.error.into_iter().collect(),
             is_active: active,
         },
     );
+    if snapshot.jobs_created > 0 {
+        events.insert(
+            0,
+            jobtide_core::status::Event::jobs_created(
+                i64::try_from(snapshot.jobs_created).unwrap_or(i64::MAX),
+            ),
+        );
+    }
     let mut status = json!({"conditions": crate::status::write_conditions(&next)});
     if let Some(ledger) = &snapshot.ledger {
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);

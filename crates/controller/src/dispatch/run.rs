@@ -151,6 +151,7 @@ async fn session(task: &Task) -> StepError {
     // What the ScaledJob's status was last asked to show, and when.
     let mut reported: Option<jobtide_core::dispatch::LedgerStatus> = None;
     let mut reported_at = Instant::now();
+    let created = std::sync::atomic::AtomicU64::new(0);
     let mut tick = tokio::time::interval(OBSERVE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(topic = %trigger.topic, group = %trigger.consumer_group, ?start, "dispatching");
@@ -166,6 +167,7 @@ async fn session(task: &Task) -> StepError {
             trigger,
             consumer: &consumer,
             hash,
+            created: &created,
         };
         let mut failed = false;
         while let Some(action) = pending.front().cloned() {
@@ -252,6 +254,12 @@ async fn session(task: &Task) -> StepError {
             }
         } else {
             task.healthy(&ledger);
+        }
+        let jobs_created = created.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if jobs_created > 0
+            && let Ok(mut snapshot) = task.snapshot.lock()
+        {
+            snapshot.jobs_created += jobs_created;
         }
         // The status follows the ledger within about a second, at most one reconcile a second.
         let now = ledger.status();
