@@ -12,6 +12,14 @@ use crate::scaledjob::{
 };
 
 impl ScaledJobSpec {
+    /// Whether the ScaledJob runs in dispatch mode: its trigger is `kafka-dispatch` (which
+    /// validation requires to be the only one). Such a ScaledJob is never polled for lag.
+    pub fn dispatch_mode(&self) -> bool {
+        self.triggers
+            .iter()
+            .any(|t| t.type_ == crate::trigger::TriggerType::KafkaDispatch.as_str())
+    }
+
     /// Effective Min / Max (§1.3).
     pub fn bounds(&self) -> ReplicaBounds {
         ReplicaBounds::from_spec(self.min_replica_count, self.max_replica_count)

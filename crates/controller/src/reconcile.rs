@@ -194,7 +194,7 @@ async fn apply(scaled_job: &Arc<ScaledJob>, context: &Arc<Context>) -> Result<Ac
     let creating = context.with_state(&uid, |state| {
         state.may_create(Instant::now(), interval, changed)
     });
-    let polled = if is_dispatch(scaled_job) {
+    let polled = if scaled_job.spec.dispatch_mode() {
         crate::dispatch::poll(scaled_job, context, &conditions, creating).await?
     } else {
         poll(scaled_job, context, &conditions, creating, changed).await?
@@ -214,16 +214,6 @@ async fn apply(scaled_job: &Arc<ScaledJob>, context: &Arc<Context>) -> Result<Ac
         state.until_next_poll(Instant::now(), interval)
     });
     Ok(Action::requeue(next))
-}
-
-/// Whether the ScaledJob runs in dispatch mode (its trigger is `kafka-dispatch`, which
-/// validation requires to be the only one).
-fn is_dispatch(scaled_job: &ScaledJob) -> bool {
-    scaled_job
-        .spec
-        .triggers
-        .iter()
-        .any(|t| t.type_ == jobtide_api::trigger::TriggerType::KafkaDispatch.as_str())
 }
 
 fn polling_interval(scaled_job: &ScaledJob) -> Duration {

@@ -9,19 +9,15 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{Harness, events_of, eventually, harness, has_condition, jobs_of, start_operator};
+use common::{
+    Harness, events_of, eventually, harness, has_condition, jobs_of, log_of, start_operator,
+    uncommitted,
+};
 use jobtide_api::ScaledJob;
-use jobtide_api::trigger::IsolationLevel;
-use jobtide_api::trigger::connection::{KafkaConnection, Sasl};
 use jobtide_controller::operator::Leadership;
-use jobtide_core::kafka::{LagPolicy, OffsetResetPolicy};
-use jobtide_core::lag::PersistentLagMemory;
-use jobtide_kafka::scaler::{LagTarget, Topics, measure};
-use jobtide_kafka::source::SourcePool;
 use jobtide_kafka::tools::{StartFrom, consume};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, LogParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
@@ -64,34 +60,6 @@ async fn produce_values(h: &Harness, values: &[String]) {
         .unwrap();
 }
 
-/// The group's uncommitted messages, seen by another client (the lag scaler's).
-async fn uncommitted(h: &Harness, group: &str) -> i64 {
-    let target = LagTarget {
-        connection: KafkaConnection {
-            bootstrap_servers: vec![h.kafka.bootstrap_servers()],
-            tls: None,
-            sasl: Sasl::None,
-        },
-        group: group.into(),
-        topics: Topics::Named(vec!["orders".into()]),
-        policy: LagPolicy {
-            lag_threshold: 1,
-            offset_reset_policy: OffsetResetPolicy::Earliest,
-            ..LagPolicy::default()
-        },
-        isolation: IsolationLevel::ReadUncommitted,
-    };
-    measure(
-        &SourcePool::new(),
-        &target,
-        &PersistentLagMemory::new(),
-        TIMEOUT,
-    )
-    .await
-    .unwrap()
-    .total_lag
-}
-
 fn coordinates(job: &Job) -> (i32, i64, u32) {
     let labels = job.metadata.labels.as_ref().unwrap();
     (
@@ -99,18 +67,6 @@ fn coordinates(job: &Job) -> (i32, i64, u32) {
         labels["jobtide.io/offset"].parse().unwrap(),
         labels["jobtide.io/attempt"].parse().unwrap(),
     )
-}
-
-/// The log of the Job's pod.
-async fn log_of(h: &Harness, job: &str) -> String {
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
-    let list = pods
-        .list(&ListParams::default().labels(&format!("job-name={job}")))
-        .await
-        .unwrap();
-    pods.logs(&list.items[0].name_any(), &LogParams::default())
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +117,7 @@ async fn every_message_gets_one_job_that_reads_it_and_the_offsets_are_committed(
     let mut seen = BTreeSet::new();
     for job in &jobs {
         let (partition, offset, _) = coordinates(job);
-        let log = log_of(&h, &job.name_any()).await;
+        let log = log_of(&h.client, &job.name_any()).await;
         let (position, value) = log.trim().split_once(' ').expect("a line");
         assert_eq!(position, format!("{partition}/{offset}/1"));
         seen.insert(value.to_owned());
@@ -169,7 +125,7 @@ async fn every_message_gets_one_job_that_reads_it_and_the_offsets_are_committed(
     assert_eq!(seen, values.iter().cloned().collect::<BTreeSet<_>>());
     // The commits reach every partition's end, as another client sees them.
     eventually("everything committed", 30, async || {
-        (uncommitted(&h, "orders-dispatch").await == 0).then_some(())
+        (uncommitted(&h.kafka, "orders-dispatch", "orders").await == Some(0)).then_some(())
     })
     .await;
     let status = eventually("the dispatch status", 30, async || {
@@ -216,7 +172,7 @@ async fn a_failing_message_is_retried_then_dead_lettered_and_the_rest_moves_on()
     eventually(
         "the bad message dead-lettered and everything committed",
         60,
-        async || (uncommitted(&h, "retry-dispatch").await == 0).then_some(()),
+        async || (uncommitted(&h.kafka, "retry-dispatch", "orders").await == Some(0)).then_some(()),
     )
     .await;
     let jobs = jobs_of(&h.client, "retry").await;
@@ -300,7 +256,7 @@ async fn a_restart_mid_burst_dispatches_nothing_twice_and_loses_nothing() {
     })
     .await;
     eventually("everything committed", 30, async || {
-        (uncommitted(&h, "burst-dispatch").await == 0).then_some(())
+        (uncommitted(&h.kafka, "burst-dispatch", "orders").await == Some(0)).then_some(())
     })
     .await;
     let jobs_now = jobs_of(&h.client, "burst").await;

@@ -8,12 +8,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{events_of, eventually, harness, has_condition, jobs_of, start_operator};
+use common::{events_of, eventually, harness, has_condition, jobs_of, log_of, start_operator};
 use jobtide_api::ScaledJob;
 use jobtide_controller::operator::Leadership;
 use jobtide_kafka::tools::{RawRecord, StartFrom, consume, produce_raw};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
@@ -43,17 +42,6 @@ fn dispatch_job(
         },
     }))
     .unwrap()
-}
-
-async fn log_of(client: &kube::Client, job: &str) -> String {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let list = pods
-        .list(&ListParams::default().labels(&format!("job-name={job}")))
-        .await
-        .unwrap();
-    pods.logs(&list.items[0].name_any(), &LogParams::default())
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,16 +9,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{Harness, eventually, harness, has_condition, jobs_of, start_operator};
+use common::{Harness, eventually, harness, has_condition, jobs_of, start_operator, uncommitted};
 use jobtide_api::ScaledJob;
-use jobtide_api::trigger::IsolationLevel;
-use jobtide_api::trigger::connection::{KafkaConnection, Sasl};
 use jobtide_controller::operator::Leadership;
-use jobtide_core::kafka::{LagPolicy, OffsetResetPolicy};
-use jobtide_core::lag::PersistentLagMemory;
 use jobtide_devcluster::faults::{Failure, Matcher};
-use jobtide_kafka::scaler::{LagTarget, Topics, measure};
-use jobtide_kafka::source::SourcePool;
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
 use kube::api::PostParams;
@@ -52,33 +46,6 @@ async fn produce(h: &Harness, from: usize, count: usize) {
         .unwrap();
 }
 
-async fn uncommitted(h: &Harness, group: &str) -> Option<i64> {
-    let target = LagTarget {
-        connection: KafkaConnection {
-            bootstrap_servers: vec![h.kafka.bootstrap_servers()],
-            tls: None,
-            sasl: Sasl::None,
-        },
-        group: group.into(),
-        topics: Topics::Named(vec!["orders".into()]),
-        policy: LagPolicy {
-            lag_threshold: 1,
-            offset_reset_policy: OffsetResetPolicy::Earliest,
-            ..LagPolicy::default()
-        },
-        isolation: IsolationLevel::ReadUncommitted,
-    };
-    measure(
-        &SourcePool::new(),
-        &target,
-        &PersistentLagMemory::new(),
-        TIMEOUT,
-    )
-    .await
-    .ok()
-    .map(|m| m.total_lag)
-}
-
 /// Exactly one Job per message, every one succeeded, nothing committed short.
 async fn assert_exactly_once(h: &Harness, name: &str, messages: usize) {
     let jobs = eventually(&format!("{messages} completed Jobs"), 120, async || {
@@ -88,7 +55,8 @@ async fn assert_exactly_once(h: &Harness, name: &str, messages: usize) {
     })
     .await;
     eventually("everything committed", 60, async || {
-        (uncommitted(h, &format!("{name}-dispatch")).await == Some(0)).then_some(())
+        (uncommitted(&h.kafka, &format!("{name}-dispatch"), "orders").await == Some(0))
+            .then_some(())
     })
     .await;
     let mut per_message: BTreeMap<(String, String), Vec<&Job>> = BTreeMap::new();

@@ -72,31 +72,25 @@ pub async fn produce(
     records: &[(Option<String>, String)],
     timeout: Duration,
 ) -> Result<Vec<Record>, ToolError> {
-    let producer: FutureProducer = base(bootstrap_servers)
-        .set("message.timeout.ms", timeout.as_millis().to_string())
-        .create()
-        .map_err(|e| ToolError::Client(e.to_string()))?;
-    let mut out = Vec::with_capacity(records.len());
-    for (key, value) in records {
-        let mut record = FutureRecord::to(topic).payload(value.as_str());
-        if let Some(key) = key {
-            record = record.key(key.as_str());
-        }
-        let delivery = producer
-            .send(record, Timeout::After(timeout))
-            .await
-            .map_err(|(e, _)| ToolError::Produce {
-                topic: topic.to_owned(),
-                message: e.to_string(),
-            })?;
-        out.push(Record {
+    let raw: Vec<RawRecord> = records
+        .iter()
+        .map(|(key, value)| RawRecord {
+            key: key.as_ref().map(|k| k.as_bytes().to_vec()),
+            value: Some(value.as_bytes().to_vec()),
+            headers: Vec::new(),
+        })
+        .collect();
+    let placed = produce_raw(bootstrap_servers, topic, &raw, timeout).await?;
+    Ok(records
+        .iter()
+        .zip(placed)
+        .map(|((key, value), (partition, offset))| Record {
             key: key.clone(),
             value: value.clone(),
-            partition: delivery.partition,
-            offset: delivery.offset,
-        });
-    }
-    Ok(out)
+            partition,
+            offset,
+        })
+        .collect())
 }
 
 /// A record with bytes and headers, for [`produce_raw`].

@@ -132,7 +132,7 @@ pub(super) async fn live(
         Ok(listed) => listed,
         Err(error) => {
             return LiveExplanation {
-                mode: if is_dispatch(scaled_job) {
+                mode: if scaled_job.spec.dispatch_mode() {
                     "dispatch"
                 } else {
                     "lag"
@@ -152,7 +152,7 @@ pub(super) async fn live(
             };
         }
     };
-    if is_dispatch(scaled_job) {
+    if scaled_job.spec.dispatch_mode() {
         return dispatch_explanation(cluster, scaled_job, namespace, name, &jobs, &pods).await;
     }
     let facts = jobs_facts(
@@ -212,14 +212,6 @@ pub(super) async fn live(
             decision.jobs,
         ),
     }
-}
-
-fn is_dispatch(scaled_job: &ScaledJob) -> bool {
-    scaled_job
-        .spec
-        .triggers
-        .iter()
-        .any(|t| t.type_ == jobtide_api::trigger::TriggerType::KafkaDispatch.as_str())
 }
 
 /// Dispatch mode: no lag decision (one Job per message); the Jobs by state and the operator's

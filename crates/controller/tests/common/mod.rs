@@ -223,3 +223,51 @@ pub async fn polls_pass(operator: &Operator, count: u64) {
     })
     .await;
 }
+
+/// The messages of `topic` that `group` has not committed, as another client (the lag scaler's,
+/// counting from the log start) sees them; `None` while the broker can't answer.
+pub async fn uncommitted(kafka: &MockKafka, group: &str, topic: &str) -> Option<i64> {
+    use jobtide_api::trigger::IsolationLevel;
+    use jobtide_api::trigger::connection::{KafkaConnection, Sasl};
+    use jobtide_core::kafka::{LagPolicy, OffsetResetPolicy};
+    use jobtide_kafka::scaler::{LagTarget, Topics, measure};
+    let target = LagTarget {
+        connection: KafkaConnection {
+            bootstrap_servers: vec![kafka.bootstrap_servers()],
+            tls: None,
+            sasl: Sasl::None,
+        },
+        group: group.into(),
+        topics: Topics::Named(vec![topic.into()]),
+        policy: LagPolicy {
+            lag_threshold: 1,
+            offset_reset_policy: OffsetResetPolicy::Earliest,
+            ..LagPolicy::default()
+        },
+        isolation: IsolationLevel::ReadUncommitted,
+    };
+    measure(
+        &jobtide_kafka::source::SourcePool::new(),
+        &target,
+        &jobtide_core::lag::PersistentLagMemory::new(),
+        Duration::from_secs(10),
+    )
+    .await
+    .ok()
+    .map(|m| m.total_lag)
+}
+
+/// The log of the pod of Job `job`.
+pub async fn log_of(client: &Client, job: &str) -> String {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::ResourceExt;
+    use kube::api::LogParams;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let list = pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+        .unwrap();
+    pods.logs(&list.items[0].name_any(), &LogParams::default())
+        .await
+        .unwrap()
+}
