@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`store`]: objects, resourceVersions, watch history and compaction, CRD registration.
-//! - [`resources`]: the served types and discovery documents.
+//! - [`resources`]: the served types and discovery documents; [`schema`]: custom resources
+//!   checked against their CRD's schema.
 //! - [`server`]: routing, verbs, patches, list/watch, Table output ([`table`]).
 //! - [`selectors`]: label and field selectors; [`decode`]: the JSON types the real server's
 //!   decoder insists on; [`validation`]: the server's validation; [`status`]: `metav1.Status`
@@ -23,6 +24,7 @@ pub mod events;
 pub mod faults;
 pub mod resources;
 pub mod runner;
+pub mod schema;
 pub mod selectors;
 pub mod server;
 pub mod status;

@@ -27,6 +27,8 @@ pub struct ResourceType {
     pub short_names: Vec<String>,
     /// additionalPrinterColumns (CRDs) for Table output.
     pub printer_columns: Vec<PrinterColumn>,
+    /// The version's `openAPIV3Schema` (CRDs): objects are pruned and checked against it.
+    pub schema: Option<std::sync::Arc<Value>>,
 }
 
 /// A CRD printer column.
@@ -73,6 +75,7 @@ impl ResourceType {
             log_subresource: false,
             short_names: Vec::new(),
             printer_columns: Vec::new(),
+            schema: None,
         }
     }
 
@@ -227,6 +230,10 @@ impl Registry {
                         priority: c["priority"].as_i64().unwrap_or(0),
                     })
                     .collect(),
+                schema: version
+                    .pointer("/schema/openAPIV3Schema")
+                    .filter(|s| s.is_object())
+                    .map(|s| std::sync::Arc::new(s.clone())),
             });
         }
         out

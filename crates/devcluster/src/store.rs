@@ -302,6 +302,13 @@ impl Store {
             inner.rv -= 1;
             return Err(ApiError::invalid(resource, &name, &causes));
         }
+        if let Some(schema) = &resource.schema {
+            let causes = crate::schema::check(schema, &mut object);
+            if !causes.is_empty() {
+                inner.rv -= 1;
+                return Err(ApiError::invalid(resource, &name, &causes));
+            }
+        }
         let key = key(
             resource,
             if resource.namespaced { namespace } else { "" },
@@ -492,6 +499,12 @@ impl Store {
         }
         if let Err(causes) = validation::validate(resource, &new, Some(&old)) {
             return Err(ApiError::invalid(resource, name, &causes));
+        }
+        if let Some(schema) = &resource.schema {
+            let causes = crate::schema::check(schema, &mut new);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(resource, name, &causes));
+            }
         }
         if new == old {
             // A no-op write doesn't bump the resourceVersion (as the real server).

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::resources::ResourceType;
 
-type Causes = Vec<(String, String)>;
+pub(crate) type Causes = Vec<(String, String)>;
 
 fn dns1123_label(value: &str) -> bool {
     !value.is_empty()

@@ -74,8 +74,9 @@ impl Server {
                 "/apis/keda.sh/v1alpha1/namespaces/default/scaledjobs",
                 json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob",
                     "metadata": {"name": "sj"},
-                    "spec": {"jobTargetRef": {"template": {"spec": {"containers": []}}},
-                        "triggers": []}}),
+                    "spec": {"jobTargetRef": {"template": {"spec": {"containers": [
+                        {"name": "main", "image": "busybox"}]}}},
+                        "triggers": [{"type": "kafka", "metadata": {}}]}}),
             ),
         ] {
             let (code, created) = self
@@ -384,4 +385,79 @@ async fn a_crd_cannot_replace_a_built_in_type_or_name_itself_wrongly() {
     for (_, path, before) in &objects {
         server.assert_unchanged(path, before).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_resources_that_break_their_crd_schema_are_refused_naming_the_field() {
+    let server = Server::start().await;
+    let collection = "/apis/keda.sh/v1alpha1/namespaces/default/scaledjobs";
+    let scaled_job = |spec: Value| {
+        json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob",
+            "metadata": {"name": "schema"}, "spec": spec})
+        .to_string()
+    };
+    let valid = json!({"jobTargetRef": {"template": {"spec": {"containers": [
+        {"name": "main", "image": "busybox"}]}}}, "triggers": [{"type": "kafka", "metadata": {"topic": "t"}}]});
+    for (spec, field) in [
+        (json!(5), "spec"),
+        (
+            {
+                let mut spec = valid.clone();
+                spec["pollingInterval"] = json!("abc");
+                spec
+            },
+            "spec.pollingInterval",
+        ),
+        (
+            {
+                let mut spec = valid.clone();
+                spec["maxReplicaCount"] = json!(0);
+                spec
+            },
+            "spec.maxReplicaCount",
+        ),
+        (
+            {
+                let mut spec = valid.clone();
+                spec["triggers"][0]["metadata"]["topic"] = json!(5);
+                spec
+            },
+            "spec.triggers[0].metadata.topic",
+        ),
+        (json!({"triggers": valid["triggers"]}), "spec.jobTargetRef"),
+    ] {
+        let (code, status) = server
+            .send(
+                "POST",
+                collection,
+                "application/json",
+                &scaled_job(spec.clone()),
+            )
+            .await;
+        assert_refused(code, &status, (422, "Invalid"), field, &spec.to_string());
+    }
+    // Unknown fields are pruned, as the real server does without strict field validation.
+    let mut extra = valid.clone();
+    extra["notAField"] = json!(true);
+    let (code, created) = server
+        .send("POST", collection, "application/json", &scaled_job(extra))
+        .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["spec"].get("notAField"), None, "{created}");
+    // A status patch is checked too.
+    let (code, status) = server
+        .send(
+            "PATCH",
+            &format!("{collection}/schema/status"),
+            "application/merge-patch+json",
+            r#"{"status": {"conditions": [{"type": "Ready", "status": 5}]}}"#,
+        )
+        .await;
+    assert_refused(
+        code,
+        &status,
+        (422, "Invalid"),
+        "status.conditions[0].status",
+        "status patch",
+    );
 }
