@@ -22,6 +22,7 @@
 pub mod decode;
 pub mod events;
 pub mod faults;
+mod params;
 pub mod resources;
 pub mod runner;
 pub mod schema;

@@ -47,6 +47,31 @@ fn set_values(text: &str) -> Option<Vec<String>> {
     )
 }
 
+/// The real server's checks of one requirement: a qualified-name key, label values.
+fn check(requirement: &Requirement, part: &str) -> Result<(), String> {
+    use crate::validation::{label_key, label_value};
+    let (key, values): (&str, &[String]) = match requirement {
+        Requirement::Equals(k, v) | Requirement::NotEquals(k, v) => (k, std::slice::from_ref(v)),
+        Requirement::In(k, vs) | Requirement::NotIn(k, vs) => (k, vs),
+        Requirement::Exists(k) | Requirement::DoesNotExist(k) => (k, &[]),
+    };
+    if !label_key(key) {
+        return Err(format!(
+            "unable to parse requirement: {part:?}: key: Invalid value: {key:?}: name part must \
+             consist of alphanumeric characters, '-', '_' or '.', and must start and end with an \
+             alphanumeric character"
+        ));
+    }
+    if let Some(value) = values.iter().find(|v| !label_value(v)) {
+        return Err(format!(
+            "unable to parse requirement: {part:?}: values: Invalid value: {value:?}: a valid \
+             label must be an empty string or consist of alphanumeric characters, '-', '_' or \
+             '.', and must start and end with an alphanumeric character"
+        ));
+    }
+    Ok(())
+}
+
 impl LabelSelector {
     /// Parses `a=b,c!=d,e in (x,y),f notin (z),g,!h`.
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -84,6 +109,7 @@ impl LabelSelector {
             } else {
                 return Err(format!("unable to parse requirement: {part}"));
             };
+            check(&requirement, part)?;
             requirements.push(requirement);
         }
         Ok(Self(requirements))
@@ -177,6 +203,27 @@ mod tests {
             );
         }
         assert!(LabelSelector::parse("app in web").is_err());
+    }
+
+    #[test]
+    fn malformed_selectors_are_errors_not_match_all_or_match_nothing() {
+        for selector in [
+            "!!",
+            "a=b=c",
+            "a!=b!=c",
+            "=x",
+            "a in (b=c)",
+            "-a",
+            "a/b/c=d",
+        ] {
+            assert!(
+                LabelSelector::parse(selector).is_err(),
+                "{selector} must be refused"
+            );
+        }
+        for selector in ["a=", "example.com/a=b", "a.b_c-d=E.f_g-h"] {
+            assert!(LabelSelector::parse(selector).is_ok(), "{selector}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::faults::{Faults, Injected, RequestRecord};
+use crate::params::{check_list, flag, query, watch_timeout};
 use crate::resources::{Registry, ResourceType};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
@@ -68,13 +69,24 @@ fn route(store: &Store, path: &str) -> Result<Target, ApiError> {
             .resource(group, version, plural)
             .ok_or_else(|| ApiError::no_resource(path))
     };
-    let target =
-        |resource, namespace: Option<&str>, name: Option<&&str>, sub: Option<&&str>| Target {
+    // Names and namespaces arrive percent-encoded (`my%2Dname` is `my-name`).
+    let decoded = |segment: &str| {
+        crate::params::path_segment(segment).ok_or_else(|| {
+            ApiError::bad_request(format!("the path segment {segment:?} is not valid"))
+        })
+    };
+    let target = |resource,
+                  namespace: Option<&str>,
+                  name: Option<&&str>,
+                  sub: Option<&&str>|
+     -> Result<Target, ApiError> {
+        Ok(Target {
             resource,
-            namespace: namespace.map(str::to_owned),
-            name: name.map(|n| (*n).to_owned()),
+            namespace: namespace.map(decoded).transpose()?,
+            name: name.map(|n| decoded(n)).transpose()?,
             subresource: sub.map(|s| (*s).to_owned()),
-        };
+        })
+    };
     match rest {
         ["namespaces", namespace, plural, tail @ ..]
             if store
@@ -82,63 +94,17 @@ fn route(store: &Store, path: &str) -> Result<Target, ApiError> {
                 .is_some_and(|r| r.namespaced)
                 && tail.len() <= 2 =>
         {
-            Ok(target(
-                lookup(plural)?,
-                Some(namespace),
-                tail.first(),
-                tail.get(1),
-            ))
+            target(lookup(plural)?, Some(namespace), tail.first(), tail.get(1))
         }
         [plural, tail @ ..] if tail.len() <= 2 => {
             let resource = lookup(plural)?;
             if resource.namespaced && !tail.is_empty() {
                 return Err(ApiError::no_resource(path));
             }
-            Ok(target(resource, None, tail.first(), tail.get(1)))
+            target(resource, None, tail.first(), tail.get(1))
         }
         _ => Err(ApiError::no_resource(path)),
     }
-}
-
-fn query(uri: &Uri) -> HashMap<String, String> {
-    uri.query()
-        .map(|q| {
-            q.split('&')
-                .filter_map(|pair| {
-                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                    Some((decode(k)?, decode(v)?))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-fn flag(params: &HashMap<String, String>, name: &str) -> bool {
-    params.get(name).is_some_and(|v| v == "true" || v == "1")
 }
 
 /// The verb and resource of a request, as RBAC and the fault matchers name them.
@@ -335,13 +301,16 @@ fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
 fn check_kind(resource: &ResourceType, object: &Value) -> Result<(), ApiError> {
     let api_version = object.get("apiVersion").and_then(Value::as_str);
     let kind = object.get("kind").and_then(Value::as_str);
-    if api_version.is_some_and(|v| v != resource.api_version())
-        || kind.is_some_and(|k| k != resource.kind)
-    {
+    if let Some(version) = api_version.filter(|v| *v != resource.api_version()) {
         return Err(ApiError::bad_request(format!(
-            "the API version in the data ({}) does not match the expected API version ({})",
-            api_version.unwrap_or_default(),
+            "the API version in the data ({version}) does not match the expected API version ({})",
             resource.api_version()
+        )));
+    }
+    if let Some(kind) = kind.filter(|k| *k != resource.kind) {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            resource.kind
         )));
     }
     Ok(())
@@ -416,6 +385,7 @@ fn dispatch(
     let partial = wants_partial_metadata(headers);
     match (method, target.name.as_deref()) {
         (&Method::GET, None) => {
+            check_list(&params)?;
             let labels = params
                 .get("labelSelector")
                 .map(|s| LabelSelector::parse(s))
@@ -735,28 +705,6 @@ fn bookmark(resource: &ResourceType, rv: u64, initial_events_end: bool) -> Bytes
         "BOOKMARK",
         &json!({"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": metadata}),
     )
-}
-
-/// How long a watch lasts without `timeoutSeconds`.
-const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_mins(30);
-
-/// A watch's `timeoutSeconds`: an int64, as the real server parses it (anything else is a 400
-/// naming the parameter); a negative one ends the watch at once.
-fn watch_timeout(params: &HashMap<String, String>) -> Result<Duration, ApiError> {
-    let Some(text) = params.get("timeoutSeconds").filter(|t| !t.is_empty()) else {
-        return Ok(DEFAULT_WATCH_TIMEOUT);
-    };
-    let seconds = text.parse::<i64>().map_err(|error| {
-        ApiError::bad_request(format!(
-            "timeoutSeconds: Invalid value: \"{text}\": strconv.ParseInt: parsing \"{text}\": {}",
-            match error.kind() {
-                std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow =>
-                    "value out of range",
-                _ => "invalid syntax",
-            }
-        ))
-    })?;
-    Ok(Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))
 }
 
 /// Sleeps until `deadline`, or forever when there is none (a timeout beyond the clock's range).

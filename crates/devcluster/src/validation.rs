@@ -21,7 +21,7 @@ fn dns1123_subdomain(value: &str) -> bool {
     !value.is_empty() && value.len() <= 253 && value.split('.').all(dns1123_label)
 }
 
-fn label_value(value: &str) -> bool {
+pub(crate) fn label_value(value: &str) -> bool {
     value.is_empty()
         || (value.len() <= 63
             && value
@@ -37,7 +37,7 @@ fn label_value(value: &str) -> bool {
                 .is_some_and(u8::is_ascii_alphanumeric))
 }
 
-fn label_key(key: &str) -> bool {
+pub(crate) fn label_key(key: &str) -> bool {
     let (prefix, name) = match key.split_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),

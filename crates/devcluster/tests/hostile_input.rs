@@ -461,3 +461,68 @@ async fn custom_resources_that_break_their_crd_schema_are_refused_naming_the_fie
         "status patch",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_queries_and_names_are_read_as_the_real_server_reads_them() {
+    let server = Server::start().await;
+    let collection = "/api/v1/namespaces/default/configmaps";
+    for query in [
+        "labelSelector=%21%21",
+        "labelSelector=a%3Db%3Dc",
+        "limit=x",
+        "limit=-1",
+        "resourceVersion=abc",
+        "resourceVersionMatch=Exact",
+        "resourceVersion=1&resourceVersionMatch=Newest",
+    ] {
+        let (code, status) = server
+            .send(
+                "GET",
+                &format!("{collection}?{query}"),
+                "application/json",
+                "",
+            )
+            .await;
+        assert_eq!(
+            (code, status["reason"].as_str()),
+            (400, Some("BadRequest")),
+            "{query}: {status}"
+        );
+    }
+    // The wrong kind is named as a kind, not as an API version.
+    let (code, status) = server
+        .send(
+            "POST",
+            collection,
+            "application/json",
+            r#"{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}"#,
+        )
+        .await;
+    assert_eq!(code, 400, "{status}");
+    assert_eq!(
+        status["message"],
+        "the kind in the data (Secret) does not match the expected kind (ConfigMap)"
+    );
+    // A percent-encoded name is the name.
+    let (code, _) = server
+        .send(
+            "POST",
+            collection,
+            "application/json",
+            r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "my-name"}}"#,
+        )
+        .await;
+    assert_eq!(code, 201);
+    let (code, found) = server
+        .send(
+            "GET",
+            &format!("{collection}/my%2Dname"),
+            "application/json",
+            "",
+        )
+        .await;
+    assert_eq!(
+        (code, found["metadata"]["name"].as_str()),
+        (200, Some("my-name"))
+    );
+}
