@@ -135,8 +135,12 @@ pub async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    // A body over the limit is the real server's 413 Status, not a bare text answer.
+    let Ok(body) = body else {
+        return too_large().into_response();
+    };
     let (verb, resource) = classify(&app.store, &method, &uri);
     let delay = app.faults.delay();
     if !delay.is_zero() {
@@ -289,9 +293,19 @@ fn partial_metadata(object: Value) -> Value {
         "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({}))})
 }
 
+/// 413 RequestEntityTooLarge, as the real server answers a body over its limit.
+fn too_large() -> ApiError {
+    ApiError::failure(
+        413,
+        "RequestEntityTooLarge",
+        &format!("Request entity too large: limit is {MAX_BODY}"),
+        Value::Null,
+    )
+}
+
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
     if body.len() > MAX_BODY {
-        return Err(ApiError::bad_request("request entity too large"));
+        return Err(too_large());
     }
     serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))

@@ -436,6 +436,47 @@ impl Store {
                     .unwrap_or_default()
             )));
         }
+        // What the real server refuses instead of silently keeping the stored value: another
+        // namespace, another uid (a precondition), another kind or API version.
+        let text = |value: &Value, pointer: &str| {
+            value
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        if resource.namespaced
+            && let Some(other) = text(&new, "/metadata/namespace").filter(|n| n != namespace)
+        {
+            return Err(ApiError::bad_request(format!(
+                "the namespace of the object ({other}) does not match the namespace on the URL ({namespace})"
+            )));
+        }
+        if let (Some(uid), Some(stored)) =
+            (text(&new, "/metadata/uid"), text(&old, "/metadata/uid"))
+            && uid != stored
+        {
+            return Err(ApiError::failure(
+                409,
+                "Conflict",
+                &format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {stored}",
+                    resource.qualified()
+                ),
+                Value::Null,
+            ));
+        }
+        if let Some(kind) = text(&new, "/kind").filter(|k| *k != resource.kind) {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({kind}) does not match the expected kind ({})",
+                resource.kind
+            )));
+        }
+        if let Some(version) = text(&new, "/apiVersion").filter(|v| *v != resource.api_version()) {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({version}) does not match the expected API version ({})",
+                resource.api_version()
+            )));
+        }
         match part {
             Part::Status => {
                 // Only status changes through /status.

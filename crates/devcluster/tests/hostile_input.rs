@@ -526,3 +526,52 @@ async fn malformed_queries_and_names_are_read_as_the_real_server_reads_them() {
         (200, Some("my-name"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patches_that_move_an_object_or_change_its_identity_are_refused() {
+    let server = Server::start().await;
+    for (_, path, before) in server.objects().await {
+        for (patch, expected) in [
+            (
+                r#"[{"op": "replace", "path": "/metadata/namespace", "value": "elsewhere"}]"#,
+                (400, "BadRequest"),
+            ),
+            (
+                r#"[{"op": "replace", "path": "/metadata/uid", "value": "another"}]"#,
+                (409, "Conflict"),
+            ),
+            (
+                r#"[{"op": "replace", "path": "/kind", "value": "Other"}]"#,
+                (400, "BadRequest"),
+            ),
+        ] {
+            let (code, status) = server
+                .send("PATCH", &path, "application/json-patch+json", patch)
+                .await;
+            assert_eq!(
+                (code, status["reason"].as_str()),
+                (expected.0, Some(expected.1)),
+                "{path} {patch}: {status}"
+            );
+            server.assert_unchanged(&path, &before).await;
+        }
+    }
+    // A body over the limit is a Status too.
+    let big = format!(
+        r#"{{"metadata": {{"name": "big"}}, "data": {{"k": "{}"}}}}"#,
+        "x".repeat(4 * 1024 * 1024)
+    );
+    let (code, status) = server
+        .send(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            &big,
+        )
+        .await;
+    assert_eq!(
+        (code, status["kind"].as_str(), status["reason"].as_str()),
+        (413, Some("Status"), Some("RequestEntityTooLarge")),
+        "{status}"
+    );
+}
