@@ -47,7 +47,7 @@ const PARTITIONS: i32 = 4;
 const MAX_IN_FLIGHT: u32 = 8;
 const KILLS: usize = 10;
 /// Messages of each crash loop: at about 6 dispatched a second on 2 cores, the 10 kills land
-/// mid-burst (about half done at the last).
+/// mid-burst (a third to a half done at the last).
 const MESSAGES: usize = 200;
 
 /// One test at a time: each runs up to 8 pods and an operator.
