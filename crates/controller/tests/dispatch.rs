@@ -270,3 +270,79 @@ async fn a_restart_mid_burst_dispatches_nothing_twice_and_loses_nothing() {
     assert_eq!(distinct.len(), 16);
     operator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_left_without_its_message_secret_at_the_cap_gets_it_after_a_restart() {
+    use jobtide_api::delivery::{Delivery, message_job};
+    use jobtide_api::trigger::Payload;
+    use jobtide_core::dispatch::{DispatchHash, JobCoordinates, job_name};
+
+    let h = harness(2).await;
+    h.kafka.create_topic("orders", 1).unwrap();
+    produce_values(&h, &["m0".into(), "m1".into()]).await;
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    let mut sj = dispatch_job(
+        "lonely",
+        &h.kafka.bootstrap_servers(),
+        json!({}),
+        json!({"maxReplicaCount": 1}),
+    );
+    sj.spec
+        .job_target_ref
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0]
+        .args = Some(vec![r#"cat "$JOBTIDE_MESSAGE_DIR/value""#.into()]);
+    let sj = api.create(&PostParams::default(), &sj).await.unwrap();
+
+    // An operator killed between creating the first message's Job and its Secret: the Job
+    // exists, its pod waits for the Secret (as the kubelet's would), and it fills the cap.
+    let name = job_name("lonely", "orders", 0, 0, 1);
+    let labels = JobCoordinates {
+        partition: 0,
+        offset: 0,
+        attempt: 1,
+        hash: DispatchHash::of("lonely", "orders"),
+    }
+    .labels();
+    let (job, secret) = message_job(
+        &sj,
+        "test",
+        &Delivery {
+            job_name: &name,
+            labels: &labels,
+            topic: "orders",
+            partition: 0,
+            offset: 0,
+            attempt: 1,
+            timestamp_ms: None,
+            key: Some(b"k0"),
+            value: Some(b"m0"),
+            headers: &[],
+            payload: Payload::File,
+        },
+    )
+    .unwrap();
+    assert!(secret.is_some(), "payload: file has a message Secret");
+    Api::<Job>::namespaced(h.client.clone(), "default")
+        .create(&PostParams::default(), &job)
+        .await
+        .unwrap();
+
+    // The restarted operator reads the message again for the Secret, though the cap is full.
+    let operator = start_operator(&h, "restarted", Leadership::Always);
+    let jobs = eventually("both messages' Jobs complete", 30, async || {
+        let jobs = jobs_of(&h.client, "lonely").await;
+        (jobs.iter().filter(|j| has_condition(j, "Complete")).count() == 2).then_some(jobs)
+    })
+    .await;
+    assert_eq!(log_of(&h.client, &name).await, "m0");
+    assert_eq!(jobs.len(), 2);
+    eventually("everything committed", 30, async || {
+        (uncommitted(&h.kafka, "lonely-dispatch", "orders").await == Some(0)).then_some(())
+    })
+    .await;
+    operator.stop().await;
+}

@@ -79,6 +79,10 @@ pub struct Runner {
     volumes_root: std::sync::OnceLock<(std::path::PathBuf, bool)>,
     /// Pods whose volumes were written.
     pod_dirs: Mutex<HashSet<PodKey>>,
+    /// Pods whose process was started, as long as the pod exists: a pod runs once. A sync
+    /// works from a listing that may be older than a pod's process, which may have started,
+    /// finished and left `running` since; that listing still shows the pod Pending.
+    started: Mutex<HashSet<PodKey>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -199,6 +203,9 @@ impl Runner {
                 keep
             });
         }
+        if let Ok(mut started) = self.started.lock() {
+            started.retain(|key| live.contains(key));
+        }
         if let Ok(mut running) = self.running.lock() {
             running.retain(|key, process| {
                 let keep = live.contains(key);
@@ -225,9 +232,18 @@ impl Runner {
                 }
             }
         }
+        let started = self.started.lock().map(|s| s.clone()).unwrap_or_default();
+        let pod_key = |p: &Value| {
+            (
+                str_at(p, "/metadata/namespace").to_owned(),
+                str_at(p, "/metadata/name").to_owned(),
+            )
+        };
+        // Running, or started and about to say so.
         let mut running_pods = pods
             .iter()
-            .filter(|p| str_at(p, "/status/phase") == "Running")
+            .filter(|p| str_at(p, "/status/phase") == "Running" || started.contains(&pod_key(p)))
+            .filter(|p| !matches!(str_at(p, "/status/phase"), "Succeeded" | "Failed"))
             .count();
         for job in &jobs {
             let job_pods = by_job
@@ -243,7 +259,9 @@ impl Runner {
         for pod in pods {
             let namespace = str_at(&pod, "/metadata/namespace").to_owned();
             let name = str_at(&pod, "/metadata/name").to_owned();
-            if pod.pointer("/metadata/deletionTimestamp").is_some() {
+            if pod.pointer("/metadata/deletionTimestamp").is_some()
+                || started.contains(&(namespace.clone(), name.clone()))
+            {
                 continue;
             }
             if running_pods >= config.max_parallel_pods {
@@ -558,7 +576,7 @@ impl Runner {
         let namespace = str_at(pod, "/metadata/namespace").to_owned();
         let name = str_at(pod, "/metadata/name").to_owned();
         let key = (namespace.clone(), name.clone());
-        if self.running.lock().map_or(true, |r| r.contains_key(&key)) {
+        if self.started.lock().map_or(true, |s| s.contains(&key)) {
             return;
         }
         let container = pod
@@ -642,6 +660,13 @@ impl Runner {
         ))
         .unwrap_or_default();
         let restart_on_failure = str_at(pod, "/spec/restartPolicy") == "OnFailure";
+        if !self
+            .started
+            .lock()
+            .is_ok_and(|mut started| started.insert(key.clone()))
+        {
+            return;
+        }
         let log = Arc::new(Mutex::new(Vec::new()));
         if let Ok(mut logs) = self.logs.lock() {
             logs.insert(key.clone(), Arc::clone(&log));
@@ -809,4 +834,58 @@ fn terminated(
             "restartCount": restarts, "state": {"terminated": {"exitCode": exit, "reason": reason, "message": message,
                 "startedAt": start_time, "finishedAt": now()}}}],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)] // test code: a failure is the test failing
+
+    use super::*;
+
+    /// A sync schedules from a listing of pending pods, and a short process can start, finish
+    /// and leave `running` before the sync reaches it in that listing: the pod must not run
+    /// again (`jobtide dev` ran a dispatch Job's pod twice this way, one in 200).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pod_runs_once_even_when_a_stale_listing_shows_it_pending_after_it_finished() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let runs = dir.path().join("runs");
+        let store = Arc::new(Store::new());
+        let pod_type = store.resource("", "v1", "pods").expect("pods");
+        let listed = store
+            .create(
+                &pod_type,
+                "default",
+                json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "once", "namespace": "default"},
+                    "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox",
+                        "command": ["/bin/sh", "-c", format!("echo ran >> '{}'", runs.display())]}]},
+                    "status": {"phase": "Pending"}}),
+            )
+            .expect("pod");
+        let runner = Arc::new(Runner::default());
+        let config = RunnerConfig::default();
+        runner.start_pod(&store, &listed, &config);
+        let key = ("default".to_owned(), "once".to_owned());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let pod = store.get(&pod_type, "default", "once").expect("pod");
+            let gone = !runner.running.lock().expect("running").contains_key(&key);
+            if str_at(&pod, "/status/phase") == "Succeeded" && gone {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pod did not finish: {pod}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // The stale listing still says Pending.
+        runner.start_pod(&store, &listed, &config);
+        runner.sync(&store, &config);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(std::fs::read_to_string(&runs).expect("runs"), "ran\n");
+        let pod = store.get(&pod_type, "default", "once").expect("pod");
+        assert_eq!(str_at(&pod, "/status/phase"), "Succeeded");
+    }
 }

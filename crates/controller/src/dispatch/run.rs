@@ -232,7 +232,19 @@ async fn session(task: &Task) -> StepError {
                 }
             }
         }
-        let pause = !ledger.may_receive();
+        if !unverified.is_empty() {
+            // A Job that finished or went needs no Secret.
+            let running: HashSet<String> = dispatched(&context.jobs.of(&owner), hash)
+                .into_iter()
+                .filter(|j| matches!(j.observed.outcome, Outcome::Running))
+                .map(|j| j.name)
+                .collect();
+            unverified.retain(|_, job| running.contains(&job.name));
+        }
+        // A Job found running at the restart may wait for its Secret, which needs its message
+        // read again: read on at the cap until each is (a cap full of such Jobs would else never
+        // free a slot).
+        let pause = !ledger.may_receive() && unverified.is_empty();
         if pause != paused {
             let switched = if pause {
                 consumer.pause()
@@ -272,11 +284,15 @@ async fn session(task: &Task) -> StepError {
             received = consumer.recv(), if !paused => match received {
                 Ok(message) => {
                     let key = (message.partition, message.offset);
+                    // Offsets the consumer went past are gone from the topic: nothing to
+                    // restore a Secret from.
+                    unverified.retain(|&(partition, offset), _| partition != key.0 || offset >= key.1);
                     if let Some(job) = unverified.remove(&key)
                         && let Err(error) = restore_secret(&scope, &job, &message).await
                     {
-                        task.report(&error);
-                        unverified.insert(key, job);
+                        // The message won't come again in this session: the next one reads it
+                        // again from the commit.
+                        return error;
                     }
                     pending.extend(ledger.received(message));
                 }
