@@ -8,7 +8,6 @@
 mod live;
 mod redact;
 
-use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use jobtide_kafka::scaler::measure_trigger;
 use jobtide_kafka::source::SourcePool;
 use serde::Serialize;
 
+use crate::text::{escaped, push_line};
 use crate::validate::{Collected, ManifestArgs, collect, identity, input, typed};
 use live::{LiveExplanation, cluster_client, live};
 use redact::Hidden;
@@ -123,7 +123,7 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
     let documents = match input::read_all(&args.manifests.files, args.manifests.recursive) {
         Ok(documents) => documents,
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", escaped(&error.to_string()));
             return ExitCode::from(2);
         }
     };
@@ -162,14 +162,20 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
         document_errors,
     } = collect(documents, &args.manifests.namespace);
     for error in &document_errors {
-        eprintln!("warning: {}: {}", error.location, error.message);
+        eprintln!(
+            "warning: {}",
+            escaped(&format!("{}: {}", error.location, error.message))
+        );
     }
     let timeout = Duration::from_secs(args.timeout);
     let mut cluster_failed = false;
     let cluster = match cluster_client(args, timeout).await {
         Ok(cluster) => cluster,
         Err(error) => {
-            eprintln!("error: no cluster access, live Job counts skipped: {error:#}");
+            eprintln!(
+                "error: no cluster access, live Job counts skipped: {}",
+                escaped(&format!("{error:#}"))
+            );
             cluster_failed = true;
             None
         }
@@ -320,66 +326,79 @@ fn jobs_wanted(spec: &jobtide_api::ScaledJobSpec, measurement: TriggerMeasuremen
 fn to_text(explanation: &Explanation) -> String {
     let mut out = String::new();
     for sj in &explanation.scaled_jobs {
-        let _ = writeln!(out, "ScaledJob {}/{}", sj.namespace, sj.name);
+        push_line(
+            &mut out,
+            format_args!("ScaledJob {}/{}", sj.namespace, sj.name),
+        );
         if let Some(error) = &sj.error {
-            let _ = writeln!(out, "  error: {error}");
+            push_line(&mut out, format_args!("  error: {error}"));
         }
         for t in &sj.triggers {
             let metric = t.metric_name.as_deref().unwrap_or("-");
-            let _ = writeln!(out, "  trigger {} ({}) metric {metric}", t.index, t.type_);
+            push_line(
+                &mut out,
+                format_args!("  trigger {} ({}) metric {metric}", t.index, t.type_),
+            );
             if let Some(error) = &t.error {
-                let _ = writeln!(out, "    error: {error}");
+                push_line(&mut out, format_args!("    error: {error}"));
                 continue;
             }
-            let _ = writeln!(
-                out,
-                "    {:<24} {:>9} {:>10} {:>10} {:>10} {:>8} {:>8}",
-                "TOPIC", "PARTITION", "COMMITTED", "LOG-START", "END", "LAG", "COUNTED"
+            push_line(
+                &mut out,
+                format_args!(
+                    "    {:<24} {:>9} {:>10} {:>10} {:>10} {:>8} {:>8}",
+                    "TOPIC", "PARTITION", "COMMITTED", "LOG-START", "END", "LAG", "COUNTED"
+                ),
             );
             for p in &t.partitions {
                 let opt = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
-                let _ = writeln!(
-                    out,
-                    "    {:<24} {:>9} {:>10} {:>10} {:>10} {:>8} {:>8}",
-                    p.topic,
-                    p.partition,
-                    opt(p.committed),
-                    opt(p.log_start),
-                    p.end,
-                    p.lag,
-                    p.counted_lag
+                push_line(
+                    &mut out,
+                    format_args!(
+                        "    {:<24} {:>9} {:>10} {:>10} {:>10} {:>8} {:>8}",
+                        p.topic,
+                        p.partition,
+                        opt(p.committed),
+                        opt(p.log_start),
+                        p.end,
+                        p.lag,
+                        p.counted_lag
+                    ),
                 );
             }
-            let _ = writeln!(
-                out,
-                "    total lag {}, metric value {}, active {}, Jobs this lag calls for with none running: {}",
-                t.total_lag, t.metric_value, t.active, t.jobs_wanted
+            push_line(
+                &mut out,
+                format_args!(
+                    "    total lag {}, metric value {}, active {}, Jobs this lag calls for with none running: {}",
+                    t.total_lag, t.metric_value, t.active, t.jobs_wanted
+                ),
             );
         }
         if let Some(live) = &sj.live {
             if let Some(error) = &live.error {
-                let _ = writeln!(out, "  live: error: {error}");
+                push_line(&mut out, format_args!("  live: error: {error}"));
                 continue;
             }
-            let _ = writeln!(
-                out,
-                "  live Jobs: {} running ({} of them pending), {} finishing, {} succeeded, {} failed",
-                live.running, live.pending, live.finishing, live.succeeded, live.failed
+            push_line(
+                &mut out,
+                format_args!(
+                    "  live Jobs: {} running ({} of them pending), {} finishing, {} succeeded, {} failed",
+                    live.running, live.pending, live.finishing, live.succeeded, live.failed
+                ),
             );
             let heading = if live.mode == "dispatch" {
                 "dispatch"
             } else {
                 "next poll"
             };
-            let _ = writeln!(out, "  {heading}:");
+            push_line(&mut out, format_args!("  {heading}:"));
             for line in &live.arithmetic {
-                let _ = writeln!(out, "    {line}");
+                push_line(&mut out, format_args!("    {line}"));
             }
             if !live.delete.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "    delete (history limits): {}",
-                    live.delete.join(", ")
+                push_line(
+                    &mut out,
+                    format_args!("    delete (history limits): {}", live.delete.join(", ")),
                 );
             }
         }

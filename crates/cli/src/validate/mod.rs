@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret as K8sSecret};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::text::escaped;
 use input::{Document, Location};
 use report::{DocumentError, Report, ScaledJobReport, TriggerReport};
 
@@ -75,7 +76,7 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
     let documents = match input::read_all(files, *recursive) {
         Ok(documents) => documents,
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", escaped(&error.to_string()));
             return ExitCode::from(2);
         }
     };

@@ -218,3 +218,41 @@ fn missing_required_fields_name_the_parent() {
         "spec.jobTargetRef.template.spec.containers: Required value"
     );
 }
+
+// --- hostile input (issue 18) ---
+
+/// Every line of the text output, each checked to hold no control character (a name with CR,
+/// LF or ESC could otherwise forge or hide lines).
+fn text_lines(report: &Report) -> Vec<String> {
+    let text = report.to_text();
+    for line in text.lines() {
+        assert!(
+            !line.chars().any(char::is_control),
+            "a raw control character in {line:?}"
+        );
+    }
+    text.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn control_characters_in_names_are_escaped_in_every_text_line() {
+    let text = "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata:\n  name: \"sj\\e[2K\\rforged: valid\\nx\"\n  namespace: \"ns\\u0000\\u009b\"\nspec:\n  jobTargetRef:\n    template:\n      spec:\n        containers:\n          - name: main\n            image: busybox\n  triggers:\n    - type: \"kafka\\n\"\n      name: \"t\\r\\n0 ScaledJob(s) checked\"\n      metadata:\n        topic: t\n---\napiVersion: keda.sh/v1alpha1\nkind: TriggerAuthentication\nmetadata:\n  name: \"ta\\nforged\"\nspec: 5\n";
+    let report = validate_yaml(text);
+    let lines = text_lines(&report);
+    let object = "ScaledJob ns\\0\\u{9b}/sj\\u{1b}[2K\\rforged: valid\\nx";
+    assert!(lines.iter().any(|l| l.contains(object)), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("trigger 0 (kafka\\n) \"t\\r\\n0 ScaledJob(s) checked\"")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("TriggerAuthentication default/ta\\nforged")),
+        "{lines:#?}"
+    );
+    // JSON keeps the values as they are (JSON escapes them itself).
+    assert_eq!(report.scaled_jobs[0].name, "sj\u{1b}[2K\rforged: valid\nx");
+}

@@ -1,0 +1,57 @@
+//! Hostile and bad input to `jobtide validate`, `jobtide explain` and `jobtide kafka …`, run as a
+//! user runs them: the built binary, its exit code, its output (issue 18).
+
+#![allow(clippy::expect_used)] // test helpers outside #[test] fns: a failure is the test failing
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use assert_cmd::Command;
+
+fn jobtide() -> Command {
+    let mut command = Command::cargo_bin("jobtide").expect("the jobtide binary");
+    command.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
+    // A hang fails the test instead of hanging it.
+    command.timeout(Duration::from_mins(1));
+    command
+}
+
+fn printed(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A ScaledJob whose names hold control characters and whose trigger can't be measured (no
+/// bootstrapServers): `explain` prints it without touching the network.
+const HOSTILE: &str = "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata:\n  name: \"sj\\e[2K\\rforged\"\n  namespace: \"ns\\nx\"\nspec:\n  jobTargetRef:\n    template:\n      spec:\n        containers:\n          - name: main\n            image: busybox\n  triggers:\n    - type: \"kafka\\r\"\n      metadata:\n        topic: \"t\\u001b\"\n        consumerGroup: g\n";
+
+#[test]
+fn names_with_control_characters_are_escaped_in_text_output() {
+    for command in ["validate", "explain"] {
+        let output = jobtide()
+            .args([command, "-f", "-"])
+            .write_stdin(HOSTILE)
+            .output()
+            .expect("run");
+        let printed = printed(&output);
+        assert_eq!(output.status.code(), Some(1), "{command}: {printed}");
+        for line in printed.lines() {
+            assert!(
+                !line.chars().any(char::is_control),
+                "{command}: a raw control character in {line:?}"
+            );
+        }
+        assert!(
+            printed.contains("ScaledJob ns\\nx/sj\\u{1b}[2K\\rforged"),
+            "{command}: {printed}"
+        );
+        assert!(
+            printed.contains("trigger 0 (kafka\\r)"),
+            "{command}: {printed}"
+        );
+    }
+}
