@@ -15,7 +15,7 @@ use clap::{Args, ValueEnum};
 use jobtide_api::resolve::{
     DEFAULT_CLUSTER_OBJECT_NAMESPACE, MissingEnvSource, ObjectSet, resolve_triggers,
 };
-use jobtide_api::validation::check_scaled_job;
+use jobtide_api::validation::{check_job_spec, check_object_meta, check_scaled_job};
 use jobtide_api::{ClusterTriggerAuthentication, ScaledJob, TriggerAuthentication};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret as K8sSecret};
 use serde::de::DeserializeOwned;
@@ -301,6 +301,11 @@ fn check(
             return report;
         }
     };
+    report.errors.extend(check_object_meta(
+        &namespace,
+        &name,
+        scaled_job.metadata.annotations.as_ref(),
+    ));
     report.errors.extend(unknown_fields(
         pending.value.get("spec"),
         &serde_json::to_value(&scaled_job.spec).unwrap_or(Value::Null),
@@ -310,6 +315,9 @@ fn check(
         .errors
         .extend(required_job_fields(pending.value.get("spec")));
     let spec = &scaled_job.spec;
+    let job = check_job_spec(&spec.job_target_ref);
+    report.errors.extend(job.errors);
+    report.warnings.extend(job.warnings);
     let findings = check_scaled_job(&name, spec);
     report.errors.extend(findings.errors.iter().cloned());
     report.warnings.extend(findings.warnings.iter().cloned());

@@ -256,3 +256,98 @@ fn control_characters_in_names_are_escaped_in_every_text_line() {
     // JSON keeps the values as they are (JSON escapes them itself).
     assert_eq!(report.scaled_jobs[0].name, "sj\u{1b}[2K\rforged: valid\nx");
 }
+
+/// A ScaledJob document named `name` in `namespace` with `job` as its `jobTargetRef` and
+/// `metadata_extra` added to its metadata.
+fn scaled_job_with(namespace: &str, name: &str, metadata_extra: &str, job: &str) -> String {
+    format!(
+        "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata:\n  name: {name}\n  namespace: {namespace}\n{metadata_extra}spec:\n  jobTargetRef:\n{job}  triggers:\n{KAFKA}"
+    )
+}
+
+const TEMPLATE: &str = "    template:\n      spec:\n        containers:\n          - name: main\n            image: busybox\n";
+
+#[test]
+fn names_the_apiserver_refuses_are_errors_naming_the_field() {
+    let report = validate_yaml(&scaled_job_with("Team_A", "Orders.", "", TEMPLATE));
+    let errors = &report.scaled_jobs[0].errors;
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors[0].starts_with(
+            "metadata.name: Invalid value: \"Orders.\": a lowercase RFC 1123 subdomain"
+        ),
+        "{errors:#?}"
+    );
+    assert!(
+        errors[1].starts_with(
+            "metadata.namespace: Invalid value: \"Team_A\": a lowercase RFC 1123 label"
+        ),
+        "{errors:#?}"
+    );
+    let report = validate_yaml(&scaled_job_with("team-a", "orders.v2", "", TEMPLATE));
+    assert!(report.is_valid(), "{}", report.to_text());
+}
+
+#[test]
+fn job_specs_the_apiserver_refuses_are_errors_naming_the_field() {
+    let job = "    parallelism: -1\n    completions: -2\n    backoffLimit: -3\n    activeDeadlineSeconds: -4\n    template:\n      spec:\n        restartPolicy: Always\n        containers:\n          - name: main\n            image: busybox\n          - name: main\n          - name: side\n            image: \"\"\n";
+    let report = validate_yaml(&scaled_job_with("default", "sj", "", job));
+    let errors = &report.scaled_jobs[0].errors;
+    let expected = [
+        "spec.jobTargetRef.parallelism: Invalid value: -1: must be greater than or equal to 0",
+        "spec.jobTargetRef.completions: Invalid value: -2: must be greater than or equal to 0",
+        "spec.jobTargetRef.activeDeadlineSeconds: Invalid value: -4: must be greater than or equal to 0",
+        "spec.jobTargetRef.backoffLimit: Invalid value: -3: must be greater than or equal to 0",
+        "spec.jobTargetRef.template.spec.containers[1].name: Duplicate value: \"main\"",
+        "spec.jobTargetRef.template.spec.containers[1].image: Required value",
+        "spec.jobTargetRef.template.spec.containers[2].image: Required value",
+        "spec.jobTargetRef.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\"",
+    ];
+    for expected in expected {
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "missing {expected:?} in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for policy in ["Never", "OnFailure"] {
+        let job = TEMPLATE.replace(
+            "      spec:\n",
+            &format!("      spec:\n        restartPolicy: {policy}\n"),
+        );
+        let report = validate_yaml(&scaled_job_with("default", "sj", "", &job));
+        assert!(report.is_valid(), "{}", report.to_text());
+    }
+}
+
+#[test]
+fn annotations_beyond_256_kib_are_errors_as_in_the_apiserver() {
+    let big = "x".repeat(256 * 1024);
+    let annotations = format!("  annotations:\n    a: \"{big}\"\n");
+    let report = validate_yaml(&scaled_job_with("default", "sj", &annotations, TEMPLATE));
+    let errors = &report.scaled_jobs[0].errors;
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("metadata.annotations: Too long: may not be more than 262144 bytes"),
+        "{errors:#?}"
+    );
+    // In the Job template too (the apiserver refuses the Job).
+    let job = format!(
+        "    template:\n      metadata:\n        annotations:\n          a: \"{big}\"\n      spec:\n        containers:\n          - name: main\n            image: busybox\n"
+    );
+    let report = validate_yaml(&scaled_job_with("default", "sj", "", &job));
+    let errors = &report.scaled_jobs[0].errors;
+    assert!(
+        errors.iter().any(|e| e.starts_with(
+            "spec.jobTargetRef.template.metadata.annotations: Too long: may not be more than 262144 bytes"
+        )),
+        "{errors:#?}"
+    );
+    // Exactly the limit (key + value bytes) is fine.
+    let fits = format!(
+        "  annotations:\n    a: \"{}\"\n",
+        "x".repeat(256 * 1024 - 1)
+    );
+    let report = validate_yaml(&scaled_job_with("default", "sj", &fits, TEMPLATE));
+    assert!(report.is_valid(), "{}", report.to_text());
+}
