@@ -13,6 +13,7 @@ use super::connection::{
 use super::kerberos;
 use super::lag_fields::{IsolationLevel, LagDraft};
 use super::params::{AUTH, META, META_AUTH, META_ENV, Params};
+use super::topic::check_topic_name;
 use super::{ParamError, Rejected, aws, redacted};
 use crate::secret::Secret;
 
@@ -240,9 +241,8 @@ fn read_fields(p: &mut Params<'_>) -> Draft {
     }
 }
 
-/// KEDA's custom validation, in its order; only the first failure is reported. It sees the
-/// zero value of any field that failed to parse, as Go does. It also completes the derived
-/// fields (`partitionLimitation`, `oauthExtensions`).
+/// KEDA's custom validation, in its order, then jobtide's topic name check; only the first
+/// failure is reported. It sees the zero value of any field that failed to parse, as Go does.
 fn validate(d: &Draft) -> Result<(), ParamError> {
     let zero = |v: Option<bool>| v.unwrap_or_default();
     let has_topic = d.topic.is_some();
@@ -306,7 +306,12 @@ fn validate(d: &Draft) -> Result<(), ParamError> {
             _ => {}
         }
     }
-    validate_sasl(d)
+    validate_sasl(d)?;
+    // jobtide's own (KEDA accepts any text): a topic Kafka can't have.
+    if let Some(topic) = &d.topic {
+        check_topic_name("topic", topic)?;
+    }
+    Ok(())
 }
 
 fn validate_sasl(d: &Draft) -> Result<(), ParamError> {
