@@ -422,7 +422,9 @@ fn check_token_endpoint(uri: &str) -> Result<(), String> {
     }
 }
 
-/// `partitionLimitation` for `kafka`: `"1,2,10-20,31"`, elements trimmed, inclusive ranges.
+/// `partitionLimitation` for `kafka`: `"1,2,10-20,31"`, elements trimmed, inclusive ranges; a
+/// range whose start is after its end is an error, and a partition named twice (overlapping
+/// ranges) is kept once, where it first appears.
 pub fn parse_partition_limitation(raw: &str) -> Result<Vec<i32>, String> {
     let mut out = Vec::new();
     for part in raw.split(',') {
@@ -436,6 +438,12 @@ pub fn parse_partition_limitation(raw: &str) -> Result<Vec<i32>, String> {
             else {
                 return Err(format!("invalid partition limitation range: {part}"));
             };
+            if start > end {
+                // KEDA expands it to nothing, an empty limitation: silently every partition.
+                return Err(format!(
+                    "invalid partition limitation range: {part} (its start is after its end)"
+                ));
+            }
             if i128::from(end) - i128::from(start) >= super::params::MAX_RANGE_LEN {
                 return Err(format!(
                     "invalid partition limitation range: {part} (spans more \
@@ -451,7 +459,8 @@ pub fn parse_partition_limitation(raw: &str) -> Result<Vec<i32>, String> {
             out.push(id);
         }
     }
-    Ok(out)
+    // Overlapping ranges name a partition twice; it counts once.
+    Ok(super::params::each_once(out))
 }
 
 fn parse_extensions(raw: &str) -> Result<BTreeMap<String, String>, String> {

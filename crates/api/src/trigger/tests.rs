@@ -1273,3 +1273,55 @@ fn an_illegal_topic_from_a_secret_is_refused_without_repeating_it() {
     assert_eq!(errors[0].0, "topic");
     assert!(!errors[0].1.contains("jtmarker"), "{errors:?}");
 }
+
+#[test]
+fn a_reversed_partition_range_is_an_error_naming_the_parameter() {
+    let errors = param_errors(&Input::kafka(&[
+        ("bootstrapServers", "b:1"),
+        ("consumerGroup", "g"),
+        ("topic", "t"),
+        ("partitionLimitation", "0,5-1"),
+    ]));
+    assert_eq!(
+        errors,
+        vec![(
+            "partitionLimitation".to_owned(),
+            "invalid partition limitation range: 5-1 (its start is after its end)".to_owned()
+        )]
+    );
+    let errors = param_errors(&Input::apache(&[
+        ("bootstrapServers", "b:1"),
+        ("consumerGroup", "g"),
+        ("topic", "t"),
+        ("partitionLimitation", "0,5-1"),
+    ]));
+    assert_eq!(
+        errors,
+        vec![(
+            "partitionLimitation".to_owned(),
+            "unable to set param \"partitionLimitation\" value \"0,5-1\": slice element 1: range \
+             \"5-1\" starts after it ends"
+                .to_owned()
+        )]
+    );
+}
+
+#[test]
+fn overlapping_partition_ranges_count_each_partition_once() {
+    let config = Input::kafka(&[
+        ("bootstrapServers", "b:1"),
+        ("consumerGroup", "g"),
+        ("topic", "t"),
+        ("partitionLimitation", "1-3,2-4,3"),
+    ])
+    .kafka_ok();
+    assert_eq!(config.lag.partition_limitation, Some(vec![1, 2, 3, 4]));
+    let config = Input::apache(&[
+        ("bootstrapServers", "b:1"),
+        ("consumerGroup", "g"),
+        ("topic", "t"),
+        ("partitionLimitation", "4,1-3,2-4"),
+    ])
+    .apache_ok();
+    assert_eq!(config.lag.partition_limitation, Some(vec![4, 1, 2, 3]));
+}
