@@ -58,6 +58,57 @@ pub enum InputError {
     Yaml { location: Location, message: String },
     #[error("{path}: no .yaml, .yml or .json files in this directory")]
     EmptyDirectory { path: String },
+    /// Valid YAML beyond one of the reader's limits ([`budget`]).
+    #[error("{location}: too large to read: {what} (jobtide's limit, docs/security.md)")]
+    TooLarge { location: Location, what: String },
+}
+
+/// The most YAML nodes (scalars, lists and mappings, keys included) one document may hold: a
+/// `kind: List` of 100,000 ScaledJobs of about 45 nodes each fits. Each node costs about 100
+/// bytes of memory once parsed, so this bounds a document at roughly 500 MB.
+pub const MAX_NODES: usize = 5_000_000;
+
+/// The reader's limits, per document (each document is parsed on its own): [`MAX_NODES`], and
+/// serde-saphyr's defaults for the rest — nesting at most 64 deep, 64 MiB of scalar text,
+/// 50,000 aliases and anchors (no alias bombs).
+fn budget() -> serde_saphyr::Budget {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = MAX_NODES;
+    // Every node is one event, every list and mapping one more at its end.
+    budget.max_events = 2 * MAX_NODES + 16;
+    budget
+}
+
+/// The limit `breach` exceeded, said plainly.
+fn exceeded(breach: &serde_saphyr::budget::BudgetBreach, budget: &serde_saphyr::Budget) -> String {
+    use serde_saphyr::budget::BudgetBreach;
+    match breach {
+        BudgetBreach::Nodes { .. } => format!(
+            "more than {} YAML nodes (scalars, lists and mappings) in one document",
+            budget.max_nodes
+        ),
+        BudgetBreach::Events { .. } => format!(
+            "more than {} YAML parser events in one document",
+            budget.max_events
+        ),
+        BudgetBreach::Depth { .. } => {
+            format!("lists and mappings nested deeper than {}", budget.max_depth)
+        }
+        BudgetBreach::ScalarBytes { .. } => format!(
+            "more than {} bytes of values in one document",
+            budget.max_total_scalar_bytes
+        ),
+        BudgetBreach::Aliases { .. }
+        | BudgetBreach::Anchors { .. }
+        | BudgetBreach::AliasAnchorRatio { .. }
+        | BudgetBreach::RecordedAnchorEvents { .. }
+        | BudgetBreach::RecordedAnchorBytes { .. } => format!(
+            "too many YAML anchors or aliases (at most {} of each, and at most {} aliases per \
+             anchor)",
+            budget.max_aliases, budget.alias_anchor_ratio_multiplier
+        ),
+        other => format!("beyond the YAML reader's limits ({other:?})"),
+    }
 }
 
 /// Reads every input in order.
@@ -171,9 +222,17 @@ fn is_manifest(path: &Path) -> bool {
         .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
 }
 
-/// Splits `text` into documents and parses each; empty and null documents are skipped but
-/// counted.
+/// Splits `text` into documents and parses each within [`budget`]; empty and null documents are
+/// skipped but counted.
 pub fn parse_documents(file: &str, text: &str) -> Result<Vec<Document>, InputError> {
+    parse_documents_within(file, text, &budget())
+}
+
+fn parse_documents_within(
+    file: &str,
+    text: &str,
+    budget: &serde_saphyr::Budget,
+) -> Result<Vec<Document>, InputError> {
     let mut documents = Vec::new();
     for (index, (line, chunk)) in split(text).into_iter().enumerate() {
         let location = Location {
@@ -190,9 +249,18 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<Document>, InputErr
             continue;
         }
         // No snippets: an error in a Secret's document must not echo its lines.
-        let options = serde_saphyr::options! { with_snippet: false };
+        let options = serde_saphyr::options! {
+            with_snippet: false,
+            budget: Some(budget.clone()),
+        };
         let value: Value =
             serde_saphyr::from_str_with_options(&chunk, options).map_err(|error| {
+                if let serde_saphyr::Error::Budget { breach, .. } = &error {
+                    return InputError::TooLarge {
+                        location: location.clone(),
+                        what: exceeded(breach, budget),
+                    };
+                }
                 let text = error.without_snippet().to_string();
                 let message = match error.location() {
                     // The parser counts lines within the document; report them within the file.
@@ -274,6 +342,24 @@ mod tests {
         let sub = dir.path().join("sub").display().to_string();
         let documents = read_all(&[root.clone(), root, sub], true).expect("read");
         assert_eq!(documents.len(), 1);
+    }
+
+    #[test]
+    fn a_document_beyond_a_limit_says_which_limit() {
+        let mut small = budget();
+        small.max_nodes = 10;
+        let text = "a: 1\n---\nitems: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n";
+        let error = parse_documents_within("big.yaml", text, &small)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            error.as_deref(),
+            Some(
+                "big.yaml: document 2 (line 3): too large to read: more than 10 YAML nodes \
+                 (scalars, lists and mappings) in one document (jobtide's limit, \
+                 docs/security.md)"
+            )
+        );
     }
 
     #[test]

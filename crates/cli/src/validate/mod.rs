@@ -174,18 +174,25 @@ pub(crate) fn collect(documents: Vec<Document>, default_namespace: &str) -> Coll
             ("", _) | (_, "") => {
                 fail("not a Kubernetes object: apiVersion and kind are required".into());
             }
-            ("v1", "List") => {
-                let items = object.get("items").and_then(Value::as_array).cloned();
-                for (i, item) in items.unwrap_or_default().into_iter().enumerate().rev() {
-                    queue.push((
-                        Location {
-                            item: Some(i),
-                            ..location.clone()
-                        },
-                        item,
-                    ));
+            ("v1", "List") => match object.get("items") {
+                // No items: an empty list, as kubectl reads it.
+                None | Some(Value::Null) => {}
+                Some(Value::Array(items)) => {
+                    for (i, item) in items.iter().enumerate().rev() {
+                        queue.push((
+                            Location {
+                                item: Some(i),
+                                ..location.clone()
+                            },
+                            item.clone(),
+                        ));
+                    }
                 }
-            }
+                Some(other) => fail(format!(
+                    "List: items: must be a list of objects, not {}",
+                    json_type(other)
+                )),
+            },
             ("keda.sh/v1alpha1", "ScaledJob") => {
                 scaled_jobs.push(PendingScaledJob { location, value });
             }
@@ -230,6 +237,18 @@ pub(crate) fn collect(documents: Vec<Document>, default_namespace: &str) -> Coll
         objects,
         scaled_jobs,
         document_errors: report.document_errors,
+    }
+}
+
+/// What kind of JSON value `value` is, for messages ("a number", "a mapping", …).
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
     }
 }
 

@@ -351,3 +351,32 @@ fn annotations_beyond_256_kib_are_errors_as_in_the_apiserver() {
     let report = validate_yaml(&scaled_job_with("default", "sj", &fits, TEMPLATE));
     assert!(report.is_valid(), "{}", report.to_text());
 }
+
+#[test]
+fn a_list_whose_items_are_not_a_list_is_an_error_naming_the_document() {
+    let report = validate_yaml("apiVersion: v1\nkind: List\nitems: 5\n");
+    assert_eq!(report.document_errors.len(), 1, "{}", report.to_text());
+    assert_eq!(
+        report.document_errors[0].message,
+        "List: items: must be a list of objects, not a number"
+    );
+    assert!(!report.is_valid());
+    // No items at all is an empty list, as kubectl reads it.
+    let report = validate_yaml("apiVersion: v1\nkind: List\n");
+    assert!(report.document_errors.is_empty(), "{}", report.to_text());
+}
+
+#[test]
+fn a_list_of_a_hundred_thousand_items_is_read() {
+    use std::fmt::Write as _;
+    let mut text = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    for i in 0..100_000 {
+        let _ = writeln!(
+            text,
+            "  - {{apiVersion: v1, kind: ConfigMap, metadata: {{name: c{i}}}, data: {{k: v}}}}"
+        );
+    }
+    let documents = input::parse_documents("big.yaml", &text).expect("within the limits");
+    let report = validate_documents(documents, "default", DEFAULT_CLUSTER_OBJECT_NAMESPACE);
+    assert!(report.is_valid(), "{:?}", report.document_errors.first());
+}
