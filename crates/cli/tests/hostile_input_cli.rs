@@ -25,6 +25,44 @@ fn printed(output: &Output) -> String {
     )
 }
 
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+}
+
+#[test]
+fn a_fifo_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let fifo = dir.path().join("manifest.yaml");
+    mkfifo(&fifo);
+    for command in ["validate", "explain"] {
+        // Given directly, and found in a directory.
+        for input in [fifo.as_path(), dir.path()] {
+            let output = jobtide()
+                .args([command, "-f"])
+                .arg(input)
+                .output()
+                .expect("run");
+            let printed = printed(&output);
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{command} {input:?}: {printed}"
+            );
+            assert!(
+                printed.contains(&format!(
+                    "reading {}: not a regular file (a FIFO); give - to read stdin",
+                    fifo.display()
+                )),
+                "{command} {input:?}: {printed}"
+            );
+        }
+    }
+}
+
 /// A ScaledJob whose names hold control characters and whose trigger can't be measured (no
 /// bootstrapServers): `explain` prints it without touching the network.
 const HOSTILE: &str = "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata:\n  name: \"sj\\e[2K\\rforged\"\n  namespace: \"ns\\nx\"\nspec:\n  jobTargetRef:\n    template:\n      spec:\n        containers:\n          - name: main\n            image: busybox\n  triggers:\n    - type: \"kafka\\r\"\n      metadata:\n        topic: \"t\\u001b\"\n        consumerGroup: g\n";

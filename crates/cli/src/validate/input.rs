@@ -1,6 +1,7 @@
 //! Reading `-f` inputs: files, directories (their `.yaml`, `.yml` and `.json` files, sorted;
 //! recursively with `-R`) and `-` for stdin, split into YAML documents the way kubectl splits
-//! them (a line that is `---`, optionally followed by a comment).
+//! them (a line that is `---`, optionally followed by a comment). Anything else — a FIFO, a
+//! socket, a device — is refused before it is opened (reading it could wait forever).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -154,10 +155,22 @@ pub fn read_all(inputs: &[String], recursive: bool) -> Result<Vec<Document>, Inp
         };
         for file in files {
             let name = file.display().to_string();
-            let bytes = fs::read(&file).map_err(|source| InputError::Read {
+            let read_error = |source| InputError::Read {
                 path: name.clone(),
                 source,
-            })?;
+            };
+            // Opening a FIFO would block until a writer comes, and a device may never end.
+            let file_type = fs::metadata(&file).map_err(read_error)?.file_type();
+            if !file_type.is_file() {
+                return Err(read_error(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "not a regular file ({}); give - to read stdin",
+                        describe(file_type)
+                    ),
+                )));
+            }
+            let bytes = fs::read(&file).map_err(read_error)?;
             let text = String::from_utf8(bytes).map_err(|_| InputError::Read {
                 path: name.clone(),
                 source: io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"),
@@ -166,6 +179,25 @@ pub fn read_all(inputs: &[String], recursive: bool) -> Result<Vec<Document>, Inp
         }
     }
     Ok(documents)
+}
+
+/// What kind of non-regular file `file_type` is, for messages.
+fn describe(file_type: fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        if file_type.is_fifo() {
+            return "a FIFO";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+        if file_type.is_char_device() || file_type.is_block_device() {
+            return "a device";
+        }
+    }
+    let _ = file_type;
+    "not a file or directory"
 }
 
 /// The directories' manifest files, each real file once: symbolic links are followed (to a
