@@ -201,7 +201,7 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
         .map(|servers| servers.split(',').map(|s| s.trim().to_owned()).collect());
     for pending in scaled_jobs {
         let (namespace, name) = identity(&pending.value, &args.manifests.namespace);
-        let scaled_job = match typed::<ScaledJob>(&pending.value) {
+        let scaled_job = match typed::<ScaledJob>(&pending.value, &pending.non_finite) {
             Ok(scaled_job) => scaled_job,
             Err(error) => {
                 out.push(ScaledJobExplanation {

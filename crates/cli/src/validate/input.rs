@@ -3,12 +3,14 @@
 //! them (a line that is `---`, optionally followed by a comment). Anything else — a FIFO, a
 //! socket, a device — is refused before it is opened (reading it could wait forever).
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 /// Where a document came from (in the JSON report: `file`, `document`, `line`, `item`).
@@ -43,7 +45,139 @@ impl fmt::Display for Location {
 #[derive(Debug, Clone)]
 pub struct Document {
     pub location: Location,
+    /// The document as JSON; a non-finite number (below) holds its YAML spelling as a string.
     pub value: Value,
+    /// The numbers JSON can't hold (`.inf`, `-.inf`, `.nan`): valid YAML, but no Kubernetes
+    /// object can have them (kubectl can't even send them). Each is an invalid value of its
+    /// field ([`super::typed`]).
+    pub non_finite: Vec<NonFinite>,
+}
+
+/// A number JSON can't hold, at `path` (serde_path_to_error's form: `spec.triggers[0].x`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonFinite {
+    pub path: String,
+    /// `.inf`, `-.inf` or `.nan`.
+    pub literal: &'static str,
+}
+
+/// Where a value sits in a document, as a chain of steps from the root; rendered only for a
+/// non-finite number.
+#[derive(Clone, Copy)]
+enum Step<'p> {
+    Root,
+    Key(&'p str, &'p Step<'p>),
+    Index(usize, &'p Step<'p>),
+}
+
+impl Step<'_> {
+    fn render(&self) -> String {
+        match self {
+            Self::Root => String::new(),
+            Self::Key(key, parent) => match parent.render() {
+                parent if parent.is_empty() => (*key).to_owned(),
+                parent => format!("{parent}.{key}"),
+            },
+            Self::Index(index, parent) => format!("{}[{index}]", parent.render()),
+        }
+    }
+}
+
+/// Builds the JSON value of a document as `serde_json::Value` does, except that a non-finite
+/// number becomes its YAML spelling and is recorded in `found` (`Value` would make it `null`).
+struct Tracked<'a, 'p> {
+    step: Step<'p>,
+    found: &'a RefCell<Vec<NonFinite>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Tracked<'_, '_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Tracked<'_, '_> {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("any YAML value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(value.into())
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(value.into())
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        if let Some(number) = serde_json::Number::from_f64(value) {
+            return Ok(Value::Number(number));
+        }
+        let literal = if value.is_nan() {
+            ".nan"
+        } else if value.is_sign_negative() {
+            "-.inf"
+        } else {
+            ".inf"
+        };
+        self.found.borrow_mut().push(NonFinite {
+            path: self.step.render(),
+            literal,
+        });
+        Ok(Value::String(literal.to_owned()))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        self.deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        loop {
+            let step = Step::Index(out.len(), &self.step);
+            let found = self.found;
+            match seq.next_element_seed(Tracked { step, found })? {
+                Some(value) => out.push(value),
+                None => return Ok(Value::Array(out)),
+            }
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(Tracked {
+                step: Step::Key(&key, &self.step),
+                found: self.found,
+            })?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 /// Why the inputs could not be read (exit code 2).
@@ -284,35 +418,52 @@ fn parse_documents_within(
         let options = serde_saphyr::options! {
             with_snippet: false,
             budget: Some(budget.clone()),
+            // Recorded by `Tracked`, reported as invalid values of their fields.
+            non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::PassThrough,
         };
-        let value: Value =
-            serde_saphyr::from_str_with_options(&chunk, options).map_err(|error| {
-                if let serde_saphyr::Error::Budget { breach, .. } = &error {
-                    return InputError::TooLarge {
-                        location: location.clone(),
-                        what: exceeded(breach, budget),
-                    };
+        let found = RefCell::new(Vec::new());
+        let value: Value = serde_saphyr::with_deserializer_from_str_with_options(
+            &chunk,
+            options,
+            |deserializer| {
+                Tracked {
+                    step: Step::Root,
+                    found: &found,
                 }
-                let text = error.without_snippet().to_string();
-                let message = match error.location() {
-                    // The parser counts lines within the document; report them within the file.
-                    Some(at) => format!(
-                        "line {}, column {}: {}",
-                        at.line() + line as u64 - 1,
-                        at.column(),
-                        text.split(" at line ").next().unwrap_or(&text)
-                    ),
-                    None => text,
-                };
-                InputError::Yaml {
+                .deserialize(deserializer)
+            },
+        )
+        .map_err(|error| {
+            if let serde_saphyr::Error::Budget { breach, .. } = &error {
+                return InputError::TooLarge {
                     location: location.clone(),
-                    message,
-                }
-            })?;
+                    what: exceeded(breach, budget),
+                };
+            }
+            let text = error.without_snippet().to_string();
+            let message = match error.location() {
+                // The parser counts lines within the document; report them within the file.
+                Some(at) => format!(
+                    "line {}, column {}: {}",
+                    at.line() + line as u64 - 1,
+                    at.column(),
+                    text.split(" at line ").next().unwrap_or(&text)
+                ),
+                None => text,
+            };
+            InputError::Yaml {
+                location: location.clone(),
+                message,
+            }
+        })?;
         if value.is_null() {
             continue;
         }
-        documents.push(Document { location, value });
+        documents.push(Document {
+            location,
+            value,
+            non_finite: found.into_inner(),
+        });
     }
     Ok(documents)
 }

@@ -380,3 +380,54 @@ fn a_list_of_a_hundred_thousand_items_is_read() {
     let report = validate_documents(documents, "default", DEFAULT_CLUSTER_OBJECT_NAMESPACE);
     assert!(report.is_valid(), "{:?}", report.document_errors.first());
 }
+
+#[test]
+fn infinity_and_nan_are_invalid_values_of_their_field_not_invalid_yaml() {
+    for (written, literal) in [(".inf", ".inf"), ("-.Inf", "-.inf"), (".NaN", ".nan")] {
+        let report = validate_yaml(&scaled_job(
+            &format!("  pollingInterval: {written}\n"),
+            KAFKA,
+        ));
+        let errors = &report.scaled_jobs[0].errors;
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!(
+            errors[0],
+            format!(
+                "spec.pollingInterval: invalid value: {literal}: infinity and NaN are not \
+                 numbers in JSON or the Kubernetes API, expected i32"
+            )
+        );
+    }
+    // In trigger metadata (strings only) it is the same kind of error.
+    let trigger = "    - type: kafka\n      metadata:\n        lagThreshold: .inf\n";
+    let report = validate_yaml(&scaled_job("", trigger));
+    let errors = &report.scaled_jobs[0].errors;
+    assert!(
+        errors[0].starts_with(
+            "spec.triggers[0].metadata.lagThreshold: invalid value: .inf: infinity and NaN"
+        ),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn a_non_finite_number_in_a_list_item_is_named_within_the_item() {
+    let item = scaled_job("  pollingInterval: .inf\n", KAFKA).replace('\n', "\n    ");
+    let text = format!("apiVersion: v1\nkind: List\nitems:\n  - {item}");
+    let report = validate_yaml(&text);
+    assert_eq!(report.scaled_jobs.len(), 1, "{}", report.to_text());
+    assert!(
+        report.scaled_jobs[0].errors[0].starts_with("spec.pollingInterval: invalid value: .inf"),
+        "{:#?}",
+        report.scaled_jobs[0].errors
+    );
+    // A Secret's value is not shown, whatever it is.
+    let report = validate_yaml(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  password: .inf\n",
+    );
+    assert_eq!(
+        report.document_errors[0].message,
+        "Secret default/s: stringData.password: invalid value (not shown: Secret data; `data` \
+         values must be base64)"
+    );
+}
