@@ -8,6 +8,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use assert_cmd::Command;
+use serde_json::Value;
 
 fn jobtide() -> Command {
     let mut command = Command::cargo_bin("jobtide").expect("the jobtide binary");
@@ -92,4 +93,21 @@ fn names_with_control_characters_are_escaped_in_text_output() {
             "{command}: {printed}"
         );
     }
+}
+
+#[test]
+fn explain_json_shows_null_for_measurements_that_did_not_happen() {
+    let output = jobtide()
+        .args(["explain", "-o", "json", "-f", "-"])
+        .write_stdin(HOSTILE)
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let trigger = &report["scaledJobs"][0]["triggers"][0];
+    assert!(trigger["error"].is_string(), "{trigger}");
+    for field in ["totalLag", "metricValue", "active", "jobsWanted"] {
+        assert_eq!(trigger[field], Value::Null, "{field}: {trigger}");
+    }
+    assert_eq!(trigger["partitions"], Value::Array(Vec::new()));
 }

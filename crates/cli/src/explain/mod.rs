@@ -101,10 +101,11 @@ struct TriggerExplanation {
     metric_name: Option<String>,
     error: Option<String>,
     partitions: Vec<PartitionExplanation>,
-    total_lag: i64,
-    metric_value: i64,
-    active: bool,
-    jobs_wanted: i64,
+    /// The measurement's numbers; `null` when it didn't happen (`error`).
+    total_lag: Option<i64>,
+    metric_value: Option<i64>,
+    active: Option<bool>,
+    jobs_wanted: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -231,10 +232,10 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
                 metric_name: resolved.parsed.shown_metric_name.clone(),
                 error: None,
                 partitions: Vec::new(),
-                total_lag: 0,
-                metric_value: 0,
-                active: false,
-                jobs_wanted: 0,
+                total_lag: None,
+                metric_value: None,
+                active: None,
+                jobs_wanted: None,
             };
             let mut hidden = Hidden::default();
             let measured = match (resolved.resolve_error, resolved.parsed.config) {
@@ -270,10 +271,10 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
             });
             match measured {
                 Ok((jobs_wanted, _, measurement)) => {
-                    explanation.jobs_wanted = jobs_wanted;
-                    explanation.total_lag = measurement.total_lag;
-                    explanation.metric_value = measurement.metric_value;
-                    explanation.active = measurement.active;
+                    explanation.jobs_wanted = Some(jobs_wanted);
+                    explanation.total_lag = Some(measurement.total_lag);
+                    explanation.metric_value = Some(measurement.metric_value);
+                    explanation.active = Some(measurement.active);
                     explanation.partitions = measurement
                         .partitions
                         .into_iter()
@@ -350,8 +351,8 @@ fn to_text(explanation: &Explanation) -> String {
                     "TOPIC", "PARTITION", "COMMITTED", "LOG-START", "END", "LAG", "COUNTED"
                 ),
             );
+            let opt = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
             for p in &t.partitions {
-                let opt = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
                 push_line(
                     &mut out,
                     format_args!(
@@ -370,7 +371,10 @@ fn to_text(explanation: &Explanation) -> String {
                 &mut out,
                 format_args!(
                     "    total lag {}, metric value {}, active {}, Jobs this lag calls for with none running: {}",
-                    t.total_lag, t.metric_value, t.active, t.jobs_wanted
+                    opt(t.total_lag),
+                    opt(t.metric_value),
+                    t.active.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+                    opt(t.jobs_wanted)
                 ),
             );
         }
