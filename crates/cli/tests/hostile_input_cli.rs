@@ -3,9 +3,10 @@
 
 #![allow(clippy::expect_used)] // test helpers outside #[test] fns: a failure is the test failing
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Output;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use serde_json::Value;
@@ -110,4 +111,72 @@ fn explain_json_shows_null_for_measurements_that_did_not_happen() {
         assert_eq!(trigger[field], Value::Null, "{field}: {trigger}");
     }
     assert_eq!(trigger["partitions"], Value::Array(Vec::new()));
+}
+
+/// A port nothing listens on: bound, then closed.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A ScaledJob with `count` triggers on `servers`, each on its own topic.
+fn triggers_on(servers: &str, count: usize) -> String {
+    let mut text = String::from(
+        "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata:\n  name: many\nspec:\n  jobTargetRef:\n    template:\n      spec:\n        containers:\n          - name: main\n            image: busybox\n  triggers:\n",
+    );
+    for i in 0..count {
+        let _ = write!(
+            text,
+            "    - type: kafka\n      metadata:\n        bootstrapServers: {servers}\n        consumerGroup: g\n        topic: topic-{i}\n"
+        );
+    }
+    text
+}
+
+fn explain_json(manifest: &str, timeout: &str) -> (Value, Duration, String) {
+    let started = Instant::now();
+    let output = jobtide()
+        .args(["explain", "-o", "json", "--timeout", timeout, "-f", "-"])
+        .write_stdin(manifest.to_owned())
+        .output()
+        .expect("run");
+    let elapsed = started.elapsed();
+    let printed = printed(&output);
+    assert_eq!(output.status.code(), Some(1), "{printed}");
+    (
+        serde_json::from_slice(&output.stdout).expect("JSON"),
+        elapsed,
+        printed,
+    )
+}
+
+fn trigger_errors(report: &Value) -> Vec<(u64, String)> {
+    report["scaledJobs"][0]["triggers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                t["index"].as_u64().unwrap_or(u64::MAX),
+                t["error"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn explain_measures_triggers_concurrently_and_keeps_their_order() {
+    let servers = format!("127.0.0.1:{}", closed_port());
+    let (report, elapsed, printed) = explain_json(&triggers_on(&servers, 20), "2");
+    // One after another, 20 triggers × 2 s would take 40 s.
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "took {elapsed:?}: {printed}"
+    );
+    let errors = trigger_errors(&report);
+    assert_eq!(
+        errors.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        (0..20).collect::<Vec<_>>()
+    );
+    assert!(errors.iter().all(|(_, e)| !e.is_empty()), "{errors:#?}");
 }

@@ -12,8 +12,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use futures::StreamExt as _;
 use jobtide_api::ScaledJob;
-use jobtide_api::resolve::{MissingEnvSource, resolve_triggers};
+use jobtide_api::resolve::{MissingEnvSource, ResolvedTrigger, resolve_triggers};
 use jobtide_core::lag::PersistentLagMemory;
 use jobtide_core::poll::TriggerResult;
 use jobtide_core::scaling::{JobCountInput, TriggerMeasurement, aggregate, decide_job_count};
@@ -195,106 +196,78 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
         GssapiSupport::Disabled
     };
     let pool = SourcePool::new().with_gssapi(gssapi);
-    let mut out = Vec::new();
     let brokers: Option<Vec<String>> = args
         .bootstrap_servers
         .as_ref()
         .map(|servers| servers.split(',').map(|s| s.trim().to_owned()).collect());
+    // Every ScaledJob typed and its triggers resolved first, then every trigger of every
+    // ScaledJob measured at once (at most MAX_CONCURRENT_MEASUREMENTS at a time), in order.
+    let mut checked = Vec::new();
     for pending in scaled_jobs {
         let (namespace, name) = identity(&pending.value, &args.manifests.namespace);
-        let scaled_job = match typed::<ScaledJob>(&pending.value, &pending.non_finite) {
-            Ok(scaled_job) => scaled_job,
+        let checked_one = match typed::<ScaledJob>(&pending.value, &pending.non_finite) {
+            Ok(scaled_job) => {
+                let resolved = resolve_triggers(
+                    &objects,
+                    &namespace,
+                    &scaled_job.spec,
+                    &args.manifests.cluster_object_namespace,
+                    MissingEnvSource::Warn,
+                );
+                Ok((scaled_job, resolved))
+            }
+            Err(error) => Err(error),
+        };
+        checked.push((namespace, name, checked_one));
+    }
+    let measurements = checked.iter().flat_map(|(_, _, checked)| {
+        checked.iter().flat_map(|(scaled_job, resolved)| {
+            scaled_job
+                .spec
+                .triggers
+                .iter()
+                .zip(resolved)
+                .enumerate()
+                .map(|(index, (trigger, resolved))| {
+                    explain_trigger(
+                        &pool,
+                        brokers.as_deref(),
+                        timeout,
+                        &scaled_job.spec,
+                        index,
+                        trigger,
+                        resolved,
+                    )
+                })
+        })
+    });
+    let mut measured = futures::stream::iter(measurements)
+        .buffered(MAX_CONCURRENT_MEASUREMENTS)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter();
+    let mut out = Vec::new();
+    for (namespace, name, checked) in &checked {
+        let (namespace, name) = (namespace.clone(), name.clone());
+        let (scaled_job, resolved) = match checked {
+            Ok(checked) => checked,
             Err(error) => {
                 out.push(ScaledJobExplanation {
                     namespace,
                     name,
-                    error: Some(error),
+                    error: Some(error.clone()),
                     triggers: Vec::new(),
                     live: None,
                 });
                 continue;
             }
         };
-        let spec = &scaled_job.spec;
-        let resolved = resolve_triggers(
-            &objects,
-            &namespace,
-            spec,
-            &args.manifests.cluster_object_namespace,
-            MissingEnvSource::Warn,
-        );
-        let mut triggers = Vec::new();
-        let mut results = Vec::new();
-        for ((index, trigger), resolved) in spec.triggers.iter().enumerate().zip(resolved) {
-            let mut explanation = TriggerExplanation {
-                index,
-                type_: trigger.type_.clone(),
-                metric_name: resolved.parsed.shown_metric_name.clone(),
-                error: None,
-                partitions: Vec::new(),
-                total_lag: None,
-                metric_value: None,
-                active: None,
-                jobs_wanted: None,
-            };
-            let mut hidden = Hidden::default();
-            let measured = match (resolved.resolve_error, resolved.parsed.config) {
-                (Some(error), _) => Err(error.to_string()),
-                (None, Err(error)) => Err(error.to_string()),
-                (None, Ok(config)) => {
-                    hidden = Hidden::of(&config, &resolved.parsed.from_secrets);
-                    measure_trigger(
-                        &pool,
-                        &config,
-                        brokers.as_deref(),
-                        &PersistentLagMemory::new(),
-                        timeout,
-                    )
-                    .await
-                    .map(|measurement| {
-                        let scaling = measurement.to_scaling(config.lag());
-                        (jobs_wanted(spec, scaling), scaling, measurement)
-                    })
-                    .map_err(|e| hidden.scrub(&e.to_string()))
-                }
-            };
-            results.push(TriggerResult {
-                metric_name: resolved
-                    .parsed
-                    .metric_name
-                    .clone()
-                    .unwrap_or_else(|| format!("s{index}-{}", trigger.type_)),
-                measurement: match &measured {
-                    Ok((_, scaling, _)) => Ok(*scaling),
-                    Err(error) => Err(error.clone()),
-                },
-            });
-            match measured {
-                Ok((jobs_wanted, _, measurement)) => {
-                    explanation.jobs_wanted = Some(jobs_wanted);
-                    explanation.total_lag = Some(measurement.total_lag);
-                    explanation.metric_value = Some(measurement.metric_value);
-                    explanation.active = Some(measurement.active);
-                    explanation.partitions = measurement
-                        .partitions
-                        .into_iter()
-                        .map(|p| PartitionExplanation {
-                            topic: hidden.scrub(&p.topic),
-                            partition: p.partition,
-                            committed: p.committed,
-                            log_start: p.log_start,
-                            end: p.end,
-                            lag: p.lag,
-                            counted_lag: p.counted_lag,
-                        })
-                        .collect();
-                }
-                Err(error) => explanation.error = Some(error),
-            }
-            triggers.push(explanation);
-        }
+        let (triggers, results): (Vec<_>, Vec<_>) = measured
+            .by_ref()
+            .take(scaled_job.spec.triggers.len().min(resolved.len()))
+            .unzip();
         let live = match &cluster {
-            Some(cluster) => Some(live(cluster, &scaled_job, &namespace, &name, &results).await),
+            Some(cluster) => Some(live(cluster, scaled_job, &namespace, &name, &results).await),
             None => None,
         };
         out.push(ScaledJobExplanation {
@@ -309,6 +282,83 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
         scaled_jobs: out,
         cluster_failed,
     }
+}
+
+/// How many triggers `explain` measures at once: unreachable clusters cost a `--timeout` each,
+/// so one after another 20 of them took 20 timeouts; librdkafka clients are shared per cluster
+/// (SourcePool), so this bounds the requests in flight, not the connections.
+const MAX_CONCURRENT_MEASUREMENTS: usize = 16;
+
+/// One trigger measured: its explanation and the result the live decision takes.
+async fn explain_trigger(
+    pool: &SourcePool,
+    brokers: Option<&[String]>,
+    timeout: Duration,
+    spec: &jobtide_api::ScaledJobSpec,
+    index: usize,
+    trigger: &jobtide_api::scaledjob::ScaleTrigger,
+    resolved: &ResolvedTrigger,
+) -> (TriggerExplanation, TriggerResult) {
+    let mut explanation = TriggerExplanation {
+        index,
+        type_: trigger.type_.clone(),
+        metric_name: resolved.parsed.shown_metric_name.clone(),
+        error: None,
+        partitions: Vec::new(),
+        total_lag: None,
+        metric_value: None,
+        active: None,
+        jobs_wanted: None,
+    };
+    let mut hidden = Hidden::default();
+    let measured = match (&resolved.resolve_error, &resolved.parsed.config) {
+        (Some(error), _) => Err(error.to_string()),
+        (None, Err(error)) => Err(error.to_string()),
+        (None, Ok(config)) => {
+            hidden = Hidden::of(config, &resolved.parsed.from_secrets);
+            measure_trigger(pool, config, brokers, &PersistentLagMemory::new(), timeout)
+                .await
+                .map(|measurement| {
+                    let scaling = measurement.to_scaling(config.lag());
+                    (jobs_wanted(spec, scaling), scaling, measurement)
+                })
+                .map_err(|e| hidden.scrub(&e.to_string()))
+        }
+    };
+    let result = TriggerResult {
+        metric_name: resolved
+            .parsed
+            .metric_name
+            .clone()
+            .unwrap_or_else(|| format!("s{index}-{}", trigger.type_)),
+        measurement: match &measured {
+            Ok((_, scaling, _)) => Ok(*scaling),
+            Err(error) => Err(error.clone()),
+        },
+    };
+    match measured {
+        Ok((jobs_wanted, _, measurement)) => {
+            explanation.jobs_wanted = Some(jobs_wanted);
+            explanation.total_lag = Some(measurement.total_lag);
+            explanation.metric_value = Some(measurement.metric_value);
+            explanation.active = Some(measurement.active);
+            explanation.partitions = measurement
+                .partitions
+                .into_iter()
+                .map(|p| PartitionExplanation {
+                    topic: hidden.scrub(&p.topic),
+                    partition: p.partition,
+                    committed: p.committed,
+                    log_start: p.log_start,
+                    end: p.end,
+                    lag: p.lag,
+                    counted_lag: p.counted_lag,
+                })
+                .collect();
+        }
+        Err(error) => explanation.error = Some(error),
+    }
+    (explanation, result)
 }
 
 /// The Jobs this trigger's lag alone calls for under the ScaledJob's strategy, none running.
