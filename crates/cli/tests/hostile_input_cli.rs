@@ -180,3 +180,52 @@ fn explain_measures_triggers_concurrently_and_keeps_their_order() {
     );
     assert!(errors.iter().all(|(_, e)| !e.is_empty()), "{errors:#?}");
 }
+
+#[test]
+fn explain_says_when_the_connection_is_refused() {
+    let servers = format!("127.0.0.1:{}", closed_port());
+    let (report, _, printed) = explain_json(&triggers_on(&servers, 1), "3");
+    let errors = trigger_errors(&report);
+    assert!(errors[0].1.contains("connection refused"), "{printed}");
+    assert!(!errors[0].1.contains("timed out"), "{printed}");
+}
+
+#[test]
+fn explain_says_when_the_server_is_not_a_kafka_broker() {
+    use std::io::{Read, Write};
+    // Answers every connection with an HTTP error page, whatever it was sent.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buffer = [0_u8; 1024];
+                let _ = stream.read(&mut buffer);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 11\r\n\r\nbad request",
+                );
+                std::thread::sleep(Duration::from_secs(5));
+            });
+        }
+    });
+    let (report, _, printed) = explain_json(&triggers_on(&format!("127.0.0.1:{port}"), 1), "3");
+    let errors = trigger_errors(&report);
+    assert!(errors[0].1.contains("not a Kafka broker"), "{printed}");
+    assert!(!errors[0].1.contains("timed out"), "{printed}");
+}
+
+#[test]
+fn explain_says_timed_out_when_the_cluster_never_answers() {
+    // Accepts connections and never writes a byte.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let (report, _, printed) = explain_json(&triggers_on(&format!("127.0.0.1:{port}"), 1), "2");
+    let errors = trigger_errors(&report);
+    assert!(errors[0].1.contains("timed out"), "{printed}");
+}
