@@ -229,3 +229,33 @@ fn explain_says_timed_out_when_the_cluster_never_answers() {
     let errors = trigger_errors(&report);
     assert!(errors[0].1.contains("timed out"), "{printed}");
 }
+
+#[test]
+fn empty_kafka_tool_values_are_refused_naming_the_flag() {
+    let servers = format!("127.0.0.1:{}", closed_port());
+    let cases: [(&[&str], &str); 5] = [
+        (&["produce", "--topic", ""], "--topic"),
+        (
+            &["produce", "--topic", "t", "--key-separator", ""],
+            "--key-separator",
+        ),
+        (&["consume", "--topic", "", "--group", "g"], "--topic"),
+        (&["consume", "--topic", "t", "--group", ""], "--group"),
+        (&["topic", "create", ""], "<NAME>"),
+    ];
+    for (args, flag) in cases {
+        let output = jobtide()
+            .arg("kafka")
+            .args(args)
+            .args(["--bootstrap-servers", &servers, "--timeout", "2"])
+            .write_stdin("k:v\n")
+            .output()
+            .expect("run");
+        let printed = printed(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {printed}");
+        assert!(
+            printed.contains(flag) && printed.contains("a value is required"),
+            "{args:?}: {printed}"
+        );
+    }
+}
