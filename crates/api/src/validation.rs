@@ -1,9 +1,15 @@
 //! ScaledJob-level rules: what KEDA's CRD schema, admission webhook (§1.5) and reconciler (§2.2)
-//! reject, plus warnings for settings that are accepted but do not do what they seem to.
+//! reject, plus warnings for settings that are accepted but do not do what they seem to; and in
+//! [`check_object_meta`] / [`check_job_spec`], what the Kubernetes API server refuses of the
+//! ScaledJob's metadata and of the Job it describes.
 
 use std::collections::BTreeSet;
 
 use crate::scaledjob::{ScaledJobSpec, ScalingStrategyKind};
+
+mod kubernetes;
+
+pub use kubernetes::{JobFindings, MAX_ANNOTATIONS_BYTES, check_job_spec, check_object_meta};
 
 /// The longest ScaledJob name that works: it becomes the value of the
 /// `scaledjob.keda.sh/name` label on every Job, and label values are at most 63 characters.

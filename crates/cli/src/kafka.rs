@@ -1,10 +1,12 @@
 //! `jobtide kafka produce | consume | topic create`: the small Kafka client demos, tests and Jobs
-//! use (the seed's `kafka-console-consumer --max-messages 1 --property print.key=true`).
+//! use (the seed's `kafka-console-consumer --max-messages 1 --property print.key=true`). Names
+//! (brokers, topic, group, key separator) may not be empty: clap refuses them naming the flag.
 
 use std::io::BufRead;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, Subcommand};
 use jobtide_kafka::tools::{self, StartFrom};
 
@@ -46,7 +48,7 @@ pub enum TopicCommand {
 #[derive(Debug, Args)]
 pub struct Connection {
     /// Brokers, `host:port[,host:port…]`.
-    #[arg(long, value_name = "HOST:PORT[,…]", env = "JOBTIDE_BOOTSTRAP_SERVERS")]
+    #[arg(long, value_name = "HOST:PORT[,…]", env = "JOBTIDE_BOOTSTRAP_SERVERS", value_parser = NonEmptyStringValueParser::new())]
     bootstrap_servers: String,
     /// How long to wait for the cluster (at most a day).
     #[arg(
@@ -64,7 +66,7 @@ pub struct ProduceArgs {
     #[command(flatten)]
     connection: Connection,
     /// The topic.
-    #[arg(long, env = "JOBTIDE_TOPIC")]
+    #[arg(long, env = "JOBTIDE_TOPIC", value_parser = NonEmptyStringValueParser::new())]
     topic: String,
     /// A message value (repeatable); without any, stdin lines are produced.
     #[arg(long = "value", value_name = "VALUE")]
@@ -73,7 +75,7 @@ pub struct ProduceArgs {
     #[arg(long)]
     key: Option<String>,
     /// For stdin lines: split `KEY<sep>VALUE` at the first occurrence of this separator.
-    #[arg(long, value_name = "SEP")]
+    #[arg(long, value_name = "SEP", value_parser = NonEmptyStringValueParser::new())]
     key_separator: Option<String>,
     /// Produce this many messages instead: the `--value`s in turn, or `message-<i>`; with
     /// `--key`, every message gets it, else the key is `<i>`.
@@ -86,10 +88,10 @@ pub struct ConsumeArgs {
     #[command(flatten)]
     connection: Connection,
     /// The topic.
-    #[arg(long, env = "JOBTIDE_TOPIC")]
+    #[arg(long, env = "JOBTIDE_TOPIC", value_parser = NonEmptyStringValueParser::new())]
     topic: String,
     /// The consumer group (offsets are committed to it).
-    #[arg(long, env = "JOBTIDE_GROUP")]
+    #[arg(long, env = "JOBTIDE_GROUP", value_parser = NonEmptyStringValueParser::new())]
     group: String,
     /// Stop after this many messages.
     #[arg(long, default_value_t = 1, env = "JOBTIDE_MAX_MESSAGES")]
@@ -108,6 +110,7 @@ pub struct CreateTopicArgs {
     #[command(flatten)]
     connection: Connection,
     /// The topic's name.
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
     name: String,
     /// Partition count.
     #[arg(long, default_value_t = 1)]

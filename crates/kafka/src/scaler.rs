@@ -2,7 +2,7 @@
 //! offsets (§7.3) and the lag rules of `jobtide-core` (§7.4–§7.6). Errors carry KEDA's texts.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jobtide_api::trigger::TriggerConfig;
 use jobtide_api::trigger::connection::KafkaConnection;
@@ -11,7 +11,8 @@ use jobtide_core::lag::{PartitionOffsets, PersistentLagMemory, trigger_lag};
 use jobtide_core::scaling::TriggerMeasurement;
 
 use crate::client_config::{ConfigError, Isolation};
-use crate::source::{SourceError, SourcePool, TopicPartition, TopicPartitions};
+use crate::problem::BrokerProblem;
+use crate::source::{OffsetsSource, SourceError, SourcePool, TopicPartition, TopicPartitions};
 
 /// Which topics a trigger measures.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,9 +101,19 @@ pub enum ScalerError {
     /// Fetching the log end offsets failed.
     #[error("error listing latest offsets: {0}")]
     EndOffsets(SourceError),
-    /// The measurement didn't finish within the poll's time.
+    /// The measurement didn't finish within the poll's time, and librdkafka logged nothing
+    /// about why.
     #[error("timed out after {0:?} waiting for the Kafka cluster")]
     Timeout(Duration),
+    /// The measurement didn't finish because the cluster can't be reached, for the reason
+    /// librdkafka logged meanwhile.
+    #[error("{problem} (gave up after {after:?})")]
+    Unreachable {
+        /// What librdkafka saw.
+        problem: BrokerProblem,
+        /// How long the measurement waited.
+        after: Duration,
+    },
     /// KEDA accepts the trigger, jobtide can't measure it yet.
     #[error("{0} is not supported by jobtide yet")]
     NotSupported(&'static str),
@@ -118,6 +129,7 @@ impl ScalerError {
             Self::ListGroupTopics(_) | Self::CommittedOffsets(_) => "committed_offsets",
             Self::EndOffsets(_) => "end_offsets",
             Self::Timeout(_) => "timeout",
+            Self::Unreachable { problem, .. } => problem.category(),
             Self::NotSupported(_) => "not_supported",
         }
     }
@@ -163,28 +175,68 @@ pub struct Measurement {
     pub memory: PersistentLagMemory,
 }
 
-/// Measures `target`'s lag, within `timeout`.
+/// How far back a connection problem librdkafka logged still explains a timeout: librdkafka
+/// retries a failing broker at most `reconnect.backoff.max.ms` (10 s) apart, logging each
+/// failure, so a problem older than that plus the measurement's own time is not the current one.
+const PROBLEM_RELEVANCE: Duration = Duration::from_secs(10);
+
+/// Measures `target`'s lag, within `timeout`. When it times out (or librdkafka's own request
+/// does), a connection problem librdkafka logged meanwhile becomes
+/// [`ScalerError::Unreachable`]: connection refused, not a Kafka broker, …
 pub async fn measure(
     pool: &SourcePool,
     target: &LagTarget,
     previous: &PersistentLagMemory,
     timeout: Duration,
 ) -> Result<Measurement, ScalerError> {
-    tokio::time::timeout(timeout, measure_inner(pool, target, previous, timeout))
+    let started = Instant::now();
+    let source = pool.source(&target.connection, target.isolation)?;
+    let result = tokio::time::timeout(timeout, measure_inner(&source, target, previous, timeout))
         .await
-        .map_err(|_| ScalerError::Timeout(timeout))?
+        .unwrap_or(Err(ScalerError::Timeout(timeout)));
+    result.map_err(|error| {
+        if !unanswered(&error) {
+            return error;
+        }
+        let since = started.checked_sub(PROBLEM_RELEVANCE).unwrap_or(started);
+        match source.problem_since(since) {
+            Some(problem) => ScalerError::Unreachable {
+                problem,
+                after: timeout,
+            },
+            None => ScalerError::Timeout(timeout),
+        }
+    })
+}
+
+/// Whether `error` means the cluster didn't answer: our deadline, or librdkafka's own request
+/// ending at its timeout — with `Timed out`, or, when it gave up on the connection meanwhile,
+/// `Broker transport failure` (which of the two comes first is a race at the deadline).
+fn unanswered(error: &ScalerError) -> bool {
+    const NO_ANSWER: [&str; 3] = [
+        "Timed out",
+        "Broker transport failure",
+        "All broker connections are down",
+    ];
+    match error {
+        ScalerError::Timeout(_) => true,
+        ScalerError::DescribeTopics(e)
+        | ScalerError::ListGroupTopics(e)
+        | ScalerError::CommittedOffsets(e)
+        | ScalerError::EndOffsets(e) => NO_ANSWER.iter().any(|text| e.0.contains(text)),
+        _ => false,
+    }
 }
 
 async fn measure_inner(
-    pool: &SourcePool,
+    source: &OffsetsSource,
     target: &LagTarget,
     previous: &PersistentLagMemory,
     timeout: Duration,
 ) -> Result<Measurement, ScalerError> {
-    let source = pool.source(&target.connection, target.isolation)?;
     let topics: Vec<String> = match &target.topics {
         Topics::Named(topics) => topics.clone(),
-        Topics::Committed => committed_topics(&source, &target.group, timeout).await?,
+        Topics::Committed => committed_topics(source, &target.group, timeout).await?,
     };
     if topics.is_empty() {
         // KEDA: a group with no committed offsets has no topics, hence lag 0.
@@ -270,7 +322,7 @@ async fn measure_inner(
 /// all-topics form, like librdkafka's mock cluster — the explicit form over every partition of
 /// every topic in the cluster's metadata.
 async fn committed_topics(
-    source: &crate::source::OffsetsSource,
+    source: &OffsetsSource,
     group: &str,
     timeout: Duration,
 ) -> Result<Vec<String>, ScalerError> {

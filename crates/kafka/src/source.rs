@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use jobtide_api::trigger::connection::KafkaConnection;
 use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
@@ -27,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::client_config::{ConfigError, ConfigFiles, Isolation, client_config};
 use crate::ffi;
 use crate::kerberos::GssapiSupport;
+use crate::problem::BrokerProblem;
 
 /// A partition key.
 pub type TopicPartition = (String, i32);
@@ -49,13 +51,42 @@ impl From<KafkaError> for SourceError {
     }
 }
 
-/// The client context: keeps librdkafka's latest statistics (request counts per broker).
+/// The client context: keeps librdkafka's latest statistics (request counts per broker) and
+/// the latest connection problem it logged ([`BrokerProblem`]).
 #[derive(Debug, Default)]
 pub struct StatsContext {
     latest: Mutex<Option<Statistics>>,
+    problem: Mutex<Option<(Instant, BrokerProblem)>>,
 }
 
 impl ClientContext for StatsContext {
+    /// Called on librdkafka's own threads as it logs (no poll needed): connection failures are
+    /// classified, then every line is logged as rdkafka's default does.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if let Some(problem) = BrokerProblem::of_librdkafka(log_message)
+            && let Ok(mut latest) = self.problem.lock()
+        {
+            *latest = Some((Instant::now(), problem));
+        }
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {log_message}");
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", "librdkafka: {fac} {log_message}");
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "librdkafka: {fac} {log_message}");
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", "librdkafka: {fac} {log_message}");
+            }
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         if let Ok(mut latest) = self.latest.lock() {
             *latest = Some(statistics);
@@ -164,6 +195,14 @@ impl OffsetsSource {
             metadata_refresh: tokio::sync::Mutex::new(()),
             _files: files,
         })
+    }
+
+    /// The latest connection problem librdkafka logged at or after `since`, if any.
+    pub fn problem_since(&self, since: Instant) -> Option<BrokerProblem> {
+        let latest = *self.client.context().problem.lock().ok()?;
+        latest
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, problem)| problem)
     }
 
     /// Requests sent so far by type (`Metadata`, `OffsetFetch`, `ListOffsets`, …), summed over

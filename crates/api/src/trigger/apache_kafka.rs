@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::connection::{ClientCert, Credentials, KafkaConnection, Sasl, Tls};
 use super::lag_fields::{IsolationLevel, LagDraft};
 use super::params::{AUTH, META, META_AUTH, META_ENV, Params, Source};
+use super::topic::check_topic_name;
 use super::{ParamError, Rejected, aws, redacted};
 use crate::secret::Secret;
 
@@ -171,7 +172,8 @@ fn read_fields(p: &mut Params<'_>) -> Draft {
     }
 }
 
-/// The apache-kafka scaler's validation, in jobtide's documented order (first failure only).
+/// The apache-kafka scaler's validation, in jobtide's documented order (first failure only), then
+/// jobtide's topic name check.
 fn validate(d: &Draft) -> Result<(), ParamError> {
     let zero = |v: Option<bool>| v.unwrap_or_default();
     let has_topic = d.topics.as_ref().is_some_and(|t| !t.is_empty());
@@ -230,7 +232,12 @@ fn validate(d: &Draft) -> Result<(), ParamError> {
             "tls",
             "TLS must be enabled when using AWS MSK IAM",
         )),
-        _ => Ok(()),
+        // jobtide's own (KEDA accepts any text): a topic Kafka can't have.
+        _ => d
+            .topics
+            .iter()
+            .flatten()
+            .try_for_each(|topic| check_topic_name("topic", topic)),
     }
 }
 

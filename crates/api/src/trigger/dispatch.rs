@@ -13,13 +13,11 @@ use super::connection::KafkaConnection;
 use super::kafka;
 use super::lag_fields::IsolationLevel;
 use super::params::{META, Params};
+use super::topic::check_topic_name;
 use super::{ParamError, Rejected};
 
 /// The most Jobs one message may get (`maxAttempts`): a retry budget, not a loop.
 pub const MAX_ATTEMPTS: u32 = 100;
-
-/// Kafka's longest topic name.
-const MAX_TOPIC_LEN: usize = 249;
 
 /// A parsed, valid `kafka-dispatch` trigger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,23 +196,6 @@ pub(super) fn parse(params: &mut Params<'_>) -> Result<(KafkaDispatchTrigger, Va
         },
     };
     Ok((trigger, view))
-}
-
-/// Kafka's topic name rules: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
-fn check_topic_name(parameter: &str, name: &str) -> Result<(), ParamError> {
-    let legal = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if name.len() > MAX_TOPIC_LEN || !legal || name == "." || name == ".." {
-        return Err(ParamError::new(
-            parameter,
-            format!(
-                "{parameter} must be a Kafka topic name: at most {MAX_TOPIC_LEN} of the \
-                 characters a-z, A-Z, 0-9, '.', '_' and '-', and not '.' or '..'"
-            ),
-        ));
-    }
-    Ok(())
 }
 
 fn dispatch_view(mut view: Value, draft: &Draft) -> Value {

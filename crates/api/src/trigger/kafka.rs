@@ -13,6 +13,7 @@ use super::connection::{
 use super::kerberos;
 use super::lag_fields::{IsolationLevel, LagDraft};
 use super::params::{AUTH, META, META_AUTH, META_ENV, Params};
+use super::topic::check_topic_name;
 use super::{ParamError, Rejected, aws, redacted};
 use crate::secret::Secret;
 
@@ -240,9 +241,8 @@ fn read_fields(p: &mut Params<'_>) -> Draft {
     }
 }
 
-/// KEDA's custom validation, in its order; only the first failure is reported. It sees the
-/// zero value of any field that failed to parse, as Go does. It also completes the derived
-/// fields (`partitionLimitation`, `oauthExtensions`).
+/// KEDA's custom validation, in its order, then jobtide's topic name check; only the first
+/// failure is reported. It sees the zero value of any field that failed to parse, as Go does.
 fn validate(d: &Draft) -> Result<(), ParamError> {
     let zero = |v: Option<bool>| v.unwrap_or_default();
     let has_topic = d.topic.is_some();
@@ -306,7 +306,12 @@ fn validate(d: &Draft) -> Result<(), ParamError> {
             _ => {}
         }
     }
-    validate_sasl(d)
+    validate_sasl(d)?;
+    // jobtide's own (KEDA accepts any text): a topic Kafka can't have.
+    if let Some(topic) = &d.topic {
+        check_topic_name("topic", topic)?;
+    }
+    Ok(())
 }
 
 fn validate_sasl(d: &Draft) -> Result<(), ParamError> {
@@ -417,7 +422,9 @@ fn check_token_endpoint(uri: &str) -> Result<(), String> {
     }
 }
 
-/// `partitionLimitation` for `kafka`: `"1,2,10-20,31"`, elements trimmed, inclusive ranges.
+/// `partitionLimitation` for `kafka`: `"1,2,10-20,31"`, elements trimmed, inclusive ranges; a
+/// range whose start is after its end is an error, and a partition named twice (overlapping
+/// ranges) is kept once, where it first appears.
 pub fn parse_partition_limitation(raw: &str) -> Result<Vec<i32>, String> {
     let mut out = Vec::new();
     for part in raw.split(',') {
@@ -431,6 +438,12 @@ pub fn parse_partition_limitation(raw: &str) -> Result<Vec<i32>, String> {
             else {
                 return Err(format!("invalid partition limitation range: {part}"));
             };
+            if start > end {
+                // KEDA expands it to nothing, an empty limitation: silently every partition.
+                return Err(format!(
+                    "invalid partition limitation range: {part} (its start is after its end)"
+                ));
+            }
             if i128::from(end) - i128::from(start) >= super::params::MAX_RANGE_LEN {
                 return Err(format!(
                     "invalid partition limitation range: {part} (spans more \
@@ -446,7 +459,8 @@ pub fn parse_partition_limitation(raw: &str) -> Result<Vec<i32>, String> {
             out.push(id);
         }
     }
-    Ok(out)
+    // Overlapping ranges name a partition twice; it counts once.
+    Ok(super::params::each_once(out))
 }
 
 fn parse_extensions(raw: &str) -> Result<BTreeMap<String, String>, String> {

@@ -12,6 +12,7 @@ mod kafka;
 pub mod kerberos;
 mod lag_fields;
 pub mod params;
+mod topic;
 
 use std::collections::BTreeSet;
 use std::fmt;

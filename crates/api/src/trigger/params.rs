@@ -319,8 +319,16 @@ impl<'a> Params<'a> {
                 }
             }
         }
-        Some(out)
+        // Overlapping ranges name a partition twice; it counts once.
+        Some(each_once(out))
     }
+}
+
+/// `ids` with every id after its first occurrence removed (order kept): overlapping
+/// `partitionLimitation` ranges (`1-3,2-4`) name a partition once.
+pub fn each_once(ids: Vec<i32>) -> Vec<i32> {
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    ids.into_iter().filter(|id| seen.insert(*id)).collect()
 }
 
 fn parse_generic_range(element: &str) -> Result<Vec<i128>, String> {
@@ -332,6 +340,10 @@ fn parse_generic_range(element: &str) -> Result<Vec<i128>, String> {
         .map_err(|e| format!("unable to parse start value \"{start}\": {e}"))?;
     let end = parse_go_json_int(end, "int32", i32::MIN.into(), i32::MAX.into())
         .map_err(|e| format!("unable to parse end value \"{end}\": {e}"))?;
+    if start > end {
+        // KEDA expands it to nothing, an empty limitation: silently every partition.
+        return Err(format!("range \"{element}\" starts after it ends"));
+    }
     if end - start >= MAX_RANGE_LEN {
         return Err(format!(
             "range \"{element}\" spans more than {MAX_RANGE_LEN} partitions (jobtide's limit)"

@@ -1203,3 +1203,125 @@ fn oauth_token_endpoint_must_be_http_or_https() {
         }
     }
 }
+
+// --- hostile input (issue 18) ---
+
+/// The parameters and messages of a trigger that must not parse.
+fn param_errors(input: &Input) -> Vec<(String, String)> {
+    match input.parse().config {
+        Err(error) => error
+            .param_errors()
+            .into_iter()
+            .map(|e| (e.parameter, e.message))
+            .collect(),
+        Ok(config) => panic!("expected errors, got {config:?}"),
+    }
+}
+
+#[test]
+fn topics_kafka_cannot_have_are_errors_naming_the_parameter() {
+    let long = "t".repeat(250);
+    let long: &'static str = Box::leak(long.into_boxed_str());
+    let message = "topic must be a Kafka topic name: at most 249 of the characters a-z, A-Z, \
+                   0-9, '.', '_' and '-', and not '.' or '..'";
+    for topic in ["orders/eu", "ord ers", "..", long, "tópico"] {
+        let metadata: &'static [(&str, &str)] = Box::leak(Box::new([
+            ("bootstrapServers", "b:1"),
+            ("consumerGroup", "g"),
+            ("topic", topic),
+        ]));
+        assert_eq!(
+            param_errors(&Input::kafka(metadata)),
+            vec![("topic".to_owned(), message.to_owned())],
+            "kafka topic {topic:?}"
+        );
+        let list: &'static str = Box::leak(format!("fine,{topic}").into_boxed_str());
+        let metadata: &'static [(&str, &str)] = Box::leak(Box::new([
+            ("bootstrapServers", "b:1"),
+            ("consumerGroup", "g"),
+            ("topic", list),
+        ]));
+        assert_eq!(
+            param_errors(&Input::apache(metadata)),
+            vec![("topic".to_owned(), message.to_owned())],
+            "apache-kafka topic {list:?}"
+        );
+    }
+    let longest: &'static str = Box::leak("t".repeat(249).into_boxed_str());
+    let metadata: &'static [(&str, &str)] = Box::leak(Box::new([
+        ("bootstrapServers", "b:1"),
+        ("consumerGroup", "g"),
+        ("topic", longest),
+    ]));
+    assert_eq!(
+        Input::kafka(metadata).kafka_ok().topic.as_deref(),
+        Some(longest)
+    );
+}
+
+#[test]
+fn an_illegal_topic_from_a_secret_is_refused_without_repeating_it() {
+    let errors = param_errors(
+        &Input::kafka(&[
+            ("bootstrapServers", "b:1"),
+            ("consumerGroup", "g"),
+            ("topicFromEnv", "TOPIC"),
+        ])
+        .env(&[("TOPIC", "jtmarker/secret")]),
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].0, "topic");
+    assert!(!errors[0].1.contains("jtmarker"), "{errors:?}");
+}
+
+#[test]
+fn a_reversed_partition_range_is_an_error_naming_the_parameter() {
+    let errors = param_errors(&Input::kafka(&[
+        ("bootstrapServers", "b:1"),
+        ("consumerGroup", "g"),
+        ("topic", "t"),
+        ("partitionLimitation", "0,5-1"),
+    ]));
+    assert_eq!(
+        errors,
+        vec![(
+            "partitionLimitation".to_owned(),
+            "invalid partition limitation range: 5-1 (its start is after its end)".to_owned()
+        )]
+    );
+    let errors = param_errors(&Input::apache(&[
+        ("bootstrapServers", "b:1"),
+        ("consumerGroup", "g"),
+        ("topic", "t"),
+        ("partitionLimitation", "0,5-1"),
+    ]));
+    assert_eq!(
+        errors,
+        vec![(
+            "partitionLimitation".to_owned(),
+            "unable to set param \"partitionLimitation\" value \"0,5-1\": slice element 1: range \
+             \"5-1\" starts after it ends"
+                .to_owned()
+        )]
+    );
+}
+
+#[test]
+fn overlapping_partition_ranges_count_each_partition_once() {
+    let config = Input::kafka(&[
+        ("bootstrapServers", "b:1"),
+        ("consumerGroup", "g"),
+        ("topic", "t"),
+        ("partitionLimitation", "1-3,2-4,3"),
+    ])
+    .kafka_ok();
+    assert_eq!(config.lag.partition_limitation, Some(vec![1, 2, 3, 4]));
+    let config = Input::apache(&[
+        ("bootstrapServers", "b:1"),
+        ("consumerGroup", "g"),
+        ("topic", "t"),
+        ("partitionLimitation", "4,1-3,2-4"),
+    ])
+    .apache_ok();
+    assert_eq!(config.lag.partition_limitation, Some(vec![4, 1, 2, 3]));
+}

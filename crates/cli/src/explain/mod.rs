@@ -8,13 +8,13 @@
 mod live;
 mod redact;
 
-use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use futures::StreamExt as _;
 use jobtide_api::ScaledJob;
-use jobtide_api::resolve::{MissingEnvSource, resolve_triggers};
+use jobtide_api::resolve::{MissingEnvSource, ResolvedTrigger, resolve_triggers};
 use jobtide_core::lag::PersistentLagMemory;
 use jobtide_core::poll::TriggerResult;
 use jobtide_core::scaling::{JobCountInput, TriggerMeasurement, aggregate, decide_job_count};
@@ -23,6 +23,7 @@ use jobtide_kafka::scaler::measure_trigger;
 use jobtide_kafka::source::SourcePool;
 use serde::Serialize;
 
+use crate::text::{escaped, push_line};
 use crate::validate::{Collected, ManifestArgs, collect, identity, input, typed};
 use live::{LiveExplanation, cluster_client, live};
 use redact::Hidden;
@@ -101,10 +102,11 @@ struct TriggerExplanation {
     metric_name: Option<String>,
     error: Option<String>,
     partitions: Vec<PartitionExplanation>,
-    total_lag: i64,
-    metric_value: i64,
-    active: bool,
-    jobs_wanted: i64,
+    /// The measurement's numbers; `null` when it didn't happen (`error`).
+    total_lag: Option<i64>,
+    metric_value: Option<i64>,
+    active: Option<bool>,
+    jobs_wanted: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -123,7 +125,7 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
     let documents = match input::read_all(&args.manifests.files, args.manifests.recursive) {
         Ok(documents) => documents,
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", escaped(&error.to_string()));
             return ExitCode::from(2);
         }
     };
@@ -162,14 +164,20 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
         document_errors,
     } = collect(documents, &args.manifests.namespace);
     for error in &document_errors {
-        eprintln!("warning: {}: {}", error.location, error.message);
+        eprintln!(
+            "warning: {}",
+            escaped(&format!("{}: {}", error.location, error.message))
+        );
     }
     let timeout = Duration::from_secs(args.timeout);
     let mut cluster_failed = false;
     let cluster = match cluster_client(args, timeout).await {
         Ok(cluster) => cluster,
         Err(error) => {
-            eprintln!("error: no cluster access, live Job counts skipped: {error:#}");
+            eprintln!(
+                "error: no cluster access, live Job counts skipped: {}",
+                escaped(&format!("{error:#}"))
+            );
             cluster_failed = true;
             None
         }
@@ -188,106 +196,78 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
         GssapiSupport::Disabled
     };
     let pool = SourcePool::new().with_gssapi(gssapi);
-    let mut out = Vec::new();
     let brokers: Option<Vec<String>> = args
         .bootstrap_servers
         .as_ref()
         .map(|servers| servers.split(',').map(|s| s.trim().to_owned()).collect());
+    // Every ScaledJob typed and its triggers resolved first, then every trigger of every
+    // ScaledJob measured at once (at most MAX_CONCURRENT_MEASUREMENTS at a time), in order.
+    let mut checked = Vec::new();
     for pending in scaled_jobs {
         let (namespace, name) = identity(&pending.value, &args.manifests.namespace);
-        let scaled_job = match typed::<ScaledJob>(&pending.value) {
-            Ok(scaled_job) => scaled_job,
+        let checked_one = match typed::<ScaledJob>(&pending.value, &pending.non_finite) {
+            Ok(scaled_job) => {
+                let resolved = resolve_triggers(
+                    &objects,
+                    &namespace,
+                    &scaled_job.spec,
+                    &args.manifests.cluster_object_namespace,
+                    MissingEnvSource::Warn,
+                );
+                Ok((scaled_job, resolved))
+            }
+            Err(error) => Err(error),
+        };
+        checked.push((namespace, name, checked_one));
+    }
+    let measurements = checked.iter().flat_map(|(_, _, checked)| {
+        checked.iter().flat_map(|(scaled_job, resolved)| {
+            scaled_job
+                .spec
+                .triggers
+                .iter()
+                .zip(resolved)
+                .enumerate()
+                .map(|(index, (trigger, resolved))| {
+                    explain_trigger(
+                        &pool,
+                        brokers.as_deref(),
+                        timeout,
+                        &scaled_job.spec,
+                        index,
+                        trigger,
+                        resolved,
+                    )
+                })
+        })
+    });
+    let mut measured = futures::stream::iter(measurements)
+        .buffered(MAX_CONCURRENT_MEASUREMENTS)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter();
+    let mut out = Vec::new();
+    for (namespace, name, checked) in &checked {
+        let (namespace, name) = (namespace.clone(), name.clone());
+        let (scaled_job, resolved) = match checked {
+            Ok(checked) => checked,
             Err(error) => {
                 out.push(ScaledJobExplanation {
                     namespace,
                     name,
-                    error: Some(error),
+                    error: Some(error.clone()),
                     triggers: Vec::new(),
                     live: None,
                 });
                 continue;
             }
         };
-        let spec = &scaled_job.spec;
-        let resolved = resolve_triggers(
-            &objects,
-            &namespace,
-            spec,
-            &args.manifests.cluster_object_namespace,
-            MissingEnvSource::Warn,
-        );
-        let mut triggers = Vec::new();
-        let mut results = Vec::new();
-        for ((index, trigger), resolved) in spec.triggers.iter().enumerate().zip(resolved) {
-            let mut explanation = TriggerExplanation {
-                index,
-                type_: trigger.type_.clone(),
-                metric_name: resolved.parsed.shown_metric_name.clone(),
-                error: None,
-                partitions: Vec::new(),
-                total_lag: 0,
-                metric_value: 0,
-                active: false,
-                jobs_wanted: 0,
-            };
-            let mut hidden = Hidden::default();
-            let measured = match (resolved.resolve_error, resolved.parsed.config) {
-                (Some(error), _) => Err(error.to_string()),
-                (None, Err(error)) => Err(error.to_string()),
-                (None, Ok(config)) => {
-                    hidden = Hidden::of(&config, &resolved.parsed.from_secrets);
-                    measure_trigger(
-                        &pool,
-                        &config,
-                        brokers.as_deref(),
-                        &PersistentLagMemory::new(),
-                        timeout,
-                    )
-                    .await
-                    .map(|measurement| {
-                        let scaling = measurement.to_scaling(config.lag());
-                        (jobs_wanted(spec, scaling), scaling, measurement)
-                    })
-                    .map_err(|e| hidden.scrub(&e.to_string()))
-                }
-            };
-            results.push(TriggerResult {
-                metric_name: resolved
-                    .parsed
-                    .metric_name
-                    .clone()
-                    .unwrap_or_else(|| format!("s{index}-{}", trigger.type_)),
-                measurement: match &measured {
-                    Ok((_, scaling, _)) => Ok(*scaling),
-                    Err(error) => Err(error.clone()),
-                },
-            });
-            match measured {
-                Ok((jobs_wanted, _, measurement)) => {
-                    explanation.jobs_wanted = jobs_wanted;
-                    explanation.total_lag = measurement.total_lag;
-                    explanation.metric_value = measurement.metric_value;
-                    explanation.active = measurement.active;
-                    explanation.partitions = measurement
-                        .partitions
-                        .into_iter()
-                        .map(|p| PartitionExplanation {
-                            topic: hidden.scrub(&p.topic),
-                            partition: p.partition,
-                            committed: p.committed,
-                            log_start: p.log_start,
-                            end: p.end,
-                            lag: p.lag,
-                            counted_lag: p.counted_lag,
-                        })
-                        .collect();
-                }
-                Err(error) => explanation.error = Some(error),
-            }
-            triggers.push(explanation);
-        }
+        let (triggers, results): (Vec<_>, Vec<_>) = measured
+            .by_ref()
+            .take(scaled_job.spec.triggers.len().min(resolved.len()))
+            .unzip();
         let live = match &cluster {
-            Some(cluster) => Some(live(cluster, &scaled_job, &namespace, &name, &results).await),
+            Some(cluster) => Some(live(cluster, scaled_job, &namespace, &name, &results).await),
             None => None,
         };
         out.push(ScaledJobExplanation {
@@ -302,6 +282,83 @@ async fn explain(documents: Vec<input::Document>, args: &ExplainArgs) -> Explana
         scaled_jobs: out,
         cluster_failed,
     }
+}
+
+/// How many triggers `explain` measures at once: unreachable clusters cost a `--timeout` each,
+/// so one after another 20 of them took 20 timeouts; librdkafka clients are shared per cluster
+/// (SourcePool), so this bounds the requests in flight, not the connections.
+const MAX_CONCURRENT_MEASUREMENTS: usize = 16;
+
+/// One trigger measured: its explanation and the result the live decision takes.
+async fn explain_trigger(
+    pool: &SourcePool,
+    brokers: Option<&[String]>,
+    timeout: Duration,
+    spec: &jobtide_api::ScaledJobSpec,
+    index: usize,
+    trigger: &jobtide_api::scaledjob::ScaleTrigger,
+    resolved: &ResolvedTrigger,
+) -> (TriggerExplanation, TriggerResult) {
+    let mut explanation = TriggerExplanation {
+        index,
+        type_: trigger.type_.clone(),
+        metric_name: resolved.parsed.shown_metric_name.clone(),
+        error: None,
+        partitions: Vec::new(),
+        total_lag: None,
+        metric_value: None,
+        active: None,
+        jobs_wanted: None,
+    };
+    let mut hidden = Hidden::default();
+    let measured = match (&resolved.resolve_error, &resolved.parsed.config) {
+        (Some(error), _) => Err(error.to_string()),
+        (None, Err(error)) => Err(error.to_string()),
+        (None, Ok(config)) => {
+            hidden = Hidden::of(config, &resolved.parsed.from_secrets);
+            measure_trigger(pool, config, brokers, &PersistentLagMemory::new(), timeout)
+                .await
+                .map(|measurement| {
+                    let scaling = measurement.to_scaling(config.lag());
+                    (jobs_wanted(spec, scaling), scaling, measurement)
+                })
+                .map_err(|e| hidden.scrub(&e.to_string()))
+        }
+    };
+    let result = TriggerResult {
+        metric_name: resolved
+            .parsed
+            .metric_name
+            .clone()
+            .unwrap_or_else(|| format!("s{index}-{}", trigger.type_)),
+        measurement: match &measured {
+            Ok((_, scaling, _)) => Ok(*scaling),
+            Err(error) => Err(error.clone()),
+        },
+    };
+    match measured {
+        Ok((jobs_wanted, _, measurement)) => {
+            explanation.jobs_wanted = Some(jobs_wanted);
+            explanation.total_lag = Some(measurement.total_lag);
+            explanation.metric_value = Some(measurement.metric_value);
+            explanation.active = Some(measurement.active);
+            explanation.partitions = measurement
+                .partitions
+                .into_iter()
+                .map(|p| PartitionExplanation {
+                    topic: hidden.scrub(&p.topic),
+                    partition: p.partition,
+                    committed: p.committed,
+                    log_start: p.log_start,
+                    end: p.end,
+                    lag: p.lag,
+                    counted_lag: p.counted_lag,
+                })
+                .collect();
+        }
+        Err(error) => explanation.error = Some(error),
+    }
+    (explanation, result)
 }
 
 /// The Jobs this trigger's lag alone calls for under the ScaledJob's strategy, none running.
@@ -320,66 +377,82 @@ fn jobs_wanted(spec: &jobtide_api::ScaledJobSpec, measurement: TriggerMeasuremen
 fn to_text(explanation: &Explanation) -> String {
     let mut out = String::new();
     for sj in &explanation.scaled_jobs {
-        let _ = writeln!(out, "ScaledJob {}/{}", sj.namespace, sj.name);
+        push_line(
+            &mut out,
+            format_args!("ScaledJob {}/{}", sj.namespace, sj.name),
+        );
         if let Some(error) = &sj.error {
-            let _ = writeln!(out, "  error: {error}");
+            push_line(&mut out, format_args!("  error: {error}"));
         }
         for t in &sj.triggers {
             let metric = t.metric_name.as_deref().unwrap_or("-");
-            let _ = writeln!(out, "  trigger {} ({}) metric {metric}", t.index, t.type_);
+            push_line(
+                &mut out,
+                format_args!("  trigger {} ({}) metric {metric}", t.index, t.type_),
+            );
             if let Some(error) = &t.error {
-                let _ = writeln!(out, "    error: {error}");
+                push_line(&mut out, format_args!("    error: {error}"));
                 continue;
             }
-            let _ = writeln!(
-                out,
-                "    {:<24} {:>9} {:>10} {:>10} {:>10} {:>8} {:>8}",
-                "TOPIC", "PARTITION", "COMMITTED", "LOG-START", "END", "LAG", "COUNTED"
-            );
-            for p in &t.partitions {
-                let opt = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
-                let _ = writeln!(
-                    out,
+            push_line(
+                &mut out,
+                format_args!(
                     "    {:<24} {:>9} {:>10} {:>10} {:>10} {:>8} {:>8}",
-                    p.topic,
-                    p.partition,
-                    opt(p.committed),
-                    opt(p.log_start),
-                    p.end,
-                    p.lag,
-                    p.counted_lag
+                    "TOPIC", "PARTITION", "COMMITTED", "LOG-START", "END", "LAG", "COUNTED"
+                ),
+            );
+            let opt = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+            for p in &t.partitions {
+                push_line(
+                    &mut out,
+                    format_args!(
+                        "    {:<24} {:>9} {:>10} {:>10} {:>10} {:>8} {:>8}",
+                        p.topic,
+                        p.partition,
+                        opt(p.committed),
+                        opt(p.log_start),
+                        p.end,
+                        p.lag,
+                        p.counted_lag
+                    ),
                 );
             }
-            let _ = writeln!(
-                out,
-                "    total lag {}, metric value {}, active {}, Jobs this lag calls for with none running: {}",
-                t.total_lag, t.metric_value, t.active, t.jobs_wanted
+            push_line(
+                &mut out,
+                format_args!(
+                    "    total lag {}, metric value {}, active {}, Jobs this lag calls for with none running: {}",
+                    opt(t.total_lag),
+                    opt(t.metric_value),
+                    t.active.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+                    opt(t.jobs_wanted)
+                ),
             );
         }
         if let Some(live) = &sj.live {
             if let Some(error) = &live.error {
-                let _ = writeln!(out, "  live: error: {error}");
+                push_line(&mut out, format_args!("  live: error: {error}"));
                 continue;
             }
-            let _ = writeln!(
-                out,
-                "  live Jobs: {} running ({} of them pending), {} finishing, {} succeeded, {} failed",
-                live.running, live.pending, live.finishing, live.succeeded, live.failed
+            push_line(
+                &mut out,
+                format_args!(
+                    "  live Jobs: {} running ({} of them pending), {} finishing, {} succeeded, {} failed",
+                    live.running, live.pending, live.finishing, live.succeeded, live.failed
+                ),
             );
             let heading = if live.mode == "dispatch" {
                 "dispatch"
             } else {
                 "next poll"
             };
-            let _ = writeln!(out, "  {heading}:");
+            push_line(&mut out, format_args!("  {heading}:"));
             for line in &live.arithmetic {
-                let _ = writeln!(out, "    {line}");
+                push_line(&mut out, format_args!("    {line}"));
             }
             if !live.delete.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "    delete (history limits): {}",
-                    live.delete.join(", ")
+                push_line(
+                    &mut out,
+                    format_args!("    delete (history limits): {}", live.delete.join(", ")),
                 );
             }
         }

@@ -15,13 +15,14 @@ use clap::{Args, ValueEnum};
 use jobtide_api::resolve::{
     DEFAULT_CLUSTER_OBJECT_NAMESPACE, MissingEnvSource, ObjectSet, resolve_triggers,
 };
-use jobtide_api::validation::check_scaled_job;
+use jobtide_api::validation::{check_job_spec, check_object_meta, check_scaled_job};
 use jobtide_api::{ClusterTriggerAuthentication, ScaledJob, TriggerAuthentication};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret as K8sSecret};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use input::{Document, Location};
+use crate::text::escaped;
+use input::{Document, Location, NonFinite};
 use report::{DocumentError, Report, ScaledJobReport, TriggerReport};
 
 /// The manifest inputs `validate` and `explain` share.
@@ -75,7 +76,7 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
     let documents = match input::read_all(files, *recursive) {
         Ok(documents) => documents,
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", escaped(&error.to_string()));
             return ExitCode::from(2);
         }
     };
@@ -104,6 +105,8 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
 pub(crate) struct PendingScaledJob {
     pub location: Location,
     pub value: Value,
+    /// Its numbers JSON can't hold ([`typed`] reports them).
+    pub non_finite: Vec<NonFinite>,
 }
 
 /// The documents sorted out: the lookup objects, the ScaledJob documents, and the documents
@@ -144,12 +147,12 @@ pub(crate) fn collect(documents: Vec<Document>, default_namespace: &str) -> Coll
     let mut report = Report::default();
     let mut objects = ObjectSet::default();
     let mut scaled_jobs = Vec::new();
-    let mut queue: Vec<(Location, Value)> = documents
+    let mut queue: Vec<(Location, Value, Vec<NonFinite>)> = documents
         .into_iter()
-        .map(|d| (d.location, d.value))
+        .map(|d| (d.location, d.value, d.non_finite))
         .collect();
     queue.reverse();
-    while let Some((location, value)) = queue.pop() {
+    while let Some((location, value, non_finite)) = queue.pop() {
         let mut fail = |message: String| {
             report.document_errors.push(DocumentError {
                 location: location.clone(),
@@ -173,23 +176,35 @@ pub(crate) fn collect(documents: Vec<Document>, default_namespace: &str) -> Coll
             ("", _) | (_, "") => {
                 fail("not a Kubernetes object: apiVersion and kind are required".into());
             }
-            ("v1", "List") => {
-                let items = object.get("items").and_then(Value::as_array).cloned();
-                for (i, item) in items.unwrap_or_default().into_iter().enumerate().rev() {
-                    queue.push((
-                        Location {
-                            item: Some(i),
-                            ..location.clone()
-                        },
-                        item,
-                    ));
+            ("v1", "List") => match object.get("items") {
+                // No items: an empty list, as kubectl reads it.
+                None | Some(Value::Null) => {}
+                Some(Value::Array(items)) => {
+                    for (i, item) in items.iter().enumerate().rev() {
+                        queue.push((
+                            Location {
+                                item: Some(i),
+                                ..location.clone()
+                            },
+                            item.clone(),
+                            within(&non_finite, &format!("items[{i}]")),
+                        ));
+                    }
                 }
-            }
+                Some(other) => fail(format!(
+                    "List: items: must be a list of objects, not {}",
+                    json_type(other)
+                )),
+            },
             ("keda.sh/v1alpha1", "ScaledJob") => {
-                scaled_jobs.push(PendingScaledJob { location, value });
+                scaled_jobs.push(PendingScaledJob {
+                    location,
+                    value,
+                    non_finite,
+                });
             }
             ("keda.sh/v1alpha1", "TriggerAuthentication") => {
-                match typed::<TriggerAuthentication>(&value) {
+                match typed::<TriggerAuthentication>(&value, &non_finite) {
                     Ok(ta) => objects.insert_trigger_authentication(&namespace, &name, ta.spec),
                     Err(error) => {
                         fail(format!("TriggerAuthentication {namespace}/{name}: {error}"));
@@ -197,19 +212,19 @@ pub(crate) fn collect(documents: Vec<Document>, default_namespace: &str) -> Coll
                 }
             }
             ("keda.sh/v1alpha1", "ClusterTriggerAuthentication") => {
-                match typed::<ClusterTriggerAuthentication>(&value) {
+                match typed::<ClusterTriggerAuthentication>(&value, &non_finite) {
                     Ok(cta) => objects.insert_cluster_trigger_authentication(&name, cta.spec.0),
                     Err(error) => fail(format!("ClusterTriggerAuthentication {name}: {error}")),
                 }
             }
-            ("v1", "Secret") => match typed::<K8sSecret>(&value) {
+            ("v1", "Secret") => match typed::<K8sSecret>(&value, &non_finite) {
                 Ok(secret) => objects.insert_secret(&namespace, secret),
                 Err(error) => fail(format!(
                     "Secret {namespace}/{name}: {}",
                     secret_error(&error)
                 )),
             },
-            ("v1", "ConfigMap") => match typed::<ConfigMap>(&value) {
+            ("v1", "ConfigMap") => match typed::<ConfigMap>(&value, &non_finite) {
                 Ok(config_map) => objects.insert_config_map(&namespace, config_map),
                 Err(error) => fail(format!("ConfigMap {namespace}/{name}: {error}")),
             },
@@ -229,6 +244,18 @@ pub(crate) fn collect(documents: Vec<Document>, default_namespace: &str) -> Coll
         objects,
         scaled_jobs,
         document_errors: report.document_errors,
+    }
+}
+
+/// What kind of JSON value `value` is, for messages ("a number", "a mapping", …).
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
     }
 }
 
@@ -259,17 +286,67 @@ fn secret_error(error: &str) -> String {
     }
 }
 
+/// Why a non-finite number is an invalid value wherever it is.
+const NOT_A_NUMBER: &str = "infinity and NaN are not numbers in JSON or the Kubernetes API";
+
 /// Deserializes with the path of the failing field in the message, e.g.
-/// `spec.pollingInterval: invalid type: string "ten", expected i32`.
-pub(crate) fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
-    serde_path_to_error::deserialize(value).map_err(|error| {
-        let path = error.path().to_string();
-        if path == "." {
-            error.inner().to_string()
-        } else {
-            format!("{path}: {}", error.inner())
+/// `spec.pollingInterval: invalid type: string "ten", expected i32`. A non-finite number
+/// (`.inf`) is an invalid value of its field, with what the field expects when the type says:
+/// `spec.pollingInterval: invalid value: .inf: infinity and NaN are not numbers in JSON or the
+/// Kubernetes API, expected i32`.
+pub(crate) fn typed<T: DeserializeOwned>(
+    value: &Value,
+    non_finite: &[NonFinite],
+) -> Result<T, String> {
+    let not_a_number = |number: &NonFinite, expected: &str| {
+        format!(
+            "{}: invalid value: {}: {NOT_A_NUMBER}{expected}",
+            number.path, number.literal
+        )
+    };
+    match serde_path_to_error::deserialize(value) {
+        Ok(typed) => match non_finite.first() {
+            // Where a string may be (or in a field the type ignores): still no number.
+            Some(number) => Err(not_a_number(number, "")),
+            None => Ok(typed),
+        },
+        Err(error) => {
+            let path = error.path().to_string();
+            let inner = error.inner().to_string();
+            if let Some(number) = non_finite.iter().find(|n| n.path == path) {
+                let expected = inner
+                    .split_once(", expected ")
+                    .map(|(_, expected)| format!(", expected {expected}"))
+                    .unwrap_or_default();
+                return Err(not_a_number(number, &expected));
+            }
+            Err(if path == "." {
+                inner
+            } else {
+                format!("{path}: {inner}")
+            })
         }
-    })
+    }
+}
+
+/// The entries of `non_finite` inside `prefix` (`items[3]`), with paths relative to it.
+fn within(non_finite: &[NonFinite], prefix: &str) -> Vec<NonFinite> {
+    non_finite
+        .iter()
+        .filter_map(|number| {
+            let rest = number.path.strip_prefix(prefix)?;
+            let path = match rest.strip_prefix('.') {
+                Some(path) => path.to_owned(),
+                None if rest.is_empty() => String::new(),
+                None if rest.starts_with('[') => rest.to_owned(),
+                None => return None,
+            };
+            Some(NonFinite {
+                path,
+                literal: number.literal,
+            })
+        })
+        .collect()
 }
 
 fn check(
@@ -293,13 +370,18 @@ fn check(
             .errors
             .push("metadata.name: Required value: name is required".into());
     }
-    let scaled_job = match typed::<ScaledJob>(&pending.value) {
+    let scaled_job = match typed::<ScaledJob>(&pending.value, &pending.non_finite) {
         Ok(scaled_job) => scaled_job,
         Err(error) => {
             report.errors.push(error);
             return report;
         }
     };
+    report.errors.extend(check_object_meta(
+        &namespace,
+        &name,
+        scaled_job.metadata.annotations.as_ref(),
+    ));
     report.errors.extend(unknown_fields(
         pending.value.get("spec"),
         &serde_json::to_value(&scaled_job.spec).unwrap_or(Value::Null),
@@ -309,6 +391,9 @@ fn check(
         .errors
         .extend(required_job_fields(pending.value.get("spec")));
     let spec = &scaled_job.spec;
+    let job = check_job_spec(&spec.job_target_ref);
+    report.errors.extend(job.errors);
+    report.warnings.extend(job.warnings);
     let findings = check_scaled_job(&name, spec);
     report.errors.extend(findings.errors.iter().cloned());
     report.warnings.extend(findings.warnings.iter().cloned());

@@ -1,12 +1,11 @@
 //! The result of `jobtide validate`, as JSON (documented in the README and stable) and as text
 //! (one line per finding, each naming file, document, object, trigger and parameter).
 
-use std::fmt::Write as _;
-
 use serde::Serialize;
 use serde_json::Value;
 
 use super::input::Location;
+use crate::text::push_line;
 
 /// The whole report. JSON: `{"scaledJobs":[…],"documentErrors":[…]}`.
 #[derive(Debug, Default, Serialize)]
@@ -62,18 +61,22 @@ impl Report {
         self.document_errors.is_empty() && self.scaled_jobs.iter().all(|sj| sj.valid)
     }
 
+    /// One line per finding; manifest text in it is escaped ([`crate::text`]).
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         for error in &self.document_errors {
-            let _ = writeln!(out, "{}: error: {}", error.location, error.message);
+            push_line(
+                &mut out,
+                format_args!("{}: error: {}", error.location, error.message),
+            );
         }
         for sj in &self.scaled_jobs {
             let object = format!("{}: ScaledJob {}/{}", sj.location, sj.namespace, sj.name);
             for error in &sj.errors {
-                let _ = writeln!(out, "{object}: error: {error}");
+                push_line(&mut out, format_args!("{object}: error: {error}"));
             }
             for warning in &sj.warnings {
-                let _ = writeln!(out, "{object}: warning: {warning}");
+                push_line(&mut out, format_args!("{object}: warning: {warning}"));
             }
             for trigger in &sj.triggers {
                 let name = trigger
@@ -87,36 +90,35 @@ impl Report {
                 );
                 for (error, parameter) in trigger.errors.iter().zip(&trigger.error_parameters) {
                     match parameter {
-                        Some(parameter) => {
-                            let _ =
-                                writeln!(out, "{prefix}: parameter {parameter}: error: {error}");
-                        }
-                        None => {
-                            let _ = writeln!(out, "{prefix}: error: {error}");
-                        }
+                        Some(parameter) => push_line(
+                            &mut out,
+                            format_args!("{prefix}: parameter {parameter}: error: {error}"),
+                        ),
+                        None => push_line(&mut out, format_args!("{prefix}: error: {error}")),
                     }
                 }
                 for warning in &trigger.warnings {
-                    let _ = writeln!(out, "{prefix}: warning: {warning}");
+                    push_line(&mut out, format_args!("{prefix}: warning: {warning}"));
                 }
                 if trigger.valid {
                     let metric = trigger.metric_name.as_deref().unwrap_or("-");
-                    let _ = writeln!(out, "{prefix}: ok (metric {metric})");
+                    push_line(&mut out, format_args!("{prefix}: ok (metric {metric})"));
                 }
             }
-            let _ = writeln!(
-                out,
-                "{object}: {}",
-                if sj.valid { "valid" } else { "INVALID" }
+            push_line(
+                &mut out,
+                format_args!("{object}: {}", if sj.valid { "valid" } else { "INVALID" }),
             );
         }
         let invalid = self.scaled_jobs.iter().filter(|sj| !sj.valid).count();
-        let _ = writeln!(
-            out,
-            "{} ScaledJob(s) checked: {} valid, {invalid} invalid; {} unusable document(s)",
-            self.scaled_jobs.len(),
-            self.scaled_jobs.len() - invalid,
-            self.document_errors.len()
+        push_line(
+            &mut out,
+            format_args!(
+                "{} ScaledJob(s) checked: {} valid, {invalid} invalid; {} unusable document(s)",
+                self.scaled_jobs.len(),
+                self.scaled_jobs.len() - invalid,
+                self.document_errors.len()
+            ),
         );
         out
     }
