@@ -15,6 +15,11 @@ pub use kubernetes::{JobFindings, MAX_ANNOTATIONS_BYTES, check_job_spec, check_o
 /// `scaledjob.keda.sh/name` label on every Job, and label values are at most 63 characters.
 pub const MAX_NAME_LEN: usize = 63;
 
+/// The most triggers one ScaledJob may have: each is resolved and measured every poll, and a
+/// ScaledJob with 10,000 triggers kept the operator busy for minutes per poll and its deletion
+/// waiting (issue 18). KEDA sets no limit; real ScaledJobs have a handful.
+pub const MAX_TRIGGERS: usize = 100;
+
 /// Findings for one ScaledJob.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SpecFindings {
@@ -97,6 +102,13 @@ pub fn check_scaled_job(name: &str, spec: &ScaledJobSpec) -> SpecFindings {
     // The admission webhook.
     if spec.triggers.is_empty() {
         errors.push("no triggers defined in the ScaledObject/ScaledJob".into());
+    }
+    if spec.triggers.len() > MAX_TRIGGERS {
+        errors.push(format!(
+            "spec.triggers: Too many: {}: a ScaledJob has at most {MAX_TRIGGERS} triggers in \
+             jobtide (each is measured every poll; KEDA sets no limit)",
+            spec.triggers.len()
+        ));
     }
     let mut seen = BTreeSet::new();
     for trigger in &spec.triggers {
@@ -269,6 +281,29 @@ mod tests {
             vec!["Cannot set metricType in ScaledJob triggers"]
         );
         assert_eq!(findings.triggers[0].warnings.len(), 1);
+    }
+
+    #[test]
+    fn more_than_a_hundred_triggers_are_an_error() {
+        let trigger = json!({"type": "kafka", "metadata": {}});
+        let at_limit = spec(json!({"triggers": vec![trigger.clone(); MAX_TRIGGERS]}));
+        assert!(
+            check_scaled_job("sj", &at_limit)
+                .errors
+                .iter()
+                .all(|e| !e.starts_with("spec.triggers: Too many"))
+        );
+        let over = spec(json!({"triggers": vec![trigger; MAX_TRIGGERS + 1]}));
+        let findings = check_scaled_job("sj", &over);
+        assert!(!findings.is_valid());
+        assert!(
+            findings
+                .errors
+                .iter()
+                .any(|e| e.starts_with("spec.triggers: Too many: 101: a ScaledJob has at most 100")),
+            "{:?}",
+            findings.errors
+        );
     }
 
     #[test]
