@@ -259,3 +259,48 @@ fn empty_kafka_tool_values_are_refused_naming_the_flag() {
         );
     }
 }
+
+#[test]
+fn kafka_commands_against_a_dead_broker_honour_their_timeout() {
+    let servers = format!("127.0.0.1:{}", closed_port());
+    let began = Instant::now();
+    let output = jobtide()
+        .args([
+            "kafka",
+            "consume",
+            "--bootstrap-servers",
+            &servers,
+            "--topic",
+            "t",
+        ])
+        .args(["--group", "g", "--max-messages", "1", "--timeout", "3"])
+        .timeout(Duration::from_mins(1))
+        .output()
+        .expect("run");
+    let took = began.elapsed();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        took >= Duration::from_millis(2500),
+        "consume waits out its --timeout against a broker that is down: {took:?}"
+    );
+    let began = Instant::now();
+    let output = jobtide()
+        .args([
+            "kafka",
+            "topic",
+            "create",
+            "--bootstrap-servers",
+            &servers,
+            "t",
+        ])
+        .args(["--partitions", "1", "--timeout", "3"])
+        .timeout(Duration::from_mins(1))
+        .output()
+        .expect("run");
+    let took = began.elapsed();
+    assert_ne!(output.status.code(), Some(0), "{output:?}");
+    assert!(
+        took < Duration::from_secs(20),
+        "topic create gives up near its --timeout, not after the admin client's minute: {took:?}"
+    );
+}

@@ -197,7 +197,16 @@ pub async fn consume(
         let Ok(message) = tokio::time::timeout(left, consumer.recv()).await else {
             break;
         };
-        let message = message.map_err(failed)?;
+        let message = match message {
+            Ok(message) => message,
+            // A broker that is down or not reachable yet: librdkafka reconnects by itself, so
+            // the consumer waits out its --timeout (it gave up at once before).
+            Err(error) if transient(&error) => {
+                tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+                continue;
+            }
+            Err(error) => return Err(failed(error)),
+        };
         out.push(Record {
             key: message
                 .key()
@@ -217,8 +226,23 @@ pub async fn consume(
     Ok(out)
 }
 
+/// Whether a consumer error is the connection's (reconnecting) rather than the request's.
+fn transient(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    matches!(
+        error,
+        KafkaError::MessageConsumption(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::RequestTimedOut
+        )
+    )
+}
+
 /// Creates `topic` with `partitions` partitions through the Admin API (the librdkafka mock
-/// cluster lacks it: use [`crate::ffi::MockKafka::create_topic`] there).
+/// cluster lacks it: use [`crate::ffi::MockKafka::create_topic`] there). The whole call ends
+/// within `timeout` (the admin client's own request timeout is a minute).
 pub async fn create_topic(
     bootstrap_servers: &str,
     topic: &str,
@@ -232,13 +256,24 @@ pub async fn create_topic(
         topic: topic.to_owned(),
         message,
     };
-    let results = admin
-        .create_topics(
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Timeout::After(timeout)))
+        .request_timeout(Some(Timeout::After(timeout)));
+    let results = tokio::time::timeout(
+        timeout,
+        admin.create_topics(
             &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Timeout::After(timeout))),
-        )
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+            &options,
+        ),
+    )
+    .await
+    .map_err(|_| {
+        failed(format!(
+            "no answer from the Kafka cluster within {}s",
+            timeout.as_secs()
+        ))
+    })?
+    .map_err(|e| failed(e.to_string()))?;
     for result in results {
         result.map_err(|(_, code)| failed(code.to_string()))?;
     }
