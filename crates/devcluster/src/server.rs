@@ -293,6 +293,72 @@ fn partial_metadata(object: Value) -> Value {
         "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({}))})
 }
 
+/// DeleteOptions of the wrong shape are the real server's 400 (`{"preconditions": 5}` deleted
+/// the object before).
+fn check_delete_options(options: &Value) -> Result<(), ApiError> {
+    let wrong = |field: &str, expected: &str| {
+        ApiError::bad_request(format!(
+            "the body of the request could not be decoded: DeleteOptions.{field}: expected {expected}"
+        ))
+    };
+    if options.is_null() {
+        return Ok(());
+    }
+    let Some(fields) = options.as_object() else {
+        return Err(wrong("(root)", "an object"));
+    };
+    for (field, expected, ok) in [
+        (
+            "preconditions",
+            "an object",
+            fields
+                .get("preconditions")
+                .is_none_or(|v| v.is_object() || v.is_null()),
+        ),
+        (
+            "propagationPolicy",
+            "a string",
+            fields
+                .get("propagationPolicy")
+                .is_none_or(|v| v.is_string() || v.is_null()),
+        ),
+        (
+            "gracePeriodSeconds",
+            "an integer",
+            fields
+                .get("gracePeriodSeconds")
+                .is_none_or(|v| v.is_i64() || v.is_null()),
+        ),
+        (
+            "orphanDependents",
+            "a boolean",
+            fields
+                .get("orphanDependents")
+                .is_none_or(|v| v.is_boolean() || v.is_null()),
+        ),
+        (
+            "dryRun",
+            "a list",
+            fields
+                .get("dryRun")
+                .is_none_or(|v| v.is_array() || v.is_null()),
+        ),
+    ] {
+        if !ok {
+            return Err(wrong(field, expected));
+        }
+    }
+    for field in ["resourceVersion", "uid"] {
+        if options
+            .pointer(&format!("/preconditions/{field}"))
+            .is_some_and(|v| !v.is_string() && !v.is_null())
+        {
+            return Err(wrong(&format!("preconditions.{field}"), "a string"));
+        }
+    }
+    Ok(())
+}
+
 /// 413 RequestEntityTooLarge, as the real server answers a body over its limit.
 fn too_large() -> ApiError {
     ApiError::failure(
@@ -578,6 +644,7 @@ fn dispatch(
             } else {
                 parse_body(body)?
             };
+            check_delete_options(&options)?;
             let propagation = options
                 .get("propagationPolicy")
                 .and_then(Value::as_str)

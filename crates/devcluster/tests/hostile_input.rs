@@ -575,3 +575,22 @@ async fn patches_that_move_an_object_or_change_its_identity_are_refused() {
         "{status}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_options_of_the_wrong_shape_are_a_bad_request_and_delete_nothing() {
+    let server = Server::start().await;
+    for (_, path, before) in server.objects().await {
+        for options in [
+            r#"{"preconditions": 5}"#,
+            r#"{"preconditions": {"uid": 5}}"#,
+            r#"{"propagationPolicy": 1}"#,
+            "[]",
+        ] {
+            let (code, status) = server
+                .send("DELETE", &path, "application/json", options)
+                .await;
+            assert_refused(code, &status, (400, "BadRequest"), "DeleteOptions", options);
+            server.assert_unchanged(&path, &before).await;
+        }
+    }
+}
