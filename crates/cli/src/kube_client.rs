@@ -22,11 +22,14 @@ impl Deadlines {
         read: Duration::from_mins(5),
     };
 
-    /// For one-shot commands: everything within `timeout`.
+    /// For one-shot commands, whose calls the command itself bounds by `timeout` (and then
+    /// says what timed out): the client's own deadlines are a backstop a second later, so that
+    /// the command's clear message wins the race rather than the transport's `SendRequest`.
     pub const fn one_shot(timeout: Duration) -> Self {
+        let backstop = timeout.saturating_add(Duration::from_secs(1));
         Self {
-            connect: timeout,
-            read: timeout,
+            connect: backstop,
+            read: backstop,
         }
     }
 
@@ -56,9 +59,9 @@ mod tests {
     fn every_deadline_is_set_on_the_config() {
         let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
         let config = Deadlines::one_shot(Duration::from_secs(3)).apply(config);
-        assert_eq!(config.connect_timeout, Some(Duration::from_secs(3)));
-        assert_eq!(config.read_timeout, Some(Duration::from_secs(3)));
-        assert_eq!(config.write_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(config.connect_timeout, Some(Duration::from_secs(4)));
+        assert_eq!(config.read_timeout, Some(Duration::from_secs(4)));
+        assert_eq!(config.write_timeout, Some(Duration::from_secs(4)));
         assert!(config.reset_reader_on_write);
     }
 }
