@@ -2,6 +2,7 @@
 //! watch the lag polls count from), recognised by their coordinate labels and the dispatch hash
 //! of (ScaledJob, topic), so Jobs of another topic or of lag mode are never mistaken for them.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use jobtide_core::dispatch::{
@@ -48,6 +49,49 @@ pub(crate) fn dispatched(jobs: &[Arc<Job>], hash: DispatchHash) -> Vec<Dispatche
         .collect()
 }
 
+/// The resourceVersion of each Job as a dispatcher session last looked at it. A Job seen again
+/// unchanged is not observed again — the ledger would ignore it (a repeated observation changes
+/// nothing, `Ledger::observed`) — so that a wake-up costs the Jobs that changed, not a label
+/// parse and a ledger lookup for every Job in flight (which made a burst of n messages cost n²).
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    versions: HashMap<String, String>,
+}
+
+impl Changes {
+    /// The Jobs among `jobs` that `hash` dispatched and that changed since the last call (all of
+    /// them the first time).
+    pub fn dispatched(&mut self, jobs: &[Arc<Job>], hash: DispatchHash) -> Vec<DispatchedJob> {
+        let changed: Vec<Arc<Job>> = jobs
+            .iter()
+            .filter(|job| {
+                let (Some(name), Some(version)) =
+                    (&job.metadata.name, &job.metadata.resource_version)
+                else {
+                    return true;
+                };
+                if self.versions.get(name) == Some(version) {
+                    return false;
+                }
+                self.versions.insert(name.clone(), version.clone());
+                true
+            })
+            .cloned()
+            .collect();
+        dispatched(&changed, hash)
+    }
+
+    /// Forgets the Jobs that are no longer among `jobs` (deleted).
+    pub fn forget_deleted(&mut self, jobs: &[Arc<Job>]) {
+        let present: HashSet<&str> = jobs
+            .iter()
+            .filter_map(|job| job.metadata.name.as_deref())
+            .collect();
+        self.versions
+            .retain(|name, _| present.contains(name.as_str()));
+    }
+}
+
 /// Succeeded on `Complete`, failed on `Failed` (after the Job's own `backoffLimit`), with the
 /// condition's reason and message; running otherwise.
 fn outcome(job: &Job) -> Outcome {
@@ -90,6 +134,57 @@ mod tests {
             }))
             .expect("test Job"),
         )
+    }
+
+    fn versioned(name: &str, version: &str, labels: &serde_json::Value) -> Arc<Job> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "resourceVersion": version, "labels": labels},
+            }))
+            .expect("test Job"),
+        )
+    }
+
+    #[test]
+    fn a_job_seen_again_unchanged_is_not_observed_again_and_a_changed_or_recreated_one_is() {
+        let hash = DispatchHash::of("orders", "orders");
+        let labels = |offset| {
+            json!(
+                JobCoordinates {
+                    partition: 0,
+                    offset,
+                    attempt: 1,
+                    hash,
+                }
+                .labels()
+            )
+        };
+        let names = |found: Vec<DispatchedJob>| -> Vec<String> {
+            found.into_iter().map(|job| job.name).collect()
+        };
+        let mut changes = Changes::default();
+        let (a, b) = (
+            versioned("a", "1", &labels(0)),
+            versioned("b", "2", &labels(1)),
+        );
+        assert_eq!(
+            names(changes.dispatched(&[a.clone(), b.clone()], hash)),
+            ["a", "b"],
+            "everything, the first time"
+        );
+        assert!(changes.dispatched(&[a.clone(), b.clone()], hash).is_empty());
+        let b_finished = versioned("b", "3", &labels(1));
+        assert_eq!(
+            names(changes.dispatched(&[a.clone(), b_finished.clone()], hash)),
+            ["b"],
+            "only the changed Job"
+        );
+        changes.forget_deleted(std::slice::from_ref(&b_finished));
+        assert_eq!(
+            names(changes.dispatched(&[a, b_finished], hash)),
+            ["a"],
+            "a forgotten Job is new again"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use kube::{Api, ResourceExt};
 use tokio::sync::{Notify, watch};
 
 use super::act::{Scope, StepError};
-use super::observe::{DispatchedJob, dispatched};
+use super::observe::{Changes, DispatchedJob, dispatched};
 use super::{MessageOutcome, Snapshot};
 use crate::context::Context;
 
@@ -32,6 +32,11 @@ const OBSERVE_EVERY: Duration = Duration::from_secs(1);
 /// The least time between two reconciles a dispatcher asks for (its status follows its ledger
 /// this often at most).
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// Wake-ups closer together than this are answered together: each look passes over every Job
+/// of the ScaledJob, and during a burst every created Job and its pod wake the dispatcher
+/// (a look after each made a burst of n messages cost n² steps). A Job's end is seen this much
+/// later at most.
+const OBSERVE_AT_MOST_EVERY: Duration = Duration::from_millis(50);
 /// The first wait after a failed session; doubled per failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest wait between sessions.
@@ -147,6 +152,7 @@ async fn session(task: &Task) -> StepError {
     let mut pending: VecDeque<Action> = actions.into();
     // Jobs finished before this session were counted by the session that saw them finish.
     let mut counted: HashSet<String> = finished_names(&context.jobs.of(&owner), hash);
+    let mut changes = Changes::default();
     let mut paused = false;
     // What the ScaledJob's status was last asked to show, and when.
     let mut reported: Option<jobtide_core::dispatch::LedgerStatus> = None;
@@ -154,6 +160,8 @@ async fn session(task: &Task) -> StepError {
     let created = std::sync::atomic::AtomicU64::new(0);
     let mut tick = tokio::time::interval(OBSERVE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut observed_at = tokio::time::Instant::now();
+    let mut woken = false;
     tracing::info!(topic = %trigger.topic, group = %trigger.consumer_group, ?start, "dispatching");
     loop {
         let scaled_job = task.scaled_job.borrow().clone();
@@ -299,9 +307,15 @@ async fn session(task: &Task) -> StepError {
                 // librdkafka retries and reconnects by itself: report and read on.
                 Err(error) => task.report(&consumer_error(&error)),
             },
-            () = task.wake.notified() => observe(task, &scope, &mut ledger, &mut pending, &mut counted),
+            () = task.wake.notified(), if !woken => woken = true,
+            () = tokio::time::sleep_until(observed_at + OBSERVE_AT_MOST_EVERY), if woken => {
+                observe(task, &scope, &mut ledger, &mut pending, &mut counted, &mut changes);
+                (observed_at, woken) = (tokio::time::Instant::now(), false);
+            }
             _ = tick.tick() => {
-                observe(task, &scope, &mut ledger, &mut pending, &mut counted);
+                observe(task, &scope, &mut ledger, &mut pending, &mut counted, &mut changes);
+                (observed_at, woken) = (tokio::time::Instant::now(), false);
+                forget_deleted(task, &scope, &mut counted, &mut changes);
                 clean_history(task, &scope, &ledger).await;
             }
         }
@@ -316,19 +330,19 @@ fn finished_names(jobs: &[Arc<Job>], hash: DispatchHash) -> HashSet<String> {
         .collect()
 }
 
-/// Tells the ledger what the Job cache shows, counting each finished Job once.
+/// Tells the ledger what changed in the Job cache, counting each finished Job once.
 fn observe(
     task: &Task,
     scope: &Scope<'_>,
     ledger: &mut Ledger,
     pending: &mut VecDeque<Action>,
     counted: &mut HashSet<String>,
+    changes: &mut Changes,
 ) {
-    let jobs = dispatched(
+    let jobs = changes.dispatched(
         &task.context.jobs.of(&Context::owner(scope.scaled_job)),
         scope.hash,
     );
-    counted.retain(|name| jobs.iter().any(|j| j.name == *name));
     for job in jobs {
         let outcome = match job.observed.outcome {
             Outcome::Running => None,
@@ -342,6 +356,22 @@ fn observe(
         }
         pending.extend(ledger.observed(job.observed));
     }
+}
+
+/// Forgets the Jobs deleted since (once a tick: a pass over every Job).
+fn forget_deleted(
+    task: &Task,
+    scope: &Scope<'_>,
+    counted: &mut HashSet<String>,
+    changes: &mut Changes,
+) {
+    let jobs = task.context.jobs.of(&Context::owner(scope.scaled_job));
+    changes.forget_deleted(&jobs);
+    let present: HashSet<&str> = jobs
+        .iter()
+        .filter_map(|job| job.metadata.name.as_deref())
+        .collect();
+    counted.retain(|name| present.contains(name.as_str()));
 }
 
 /// The ScaledJob's history limits, applied only to Jobs whose message is committed: a Job
