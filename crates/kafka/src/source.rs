@@ -351,6 +351,10 @@ impl OffsetsSource {
 /// are off. Unserved events would pile up in memory.
 pub const EVENT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How many events (log lines, errors, statistics) a source serves per [`EVENT_INTERVAL`] at
+/// most; polling an empty queue costs next to nothing.
+const EVENTS_PER_TICK: usize = 64;
+
 /// Serves the client's events until the source is dropped.
 async fn serve_events(client: std::sync::Weak<Client>, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
@@ -361,11 +365,12 @@ async fn serve_events(client: std::sync::Weak<Client>, interval: Duration) {
             return;
         };
         let served = tokio::task::spawn_blocking(move || {
-            // A non-subscribed consumer yields no messages; polling runs the callbacks.
-            for _ in 0..64 {
-                if client.poll(Duration::ZERO).is_none() {
-                    break;
-                }
+            // A non-subscribed consumer yields no messages; polling runs the callbacks. `poll`
+            // answers `None` for an empty queue and also after serving a log line or statistics,
+            // so it runs a fixed number of times: stopping at the first `None` served one log
+            // line a tick, and the error behind it (why a connection failed) seconds later.
+            for _ in 0..EVENTS_PER_TICK {
+                let _ = client.poll(Duration::ZERO);
             }
         })
         .await;
