@@ -100,9 +100,16 @@ pub enum ScalerError {
     /// Fetching the log end offsets failed.
     #[error("error listing latest offsets: {0}")]
     EndOffsets(SourceError),
-    /// The measurement didn't finish within the poll's time.
-    #[error("timed out after {0:?} waiting for the Kafka cluster")]
-    Timeout(Duration),
+    /// The cluster refused the connection: authentication or TLS failed (librdkafka's text).
+    #[error("connecting to the Kafka cluster failed: {0}")]
+    Connection(String),
+    /// The measurement didn't finish within the poll's time; with the connection error
+    /// librdkafka reported meanwhile, if any.
+    #[error(
+        "timed out after {0:?} waiting for the Kafka cluster{last}",
+        last = .1.as_ref().map(|e| format!("; last connection error: {e}")).unwrap_or_default()
+    )]
+    Timeout(Duration, Option<String>),
     /// KEDA accepts the trigger, jobtide can't measure it yet.
     #[error("{0} is not supported by jobtide yet")]
     NotSupported(&'static str),
@@ -117,8 +124,29 @@ impl ScalerError {
             Self::NoActivePartition(_) => "no_partition",
             Self::ListGroupTopics(_) | Self::CommittedOffsets(_) => "committed_offsets",
             Self::EndOffsets(_) => "end_offsets",
-            Self::Timeout(_) => "timeout",
+            Self::Connection(_) => "connection",
+            Self::Timeout(..) => "timeout",
             Self::NotSupported(_) => "not_supported",
+        }
+    }
+}
+
+impl ScalerError {
+    /// This error with librdkafka's connection error appended, when it reported one: requests
+    /// only fail with "timed out" or "broker transport failure", the connection error says why.
+    #[must_use]
+    fn with_connection_error(self, last: Option<String>) -> Self {
+        let Some(last) = last else {
+            return self;
+        };
+        let add = |e: SourceError| SourceError(format!("{e}; last connection error: {last}"));
+        match self {
+            Self::DescribeTopics(e) => Self::DescribeTopics(add(e)),
+            Self::ListGroupTopics(e) => Self::ListGroupTopics(add(e)),
+            Self::CommittedOffsets(e) => Self::CommittedOffsets(add(e)),
+            Self::EndOffsets(e) => Self::EndOffsets(add(e)),
+            Self::Timeout(after, None) => Self::Timeout(after, Some(last)),
+            other => other,
         }
     }
 }
@@ -163,28 +191,35 @@ pub struct Measurement {
     pub memory: PersistentLagMemory,
 }
 
-/// Measures `target`'s lag, within `timeout`.
+/// Measures `target`'s lag, within `timeout`. Fails as soon as librdkafka reports that the
+/// cluster refused the connection (authentication or TLS failed) rather than at the timeout.
 pub async fn measure(
     pool: &SourcePool,
     target: &LagTarget,
     previous: &PersistentLagMemory,
     timeout: Duration,
 ) -> Result<Measurement, ScalerError> {
-    tokio::time::timeout(timeout, measure_inner(pool, target, previous, timeout))
-        .await
-        .map_err(|_| ScalerError::Timeout(timeout))?
+    let started = std::time::Instant::now();
+    let source = pool.source(&target.connection, target.isolation)?;
+    tokio::select! {
+        measured = tokio::time::timeout(timeout, measure_inner(&source, target, previous, timeout)) => {
+            measured
+                .unwrap_or(Err(ScalerError::Timeout(timeout, None)))
+                .map_err(|e| e.with_connection_error(source.connection_error_since(started)))
+        }
+        refused = source.refused_since(started) => Err(ScalerError::Connection(refused)),
+    }
 }
 
 async fn measure_inner(
-    pool: &SourcePool,
+    source: &crate::source::OffsetsSource,
     target: &LagTarget,
     previous: &PersistentLagMemory,
     timeout: Duration,
 ) -> Result<Measurement, ScalerError> {
-    let source = pool.source(&target.connection, target.isolation)?;
     let topics: Vec<String> = match &target.topics {
         Topics::Named(topics) => topics.clone(),
-        Topics::Committed => committed_topics(&source, &target.group, timeout).await?,
+        Topics::Committed => committed_topics(source, &target.group, timeout).await?,
     };
     if topics.is_empty() {
         // KEDA: a group with no committed offsets has no topics, hence lag 0.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use jobtide_api::trigger::connection::KafkaConnection;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
@@ -49,10 +49,24 @@ impl From<KafkaError> for SourceError {
     }
 }
 
-/// The client context: keeps librdkafka's latest statistics (request counts per broker).
+/// The client context: keeps librdkafka's latest statistics (request counts per broker) and
+/// the latest connection error it reported (a failed authentication, TLS handshake or connect),
+/// which requests themselves only see as a timeout.
 #[derive(Debug, Default)]
 pub struct StatsContext {
     latest: Mutex<Option<Statistics>>,
+    connection_error: Mutex<Option<ConnectionError>>,
+    connection_error_reported: tokio::sync::Notify,
+}
+
+/// A connection error librdkafka reported.
+#[derive(Debug, Clone)]
+struct ConnectionError {
+    at: Instant,
+    /// Authentication or TLS failed: retrying with the same settings fails the same way.
+    refused: bool,
+    /// librdkafka's text (broker address, what failed, in which state); no secrets.
+    message: String,
 }
 
 impl ClientContext for StatsContext {
@@ -60,6 +74,36 @@ impl ClientContext for StatsContext {
         if let Ok(mut latest) = self.latest.lock() {
             *latest = Some(statistics);
         }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        tracing::warn!(%error, reason, "librdkafka");
+        // "1/1 brokers are down" follows the error that says why.
+        if code == Some(RDKafkaErrorCode::AllBrokersDown) {
+            return;
+        }
+        if let Ok(mut latest) = self.connection_error.lock() {
+            *latest = Some(ConnectionError {
+                at: Instant::now(),
+                refused: matches!(
+                    code,
+                    Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
+                ),
+                message: reason.to_owned(),
+            });
+        }
+        self.connection_error_reported.notify_waiters();
+    }
+}
+
+impl StatsContext {
+    fn connection_error_since(&self, since: Instant, refused_only: bool) -> Option<String> {
+        let latest = self.connection_error.lock().ok()?;
+        latest
+            .as_ref()
+            .filter(|e| e.at >= since && (e.refused || !refused_only))
+            .map(|e| e.message.clone())
     }
 }
 
@@ -184,6 +228,27 @@ impl OffsetsSource {
         }
         out.retain(|_, count| *count > 0);
         out
+    }
+
+    /// The latest connection error librdkafka reported since `since` (librdkafka's text), e.g.
+    /// why a request timed out.
+    pub fn connection_error_since(&self, since: Instant) -> Option<String> {
+        self.client.context().connection_error_since(since, false)
+    }
+
+    /// Waits until librdkafka reports, after `since`, that the cluster refused this client:
+    /// authentication or TLS failed. Returns librdkafka's text.
+    pub async fn refused_since(&self, since: Instant) -> String {
+        let context = self.client.context();
+        loop {
+            let reported = context.connection_error_reported.notified();
+            tokio::pin!(reported);
+            reported.as_mut().enable();
+            if let Some(message) = context.connection_error_since(since, true) {
+                return message;
+            }
+            reported.await;
+        }
     }
 
     /// The partitions of `topics`, from the cache or one Metadata request per uncached topic.

@@ -255,10 +255,12 @@ async fn an_unreachable_broker_fails_within_the_poll_timeout() {
     assert!(
         matches!(
             error,
-            ScalerError::Timeout(_) | ScalerError::DescribeTopics(_)
+            ScalerError::Timeout(..) | ScalerError::DescribeTopics(_)
         ),
         "{error}"
     );
+    // With the reason librdkafka reported: nobody listens there.
+    assert!(error.to_string().contains("Connection refused"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
