@@ -4,8 +4,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use jobtide_api::secret::REDACTED;
 use jobtide_api::trigger::TriggerConfig;
-use jobtide_api::trigger::connection::KafkaConnection;
+use jobtide_api::trigger::connection::{KafkaConnection, Sasl};
 use jobtide_core::kafka::LagPolicy;
 use jobtide_core::lag::{PartitionOffsets, PersistentLagMemory, trigger_lag};
 use jobtide_core::scaling::TriggerMeasurement;
@@ -205,10 +206,70 @@ pub async fn measure(
         measured = tokio::time::timeout(timeout, measure_inner(&source, target, previous, timeout)) => {
             measured
                 .unwrap_or(Err(ScalerError::Timeout(timeout, None)))
-                .map_err(|e| e.with_connection_error(source.connection_error_since(started)))
+                .map_err(|e| {
+                    let last = source.connection_error_since(started);
+                    e.with_connection_error(last.map(|text| shown(&text, &target.connection)))
+                })
         }
-        refused = source.refused_since(started) => Err(ScalerError::Connection(refused)),
+        refused = source.refused_since(started) => {
+            Err(ScalerError::Connection(shown(&refused, &target.connection)))
+        }
     }
+}
+
+/// A connection error of librdkafka as errors may show it (the operator's events and status,
+/// `jobtide explain`): without librdkafka's broker prefix (`sasl_ssl://host:9093/bootstrap: `),
+/// and with every value of the connection that may come from a Secret replaced by
+/// `<redacted>` — broker names (a DNS failure repeats them), SASL and OAuth credentials, the token
+/// endpoint and its host (an OIDC failure repeats them), Kerberos names.
+fn shown(text: &str, connection: &KafkaConnection) -> String {
+    let text = match text.split_once(": ") {
+        Some((broker, rest)) if broker.contains('/') && !broker.contains(' ') => rest,
+        _ => text,
+    };
+    let mut values: Vec<String> = Vec::new();
+    for server in &connection.bootstrap_servers {
+        values.push(server.clone());
+        if let Some((host, _port)) = server.rsplit_once(':') {
+            values.push(host.to_owned());
+        }
+    }
+    match &connection.sasl {
+        Sasl::None => {}
+        Sasl::Plain(c) | Sasl::ScramSha256(c) | Sasl::ScramSha512(c) => {
+            values.extend([c.username.clone(), c.password.expose().to_owned()]);
+        }
+        Sasl::OAuthBearer(oauth) => {
+            let uri = &oauth.token_endpoint_uri;
+            values.extend([
+                uri.clone(),
+                oauth.client_id.clone(),
+                oauth.client_secret.expose().to_owned(),
+            ]);
+            let authority = uri.split_once("://").map_or(uri.as_str(), |(_, r)| r);
+            let authority = authority.split(['/', '?', '#']).next().unwrap_or_default();
+            values.push(authority.to_owned());
+            if let Some((host, _)) = authority.rsplit_once(':') {
+                values.push(host.to_owned());
+            }
+            values.extend(oauth.scopes.iter().cloned());
+            values.extend(oauth.extensions.values().cloned());
+        }
+        Sasl::Gssapi(gssapi) => {
+            values.extend([
+                format!("{}@{}", gssapi.username, gssapi.realm),
+                gssapi.username.clone(),
+                gssapi.realm.clone(),
+            ]);
+        }
+    }
+    // Short values would replace common words; librdkafka's texts hold none of them whole.
+    values.retain(|v| v.len() >= 4);
+    values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    values.dedup();
+    values.iter().fold(text.to_owned(), |text, value| {
+        text.replace(value.as_str(), REDACTED)
+    })
 }
 
 async fn measure_inner(
@@ -365,4 +426,61 @@ pub async fn measure_trigger(
         target.connection.bootstrap_servers = brokers.to_vec();
     }
     measure(pool, &target, previous, timeout).await
+}
+
+#[cfg(test)]
+mod tests {
+    use jobtide_api::secret::Secret;
+    use jobtide_api::trigger::connection::{Credentials, OAuthBearer};
+
+    use super::*;
+
+    fn connection(sasl: Sasl) -> KafkaConnection {
+        KafkaConnection {
+            bootstrap_servers: vec!["kafka-0.secret.internal:9093".into()],
+            tls: None,
+            sasl,
+        }
+    }
+
+    #[test]
+    fn a_connection_error_is_shown_without_the_broker_prefix_or_secret_values() {
+        let scram = connection(Sasl::ScramSha256(Credentials {
+            username: "svc-orders".into(),
+            password: Secret::new("hunter22"),
+        }));
+        assert_eq!(
+            shown(
+                "sasl_ssl://kafka-0.secret.internal:9093/bootstrap: SASL authentication error: \
+                 Authentication failed (after 3ms in state AUTH_REQ)",
+                &scram
+            ),
+            "SASL authentication error: Authentication failed (after 3ms in state AUTH_REQ)"
+        );
+        assert_eq!(
+            shown(
+                "kafka-0.secret.internal:9093/bootstrap: Failed to resolve \
+                 'kafka-0.secret.internal:9093': Name or service not known",
+                &scram
+            ),
+            "Failed to resolve '<redacted>': Name or service not known"
+        );
+        let oauth = connection(Sasl::OAuthBearer(OAuthBearer {
+            client_id: "client-4711".into(),
+            client_secret: Secret::new("s3cr3t"),
+            token_endpoint_uri: "https://idp.secret.example:8443/oauth2/token".into(),
+            scopes: vec![],
+            extensions: std::collections::BTreeMap::new(),
+        }));
+        let text = shown(
+            "Failed to acquire SASL OAUTHBEARER token: Could not resolve host: \
+             idp.secret.example",
+            &oauth,
+        );
+        assert!(!text.contains("secret"), "{text}");
+        assert!(
+            text.ends_with("Could not resolve host: <redacted>"),
+            "{text}"
+        );
+    }
 }
