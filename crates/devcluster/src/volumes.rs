@@ -65,6 +65,13 @@ pub fn prepare(store: &Store, pod: &Value) -> Result<Vec<Prepared>, NotReady> {
         let Some(volume) = volumes.get(name) else {
             continue;
         };
+        // The name becomes a directory under the pod's: only what the API server allows in a
+        // volume name (a DNS-1123 label), so `../x` can't write outside it.
+        if !is_volume_name(name) {
+            return Err(NotReady::Invalid(format!(
+                "volume name {name:?} must be a lowercase RFC 1123 label"
+            )));
+        }
         let (plural, source, object_name) = if let Some(secret) = volume.get("secret") {
             ("secrets", secret, secret["secretName"].as_str())
         } else if let Some(config_map) = volume.get("configMap") {
@@ -190,6 +197,17 @@ fn select(
     Ok(files)
 }
 
+/// A volume name as the API server validates it: a DNS-1123 label.
+fn is_volume_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 /// A Secret or ConfigMap key as the API server validates it: `[-._a-zA-Z0-9]+`, not `.`/`..`.
 fn is_valid_key(key: &str) -> bool {
     !key.is_empty()
@@ -247,6 +265,14 @@ mod tests {
             select("v", &source, data).unwrap(),
             BTreeMap::from([(PathBuf::from("dir/file"), b"v".to_vec())])
         );
+    }
+
+    #[test]
+    fn a_volume_name_that_could_climb_out_of_the_pod_directory_is_refused() {
+        for name in ["../x", "a/b", "..", "", "UPPER", "-a"] {
+            assert!(!is_volume_name(name), "{name}");
+        }
+        assert!(is_volume_name("jobtide-message"));
     }
 
     #[test]

@@ -410,3 +410,52 @@ async fn a_pod_waits_for_its_secret_volume_and_reads_it_where_its_env_points() {
     }
     drop(cluster);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_whose_name_climbs_out_of_the_pod_directory_is_refused() {
+    let (_cluster, client) = cluster(4).await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    config_maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"k": "v"}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let escaping = job(
+        "escaping",
+        "unused",
+        json!({"template": {"spec": {"restartPolicy": "Never",
+            "volumes": [{"name": "../../escape", "configMap": {"name": "cm"}}],
+            "containers": [{"name": "main", "image": "i", "command": ["true"],
+                "volumeMounts": [{"name": "../../escape", "mountPath": "/data"}]}]}}}),
+    );
+    jobs.create(&PostParams::default(), &escaping)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = pods.list(&pods_of("escaping")).await.unwrap();
+        let reason = list.items.first().and_then(|p| {
+            p.status.as_ref()?.container_statuses.as_ref()?[0]
+                .state
+                .as_ref()?
+                .terminated
+                .as_ref()?
+                .reason
+                .clone()
+        });
+        if let Some(reason) = reason {
+            assert_eq!(reason, "CreateContainerConfigError");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pod never failed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
