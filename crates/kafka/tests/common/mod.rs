@@ -1,0 +1,4 @@
+//! Shared test harnesses.
+
+pub mod apache_kafka;
+pub mod peers;
