@@ -1,5 +1,5 @@
 //! jobtide against a real Apache Kafka broker (KRaft, one node, started from the jars in
-//! `JOBTIDE_KAFKA_HOME` by `tests/common/apache_kafka.rs`), with Kafka's own tools and Python
+//! `JOBTIDE_KAFKA_HOME` by `crates/testpeers/src/kafka.rs`), with Kafka's own tools and Python
 //! `confluent-kafka` as oracles: lag of both trigger types, transactional topics, retention,
 //! SASL (PLAIN, SCRAM-SHA-256/512) and TLS (server and mutual), and dispatch mode's consumer.
 //!
@@ -9,16 +9,11 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::apache_kafka::{
-    Broker, KEY_PASSWORD, PLAIN_PASSWORD, PLAIN_USER, SCRAM_PASSWORD, SCRAM_USER,
-};
 use jobtide_api::resolve::TriggerInputs;
 use jobtide_api::scaledjob::ScaleTrigger;
 use jobtide_api::secret::Secret;
@@ -31,6 +26,9 @@ use jobtide_kafka::problem::BrokerProblem;
 use jobtide_kafka::scaler::{Measurement, ScalerError, measure_trigger};
 use jobtide_kafka::source::SourcePool;
 use jobtide_kafka::tools::{RawRecord, StartFrom, consume, produce, produce_raw};
+use jobtide_testpeers::kafka::{
+    Broker, KEY_PASSWORD, PLAIN_PASSWORD, PLAIN_USER, SCRAM_PASSWORD, SCRAM_USER,
+};
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(20);

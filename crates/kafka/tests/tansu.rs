@@ -9,9 +9,6 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "common/peers.rs"]
-mod peers;
-
 use jobtide_api::trigger::connection::{KafkaConnection, Sasl};
 use jobtide_core::kafka::{LagPolicy, OffsetResetPolicy};
 use jobtide_core::lag::PersistentLagMemory;
@@ -85,7 +82,7 @@ fn start_tansu() -> Option<Tansu> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    peers::record(if version.is_empty() {
+    jobtide_testpeers::peers::record(if version.is_empty() {
         "tansu"
     } else {
         &version

@@ -22,8 +22,6 @@
 //! --describe` (`ConsumerGroupCommand`) from the same jars; [`Broker::admin_offsets`] and
 //! [`Broker::delete_records`] run `KafkaAdminOracle.java` (the Java AdminClient).
 
-#![allow(clippy::expect_used, clippy::panic, dead_code)] // test harness: a failure is the test failing
-
 use std::fmt::Write as _;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -332,7 +330,7 @@ impl Broker {
         };
         broker.await_ready(started);
         broker.start_time = started.elapsed();
-        super::peers::record(&broker.describe());
+        crate::peers::record(&broker.describe());
         eprintln!(
             "{} on 127.0.0.1: storage formatted in {:.1?}, started in {:.1?}",
             broker.describe(),
@@ -487,8 +485,7 @@ impl Broker {
     fn oracle(&self, args: &[&str]) -> String {
         let classes = self.oracle_classes.get_or_init(|| {
             let classes = self.dir.path().join("oracle-classes");
-            let source =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/KafkaAdminOracle.java");
+            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("java/KafkaAdminOracle.java");
             let output = Command::new("javac")
                 .args(["-nowarn", "-cp", &self.install.classpath(), "-d"])
                 .arg(&classes)
@@ -516,14 +513,7 @@ impl Broker {
     pub async fn create_topic(&self, topic: &str, partitions: i32) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match jobtide_kafka::tools::create_topic(
-                &self.listeners.plaintext,
-                topic,
-                partitions,
-                Duration::from_secs(10),
-            )
-            .await
-            {
+            match create_topic(&self.listeners.plaintext, topic, partitions).await {
                 Ok(()) => return,
                 Err(error) if Instant::now() < deadline => {
                     eprintln!("creating {topic}: {error}; retrying");
@@ -796,4 +786,26 @@ fn make_certificates(dir: &Path) -> TlsMaterial {
         client_key_traditional_encrypted: read("client.traditional-encrypted.pem"),
         client_key_pkcs8_encrypted: read("client.pkcs8-encrypted.pem"),
     }
+}
+
+/// Creates `topic` (replication 1) with rdkafka's AdminClient.
+async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .map_err(|e| e.to_string())?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &options,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    for result in results {
+        result.map_err(|(name, code)| format!("{name}: {code}"))?;
+    }
+    Ok(())
 }

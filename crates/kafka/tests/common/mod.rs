@@ -1,4 +1,0 @@
-//! Shared test harnesses.
-
-pub mod apache_kafka;
-pub mod peers;
