@@ -475,3 +475,79 @@ fn an_occupied_port_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// `jobtide dev --bootstrap-servers` against Apache Kafka (KRaft, `JOBTIDE_KAFKA_HOME`): the
+/// walkthrough in lag mode, then dispatch mode (examples/dev-dispatch.yaml), each checked
+/// against Kafka's own view of the group (`kafka-consumer-groups --describe`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_walkthrough_and_dispatch_on_dev_with_apache_kafka() {
+    let Some(kafka) = jobtide_testpeers::kafka::Broker::shared() else {
+        return;
+    };
+    kafka.create_topic("test-topic", 1).await;
+    kafka.create_topic("orders", 2).await;
+    kafka.create_topic("orders-dlq", 1).await;
+    let servers = kafka.listeners.plaintext.clone();
+    let mut dev = start_dev(&["--bootstrap-servers", &servers]);
+    assert_eq!(dev.kafka, servers);
+    walkthrough(&mut dev).await;
+    // The Jobs' consumers committed every message of the walkthrough: Kafka sees no lag.
+    let rows = kafka.describe_group("my-group");
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r.lag == Some(0)),
+        "{rows:?}"
+    );
+
+    // Dispatch mode: one Job per message, the group committed by the operator once each is done.
+    let client = dev.client();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/dev-dispatch.yaml");
+    let dispatch: ScaledJob =
+        serde_saphyr::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+    Api::<ScaledJob>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &dispatch)
+        .await
+        .unwrap();
+    let messages: Vec<(Option<String>, String)> = (0..6)
+        .map(|i| (Some(format!("order-{i}")), format!("{{\"order\":{i}}}")))
+        .collect();
+    jobtide_kafka::tools::produce(&servers, "orders", &messages, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let selector = ListParams::default().labels("scaledjob.keda.sh/name=orders-dispatch");
+    let done = eventually("six completed dispatch Jobs", 90, async || {
+        let listed = jobs.list(&selector).await.ok()?.items;
+        (listed.len() == 6 && listed.iter().all(completed)).then_some(listed)
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let mut values = BTreeSet::new();
+    for job in &done {
+        let listed = pods
+            .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(listed.len(), 1, "one pod per Job");
+        let log = pods
+            .logs(&listed[0].name_any(), &LogParams::default())
+            .await
+            .unwrap();
+        let value = log
+            .lines()
+            .find_map(|l| l.strip_prefix("value: "))
+            .unwrap_or_else(|| panic!("no value in {log}"));
+        assert!(values.insert(value.to_owned()), "dispatched twice: {value}");
+    }
+    let expected: BTreeSet<String> = messages.iter().map(|(_, v)| v.clone()).collect();
+    assert_eq!(values, expected);
+    // Kafka's own view: the operator's group committed all six, without ever joining it.
+    let committed = eventually("the dispatch group's commits", 30, async || {
+        let rows = kafka.describe_group("orders-dispatch");
+        let sum: i64 = rows.iter().filter_map(|r| r.current).sum();
+        (sum == 6 && rows.iter().all(|r| r.lag == Some(0))).then_some(rows)
+    })
+    .await;
+    assert_eq!(committed.len(), 2, "{committed:?}");
+    assert!(dev.stop().success());
+}
