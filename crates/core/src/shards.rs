@@ -53,6 +53,12 @@ fn rank(namespace: &str, name: &str, member: &str) -> u64 {
     mix(fnv1a_64(bytes))
 }
 
+/// A stable key for a replica's identity (16 hex digits): its member Lease is named after it,
+/// whatever characters the identity holds.
+pub fn member_key(identity: &str) -> String {
+    format!("{:016x}", mix(fnv1a_64(identity.as_bytes())))
+}
+
 /// The member that owns the ScaledJob `namespace/name` among `members` (the highest rank; ties,
 /// which need a 64-bit collision, go to the smaller name). `None` when there are no members.
 pub fn owner<'a>(namespace: &str, name: &str, members: &'a BTreeSet<String>) -> Option<&'a str> {
