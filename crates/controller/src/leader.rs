@@ -262,7 +262,7 @@ impl Elector {
     }
 
     /// Gives the lease up so that another instance takes over at once.
-    pub(crate) async fn release(&mut self) -> Result<(), kube::Error> {
+    async fn release(&mut self) -> Result<(), kube::Error> {
         let Some(mut current) = self.api.get_opt(&self.name).await? else {
             return Ok(());
         };

@@ -197,7 +197,7 @@ impl Sharding {
     }
 
     /// Runs the rounds until `stop` resolves: `acting` holds the members while this replica may
-    /// act (`None` otherwise). At the end the member Lease is released, so that the others take
+    /// act (`None` otherwise). At the end the member Lease is deleted, so that the others take
     /// this replica's ScaledJobs at once; `stop` must resolve only once this replica stopped
     /// acting.
     pub async fn run(
@@ -255,19 +255,19 @@ impl Sharding {
             self.publish(&acting, &standing);
         }
         acting.send_replace(None);
-        match tokio::time::timeout(
+        // Deleted rather than released: a replica's Lease is named after it, and a released
+        // one would stay behind after its pod is gone.
+        let lease = self.own.lease_name().to_owned();
+        let deleted = tokio::time::timeout(
             self.timing.retry.max(Duration::from_secs(5)),
-            self.own.release(),
+            self.api.delete(&lease, &DeleteParams::default()),
         )
-        .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(lease = %self.own.lease_name(), %error, "releasing the member Lease failed");
-            }
-            Err(_) => {
-                tracing::warn!(lease = %self.own.lease_name(), "releasing the member Lease timed out");
-            }
+        .await;
+        match deleted {
+            Ok(Ok(_)) => tracing::info!(%lease, "deleted the member Lease"),
+            Ok(Err(kube::Error::Api(status))) if status.code == 404 => {}
+            Ok(Err(error)) => tracing::warn!(%lease, %error, "deleting the member Lease failed"),
+            Err(_) => tracing::warn!(%lease, "deleting the member Lease timed out"),
         }
     }
 }
