@@ -12,6 +12,7 @@ use futures::FutureExt;
 use jobtide_controller::leader::{Elector, Timing};
 use jobtide_controller::operator::{self, Leadership};
 use jobtide_controller::ratelimit::RateLimitLayer;
+use jobtide_controller::shards::Sharding;
 use jobtide_controller::{Config, Context};
 use jobtide_kafka::kerberos::{GssapiSupport, KinitHelper};
 
@@ -143,14 +144,43 @@ pub struct OperatorArgs {
     )]
     kube_api_burst: u32,
     /// Elect a leader among replicas on a Lease (15 s lease, 10 s renew deadline, 2 s retry).
-    #[arg(long, env = "JOBTIDE_LEADER_ELECT")]
+    #[arg(long, env = "JOBTIDE_LEADER_ELECT", conflicts_with = "sharded")]
     leader_elect: bool,
+    /// Share the ScaledJobs among all replicas instead: each holds a member Lease
+    /// `<leader-election-id>-<hash of POD_NAME>` and acts on the ScaledJobs that hash to it among
+    /// the live members (docs/operator.md, Sharding).
+    #[arg(long, env = "JOBTIDE_SHARDED")]
+    sharded: bool,
     /// The Lease's namespace (default: this pod's namespace, else `default`).
     #[arg(long, value_name = "NAMESPACE", env = "POD_NAMESPACE")]
     leader_election_namespace: Option<String>,
-    /// The Lease's name.
+    /// The Lease's name (with --sharded: the member Leases' prefix and group label).
     #[arg(long, default_value = "jobtide-operator", value_name = "NAME")]
     leader_election_id: String,
+    /// How long a Lease holds without renewal.
+    #[arg(
+        long,
+        default_value_t = 15,
+        value_name = "SECONDS",
+        env = "JOBTIDE_LEASE_DURATION_SECONDS"
+    )]
+    lease_duration_seconds: u64,
+    /// A replica that hasn't renewed its Lease for this long stops acting (< the lease duration).
+    #[arg(
+        long,
+        default_value_t = 10,
+        value_name = "SECONDS",
+        env = "JOBTIDE_RENEW_DEADLINE_SECONDS"
+    )]
+    renew_deadline_seconds: u64,
+    /// The pause between two attempts to renew (< the renew deadline).
+    #[arg(
+        long,
+        default_value_t = 2,
+        value_name = "SECONDS",
+        env = "JOBTIDE_RETRY_PERIOD_SECONDS"
+    )]
+    retry_period_seconds: u64,
     /// Measure and dispatch every Kafka trigger against these brokers instead of its
     /// `bootstrapServers` (for local testing, e.g. against `jobtide dev --no-operator`).
     #[arg(long, value_name = "HOST:PORT[,…]", value_delimiter = ',')]
@@ -225,7 +255,29 @@ pub fn run(args: OperatorArgs) -> ExitCode {
     }
 }
 
+impl OperatorArgs {
+    /// The Lease timing, checked: 0 < retry < renew deadline < lease duration.
+    fn timing(&self) -> anyhow::Result<Timing> {
+        let (lease, renew, retry) = (
+            self.lease_duration_seconds,
+            self.renew_deadline_seconds,
+            self.retry_period_seconds,
+        );
+        anyhow::ensure!(
+            0 < retry && retry < renew && renew < lease,
+            "--retry-period-seconds ({retry}) < --renew-deadline-seconds ({renew}) < \
+             --lease-duration-seconds ({lease}) must hold, all above 0"
+        );
+        Ok(Timing {
+            lease: Duration::from_secs(lease),
+            renew_deadline: Duration::from_secs(renew),
+            retry: Duration::from_secs(retry),
+        })
+    }
+}
+
 async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
+    let timing = args.timing()?;
     let kube_config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -252,19 +304,31 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
             .config(&instance, args.bootstrap_servers_override.clone())?,
     ));
     let shutdown = shutdown_signal().shared();
-    let leadership = if args.leader_elect {
-        let namespace = args
-            .leader_election_namespace
-            .clone()
-            .filter(|n| !n.is_empty())
-            .unwrap_or(pod_namespace);
+    let namespace = args
+        .leader_election_namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(pod_namespace);
+    let leadership = if args.sharded {
+        tracing::info!(group = %args.leader_election_id, %namespace, identity = %instance, "sharding on");
+        Leadership::Sharded(Box::new(
+            Sharding::new(
+                election_client,
+                &namespace,
+                &args.leader_election_id,
+                &instance,
+                timing,
+            )
+            .context("--leader-election-id")?,
+        ))
+    } else if args.leader_elect {
         tracing::info!(lease = %args.leader_election_id, %namespace, identity = %instance, "leader election on");
         Leadership::Elected(Box::new(Elector::new(
             election_client,
             &namespace,
             &args.leader_election_id,
             &instance,
-            Timing::default(),
+            timing,
         )))
     } else {
         Leadership::Always

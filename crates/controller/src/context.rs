@@ -170,6 +170,23 @@ impl Context {
         }
     }
 
+    /// Forgets a ScaledJob another replica owns now: its dispatcher stops, its state, its
+    /// expectations and its per-ScaledJob metric series go (the new owner starts afresh: the
+    /// Jobs are counted from its own full list, a dispatcher rebuilds from the commits).
+    pub(crate) fn release(&self, scaled_job: &ScaledJob) {
+        let owner = Self::owner(scaled_job);
+        if let Some(gone) = scaled_job
+            .meta()
+            .uid
+            .as_deref()
+            .and_then(|uid| self.forget(uid))
+            && let Some(types) = gone.registered
+        {
+            self.metrics.unregistered(&owner, &types);
+        }
+        self.expectations.forget(&owner);
+    }
+
     /// Drops the state of a deleted ScaledJob, returning it.
     pub(crate) fn forget(&self, uid: &str) -> Option<ScaledJobState> {
         self.states

@@ -42,11 +42,13 @@ pub struct Elector {
     timing: Timing,
     /// The record last seen and when this process saw it change.
     observed: Option<(LeaseSpec, Instant)>,
+    /// Labels of the Lease when this candidate creates it.
+    labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// The outcome of one attempt.
 #[derive(Debug, PartialEq, Eq)]
-enum Attempt {
+pub(crate) enum Attempt {
     Leading,
     Following,
 }
@@ -74,7 +76,23 @@ impl Elector {
             identity: identity.into(),
             timing,
             observed: None,
+            labels: None,
         }
+    }
+
+    /// The same candidate, creating its Lease with `labels`.
+    #[must_use]
+    pub(crate) fn with_labels(
+        mut self,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        self.labels = Some(labels);
+        self
+    }
+
+    /// The Lease's name.
+    pub(crate) fn lease_name(&self) -> &str {
+        &self.name
     }
 
     /// Runs the election until `shutdown` resolves: `leading` is true exactly while this
@@ -181,13 +199,15 @@ impl Elector {
         }
     }
 
-    async fn try_acquire_or_renew(&mut self) -> Result<Attempt, kube::Error> {
+    /// One attempt to take or renew the Lease (a write guarded by its resourceVersion).
+    pub(crate) async fn try_acquire_or_renew(&mut self) -> Result<Attempt, kube::Error> {
         let at = Instant::now();
         let lease_seconds = seconds(self.timing.lease);
         let Some(current) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.name.clone()),
+                    labels: self.labels.clone(),
                     ..ObjectMeta::default()
                 },
                 spec: Some(LeaseSpec {

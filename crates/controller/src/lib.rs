@@ -6,7 +6,8 @@
 //!   corrected by the Jobs this operator created or deleted that the cache hasn't shown yet
 //!   ([`cache::Expectations`], KEDA #2488).
 //! - [`http::serve`] serves `/metrics`, `/healthz` and `/readyz`.
-//! - [`leader::Elector`] is Lease-based leader election.
+//! - [`leader::Elector`] is Lease-based leader election; [`shards::Sharding`] shares the
+//!   ScaledJobs among replicas, each holding a member Lease.
 
 mod auth_status;
 pub mod cache;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod operator;
 pub mod ratelimit;
 mod reconcile;
+pub mod shards;
 mod state;
 mod status;
 

@@ -103,6 +103,8 @@ pub struct Metrics {
     scaler_failures: Family<CategoryLabels, Counter>,
     scaler_duration: Histogram,
     leader: Gauge,
+    members: Gauge,
+    owned: Gauge,
     polls: Family<KindLabels, Counter>,
     crash_loop_trips: Counter,
     reconcile_errors: Family<CategoryLabels, Counter>,
@@ -136,6 +138,8 @@ impl Metrics {
         let scaler_failures = Family::default();
         let scaler_duration = seconds_buckets();
         let leader = Gauge::default();
+        let members = Gauge::default();
+        let owned = Gauge::default();
         let polls = Family::default();
         let crash_loop_trips = Counter::default();
         let reconcile_errors = Family::default();
@@ -232,6 +236,16 @@ impl Metrics {
             leader.clone(),
         );
         registry.register(
+            "jobtide_shard_members",
+            "Live replicas sharing the ScaledJobs, as this replica last listed them (--sharded; 0 otherwise)",
+            members.clone(),
+        );
+        registry.register(
+            "jobtide_owned_scaled_jobs",
+            "ScaledJobs this replica acts on (its share under --sharded, all of them otherwise)",
+            owned.clone(),
+        );
+        registry.register(
             "jobtide_polls",
             "Polls, by kind: creating (the first of a pollingInterval, may create Jobs) or update (a re-poll after a Job or pod changed: counts, history and status only)",
             polls.clone(),
@@ -271,6 +285,8 @@ impl Metrics {
             scaler_failures,
             scaler_duration,
             leader,
+            members,
+            owned,
             polls,
             crash_loop_trips,
             reconcile_errors,
@@ -456,6 +472,16 @@ impl Metrics {
                 reason: reason.into(),
             })
             .inc();
+    }
+
+    /// How many live replicas share the ScaledJobs.
+    pub fn set_members(&self, count: usize) {
+        self.members.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// How many ScaledJobs this replica acts on.
+    pub fn set_owned(&self, count: usize) {
+        self.owned.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Whether this instance leads.

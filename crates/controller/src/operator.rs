@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::context::Context;
 use crate::reconcile::{error_policy, reconcile};
+use crate::shards::{Members, Sharding};
 
 /// Liveness (the operator's task runs) and readiness (the ScaledJob, Job and Pod caches hold a
 /// full list, or this instance is a standby).
@@ -53,22 +54,60 @@ where
     }
 }
 
+/// Keeps the watch events of the objects `owns(namespace, name)` accepts (`name`: the
+/// ScaledJob's, for Jobs and pods its label), and every list boundary.
+fn in_scope<K: Resource>(
+    scope: Option<Arc<Members>>,
+    scaled_job_name: fn(&K) -> Option<&str>,
+) -> impl FnMut(&watcher::Event<K>) -> std::future::Ready<bool> {
+    move |event| {
+        let keep = match (event, &scope) {
+            (_, None) | (watcher::Event::Init | watcher::Event::InitDone, _) => true,
+            (
+                watcher::Event::Apply(object)
+                | watcher::Event::InitApply(object)
+                | watcher::Event::Delete(object),
+                Some(members),
+            ) => {
+                let namespace = object.meta().namespace.as_deref().unwrap_or_default();
+                scaled_job_name(object).is_some_and(|name| members.owns(namespace, name))
+            }
+        };
+        std::future::ready(keep)
+    }
+}
+
+fn labelled_scaled_job<K: Resource>(object: &K) -> Option<&str> {
+    object
+        .meta()
+        .labels
+        .as_ref()?
+        .get(SCALED_JOB_NAME_LABEL)
+        .map(String::as_str)
+}
+
 /// Runs the controller until `shutdown` resolves (then finishes the reconciles in flight) or
 /// `stop` resolves (then drops them at once: leadership was lost). `ready` turns true when the
-/// caches are synced.
+/// caches are synced. With `scope`, only the ScaledJobs this replica owns among those members are
+/// watched, cached and reconciled (and their Jobs and pods cached). Returns the ScaledJobs it held.
 pub async fn run_controller(
     context: Arc<Context>,
     ready: watch::Sender<bool>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     stop: impl Future<Output = ()>,
-) {
+    scope: Option<Arc<Members>>,
+) -> Vec<Arc<ScaledJob>> {
     let client = context.client.clone();
     let namespace = context.config.namespace.as_deref();
     let mut scaled_jobs_config = watcher::Config::default();
     if let Some(selector) = &context.config.label_selector {
         scaled_jobs_config = scaled_jobs_config.labels(selector);
     }
-    let owned = watcher::Config::default().labels(SCALED_JOB_NAME_LABEL);
+    // Full lists are quorum reads (not the API server's watch cache): a replica that starts
+    // acting sees every Job the previous owner created (docs/operator.md, Sharding).
+    let owned = watcher::Config::default()
+        .labels(SCALED_JOB_NAME_LABEL)
+        .list_semantic(watcher::ListSemantic::MostRecent);
     ready.send_replace(false);
     context.jobs.reset();
     context.pods.reset();
@@ -76,6 +115,7 @@ pub async fn run_controller(
         let context = Arc::clone(&context);
         watcher(scoped::<Job>(&client, namespace), owned.clone())
             .default_backoff()
+            .try_filter(in_scope(scope.clone(), labelled_scaled_job))
             .map_ok(move |event| {
                 context.jobs.apply(&event);
                 event
@@ -86,6 +126,7 @@ pub async fn run_controller(
         let context = Arc::clone(&context);
         watcher(scoped::<Pod>(&client, namespace), owned)
             .default_backoff()
+            .try_filter(in_scope(scope.clone(), labelled_scaled_job))
             .map_ok(move |event| {
                 context.pods.apply(&event);
                 event
@@ -100,6 +141,9 @@ pub async fn run_controller(
         .default_backoff()
         // Real API servers send managedFields with every object; nothing here reads them.
         .modify(|sj| sj.metadata.managed_fields = None)
+        .try_filter(in_scope(scope.clone(), |sj: &ScaledJob| {
+            sj.metadata.name.as_deref()
+        }))
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
@@ -129,7 +173,10 @@ pub async fn run_controller(
                 tracing::info!("caches synced; ready");
                 ready.send_replace(true);
             }
-            std::future::pending::<()>().await;
+            loop {
+                context.metrics.set_owned(store.len());
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
         }
     };
     let running = controller
@@ -178,6 +225,8 @@ pub async fn run_controller(
     }
     context.stop_dispatchers();
     context.set_refresh(None);
+    context.metrics.set_owned(0);
+    store.state()
 }
 
 /// Every change of `K`'s objects, metadata only (no Secret value is held).
@@ -262,6 +311,80 @@ pub enum Leadership {
     Always,
     /// Act only while holding the Lease.
     Elected(Box<crate::leader::Elector>),
+    /// Share the ScaledJobs with the other replicas of the group: act on this replica's share
+    /// while its member Lease is valid.
+    Sharded(Box<Sharding>),
+}
+
+/// Stops every dispatcher when dropped: an operator task that is aborted stops acting too.
+struct StopDispatchersOnDrop(Arc<Context>);
+
+impl Drop for StopDispatchersOnDrop {
+    fn drop(&mut self) {
+        self.0.stop_dispatchers();
+    }
+}
+
+/// The sharded operator: runs the membership rounds and, while this replica may act, the
+/// controller on its share; a new member set restarts the controller on the new share, after
+/// the ScaledJobs that went to others were released here.
+async fn run_sharded(
+    context: Arc<Context>,
+    sharding: Sharding,
+    ready: watch::Sender<bool>,
+    shutdown: futures::future::Shared<std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
+) {
+    let (acting, mut acting_rx) = watch::channel(None::<Arc<Members>>);
+    let (stopped, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let membership = sharding.run(acting, async move {
+        let _ = stopped_rx.await;
+    });
+    let operator = async move {
+        loop {
+            // A replica that doesn't act is healthy and ready; it only waits.
+            ready.send_replace(true);
+            context.metrics.set_owned(0);
+            let members = tokio::select! {
+                changed = acting_rx.wait_for(Option::is_some) => match changed {
+                    Ok(members) => members.clone(),
+                    Err(_) => break,
+                },
+                () = shutdown.clone() => break,
+            };
+            let Some(members) = members else { break };
+            context.metrics.set_leader(true);
+            context.metrics.set_members(members.all.len());
+            let mut changed = acting_rx.clone();
+            let current = Arc::clone(&members);
+            let held = run_controller(
+                Arc::clone(&context),
+                ready.clone(),
+                shutdown.clone(),
+                async move {
+                    let _ = changed.wait_for(|now| now.as_ref() != Some(&current)).await;
+                },
+                Some(members),
+            )
+            .await;
+            context.metrics.set_leader(false);
+            // What another replica owns now is forgotten here (its state, dispatcher, series).
+            let next = acting_rx.borrow().clone();
+            for scaled_job in held {
+                let name = scaled_job.metadata.name.as_deref().unwrap_or_default();
+                let namespace = scaled_job.metadata.namespace.as_deref().unwrap_or_default();
+                if !next.as_ref().is_some_and(|m| m.owns(namespace, name)) {
+                    context.release(&scaled_job);
+                }
+            }
+            if futures::FutureExt::now_or_never(shutdown.clone()).is_some() {
+                break;
+            }
+        }
+        context.metrics.set_owned(0);
+        // Stopped acting: the membership may release the member Lease.
+        let _ = stopped.send(());
+    };
+    tokio::join!(membership, operator);
 }
 
 /// Runs the operator until `shutdown` resolves: the controller while this instance leads,
@@ -277,12 +400,14 @@ pub fn spawn(
         ready: ready_rx,
         alive: alive_rx,
     };
-    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let shutdown: std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>> = Box::pin(shutdown);
+    let shutdown = futures::future::FutureExt::shared(shutdown);
     let operator = async move {
+        let _stop_dispatchers = StopDispatchersOnDrop(Arc::clone(&context));
         match leadership {
             Leadership::Always => {
                 context.metrics.set_leader(true);
-                run_controller(context, ready, shutdown, std::future::pending()).await;
+                run_controller(context, ready, shutdown, std::future::pending(), None).await;
             }
             Leadership::Elected(elector) => {
                 let (leading, mut leading_rx) = watch::channel(false);
@@ -305,6 +430,7 @@ pub fn spawn(
                         async move {
                             let _ = lost.wait_for(|leading| !*leading).await;
                         },
+                        None,
                     )
                     .await;
                     context.metrics.set_leader(false);
@@ -314,6 +440,9 @@ pub fn spawn(
                 }
                 // The election releases the lease once it sees the shutdown.
                 let _ = election.await;
+            }
+            Leadership::Sharded(sharding) => {
+                run_sharded(Arc::clone(&context), *sharding, ready, shutdown).await;
             }
         }
     };

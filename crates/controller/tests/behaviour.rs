@@ -14,6 +14,7 @@ use common::*;
 use jobtide_api::ScaledJob;
 use jobtide_controller::leader::{Elector, Timing};
 use jobtide_controller::operator::Leadership;
+use jobtide_controller::shards::Sharding;
 use jobtide_devcluster::faults::{Failure, Matcher};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
@@ -892,16 +893,21 @@ async fn rbac_rules_are_exactly_what_the_operator_uses() {
         kube::Config::new(h.cluster.url().parse().unwrap()),
     ))
     .unwrap();
+    // Sharded: a replica's member Lease takes every Lease verb leader election takes (get,
+    // create, update), and lists the others and deletes its own at the end.
     let operator = start_operator(
         &h,
         "rbac",
-        Leadership::Elected(Box::new(Elector::new(
-            operator_client,
-            "default",
-            "jobtide-rbac",
-            "rbac",
-            Timing::default(),
-        ))),
+        Leadership::Sharded(Box::new(
+            Sharding::new(
+                operator_client,
+                "default",
+                "jobtide-rbac",
+                "rbac",
+                Timing::default(),
+            )
+            .unwrap(),
+        )),
     );
     let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
     let mut sj = scaled_job(

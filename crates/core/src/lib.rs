@@ -14,6 +14,8 @@
 //! - [`poll`]: one whole poll — facts in, decision out (§2.4).
 //! - [`dispatch`]: dispatch mode — one Job per message: deterministic Job names and the
 //!   per-partition ledger (retries, dead letters, the commit watermark, the in-flight cap).
+//! - [`shards`]: several replicas sharing the ScaledJobs — which live member owns one
+//!   (rendezvous hashing) and when a replica may act (member Leases judged by this clock).
 //!
 //! The controller gathers facts, calls these functions, and acts on what they return.
 
@@ -26,4 +28,5 @@ pub mod pause;
 pub mod poll;
 pub mod replicas;
 pub mod scaling;
+pub mod shards;
 pub mod status;

@@ -74,6 +74,13 @@ impl Operator {
     pub fn metrics(&self) -> String {
         self.context.metrics().encode()
     }
+
+    /// Ends the operator as SIGKILL would: its task is aborted mid-step, nothing is released.
+    pub fn kill(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }
 
 impl Drop for Operator {
@@ -86,10 +93,34 @@ impl Drop for Operator {
 
 /// An operator with its own client, which sends the operator's User-Agent.
 pub fn start_operator(h: &Harness, instance: &str, leadership: Leadership) -> Operator {
-    let client = Client::try_from(jobtide_controller::with_user_agent(Config::new(
-        h.cluster.url().parse().unwrap(),
-    )))
-    .unwrap();
+    start_operator_with(
+        h,
+        instance,
+        leadership,
+        jobtide_controller::with_user_agent(Config::new(h.cluster.url().parse().unwrap())),
+    )
+}
+
+/// A client of the harness's API server whose requests carry `User-Agent: <operator's> <name>`
+/// (the request log tells replicas apart by it).
+pub fn client_config_named(h: &Harness, name: &str) -> Config {
+    let mut config = Config::new(h.cluster.url().parse().unwrap());
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(&format!("{} {name}", jobtide_controller::USER_AGENT)).unwrap(),
+    ));
+    config
+}
+
+/// An operator on a client made from `config`.
+pub fn start_operator_with(
+    h: &Harness,
+    instance: &str,
+    leadership: Leadership,
+    config: Config,
+) -> Operator {
+    let _ = h;
+    let client = Client::try_from(config).unwrap();
     let context = Arc::new(Context::new(client, OperatorConfig::new("test", instance)));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (health, task) = operator::spawn(Arc::clone(&context), leadership, async move {

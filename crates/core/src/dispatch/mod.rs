@@ -39,7 +39,7 @@
 mod entry;
 mod facts;
 mod ledger;
-mod name;
+pub(crate) mod name;
 
 pub use facts::{Action, CommitOn, DispatchPolicy, Message, ObservedJob, Outcome};
 pub use ledger::{Ledger, LedgerStatus};
