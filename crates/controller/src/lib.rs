@@ -10,6 +10,7 @@
 
 mod auth_status;
 pub mod cache;
+mod coalesce;
 mod context;
 mod dispatch;
 mod error;
@@ -18,6 +19,7 @@ mod facts;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+mod objects;
 pub mod operator;
 pub mod ratelimit;
 mod reconcile;
