@@ -1,11 +1,23 @@
-//! The operator at scale: `jobtide operator` as its own process against the embedded API server
-//! (in this process) holding N ScaledJobs on librdkafka's mock cluster, every ScaledJob polling
-//! every 30 s. Measures the operator process alone (from /proc): RSS, CPU seconds per poll round
-//! (one pollingInterval), and reconcile latency from its own `/metrics` histogram.
+//! The operator at scale: `jobtide operator` as its own process, at the default
+//! `--kube-api-qps`/`--kube-api-burst`, against the embedded API server (in this process) holding
+//! N ScaledJobs on librdkafka's mock cluster, every ScaledJob polling every 30 s. Measures the
+//! operator process alone (from /proc): RSS, CPU seconds per poll round (one pollingInterval),
+//! reconcile latency from its own `/metrics` histogram, and its API requests (the embedded
+//! server's request log, by the operator's User-Agent) by verb and resource.
 //!
-//! `cargo bench -p jobtide-cli --bench operator_scale` — environment: `BENCH_SCALED_JOBS` (1000),
-//! `BENCH_GROUPS` (scaled jobs / 10), `BENCH_TOPICS` (10), `BENCH_PARTITIONS` (10),
-//! `BENCH_ROUNDS` (2), `BENCH_INTERVAL` (30).
+//! Two modes (`BENCH_MODE`):
+//! - `idle` (default): nothing to consume; half the ScaledJobs read a TriggerAuthentication of
+//!   their own and its Secret. Reports API requests per poll round after every ScaledJob has
+//!   been polled once (the target is 0).
+//! - `active`: every trigger has lag; `maxReplicaCount` 1 and no job runner, so each ScaledJob
+//!   makes one Job. Reports API requests per created Job from the operator's start until every
+//!   Job exists.
+//!
+//! `cargo bench -p jobtide-cli --bench operator_scale` — environment: `BENCH_MODE` (idle),
+//! `BENCH_SCALED_JOBS` (1000), `BENCH_GROUPS` (scaled jobs / 10), `BENCH_TOPICS` (10),
+//! `BENCH_PARTITIONS` (10), `BENCH_ROUNDS` (2), `BENCH_INTERVAL` (30), `BENCH_QPS` (the
+//! operator's `--kube-api-qps`; unset: its default), `BENCH_START_MINUTES` (30: how long every
+//! ScaledJob may take to be polled once).
 
 #![allow(
     clippy::expect_used,
@@ -16,13 +28,16 @@
     clippy::cast_sign_loss
 )] // a benchmark program
 
+use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use jobtide_api::ScaledJob;
+use jobtide_api::{ScaledJob, TriggerAuthentication};
 use jobtide_devcluster::DevCluster;
 use jobtide_kafka::ffi::MockKafka;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, Config};
@@ -102,8 +117,51 @@ async fn get(addr: &str, path: &str) -> String {
     out
 }
 
+/// The operator's requests in the log, by "verb resource", and their total.
+fn operator_requests(cluster: &DevCluster) -> (BTreeMap<String, usize>, usize) {
+    let mut by_kind = BTreeMap::new();
+    let mut total = 0;
+    for request in cluster.faults.requests() {
+        if !request
+            .user_agent
+            .as_deref()
+            .is_some_and(|a| a.starts_with("jobtide-operator"))
+        {
+            continue;
+        }
+        let resource = request.resource.as_deref().unwrap_or("-");
+        *by_kind
+            .entry(format!("{} {resource}", request.verb))
+            .or_insert(0) += 1;
+        total += 1;
+    }
+    (by_kind, total)
+}
+
+/// How many ScaledJobs show their first poll's status: Ready True, and Active True when
+/// `active`.
+async fn polled(api: &Api<ScaledJob>, active: bool) -> usize {
+    let listed = api.list(&ListParams::default()).await.unwrap();
+    listed
+        .items
+        .iter()
+        .filter(|sj| {
+            let conditions = sj.status.as_ref().and_then(|s| s.conditions.as_ref());
+            let is = |type_: &str, status: &str| {
+                conditions.is_some_and(|c| c.iter().any(|c| c.type_ == type_ && c.status == status))
+            };
+            is("Ready", "True") && is("Active", if active { "True" } else { "False" })
+        })
+        .count()
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    let active = match std::env::var("BENCH_MODE").as_deref() {
+        Ok("active") => true,
+        Ok("idle") | Err(_) => false,
+        Ok(other) => panic!("BENCH_MODE is idle or active, not {other}"),
+    };
     let scaled_jobs = env("BENCH_SCALED_JOBS", 1000);
     let groups = env("BENCH_GROUPS", (scaled_jobs / 10).max(1));
     let topics = env("BENCH_TOPICS", 10);
@@ -125,9 +183,10 @@ async fn main() {
             .create_topic(&format!("topic-{t}"), i32::try_from(partitions).unwrap())
             .unwrap();
     }
-    // Some lag on every topic (nobody commits): every trigger is active; maxReplicaCount 1 gives
-    // each ScaledJob one Job, which never runs (no runner here) and so caps creation there.
-    for t in 0..topics {
+    // Active: some lag on every topic (nobody commits), so every trigger is active;
+    // maxReplicaCount 1 gives each ScaledJob one Job, which never runs (no runner here) and so
+    // caps creation there. Idle: empty topics.
+    for t in (0..topics).filter(|_| active) {
         let records: Vec<_> = (0..partitions * 2)
             .map(|i| (Some(i.to_string()), format!("m{i}")))
             .collect();
@@ -141,14 +200,16 @@ async fn main() {
         .unwrap();
     }
     let api: Api<ScaledJob> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let tas: Api<TriggerAuthentication> = Api::namespaced(client.clone(), "default");
     let servers = kafka.bootstrap_servers();
     let created = Instant::now();
     futures::stream::iter(0..scaled_jobs)
         .for_each_concurrent(32, |i| {
-            let api = api.clone();
+            let (api, secrets, tas) = (api.clone(), secrets.clone(), tas.clone());
             let servers = servers.clone();
             async move {
-                let sj: ScaledJob = serde_json::from_value(json!({
+                let mut sj: ScaledJob = serde_json::from_value(json!({
                     "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob",
                     "metadata": {"name": format!("sj-{i}"), "namespace": "default"},
                     "spec": {
@@ -161,6 +222,25 @@ async fn main() {
                     },
                 }))
                 .unwrap();
+                // Half the ScaledJobs read a TriggerAuthentication of their own and its Secret.
+                if i % 2 == 1 {
+                    let secret: Secret = serde_json::from_value(json!({
+                        "metadata": {"name": format!("creds-{i}")},
+                        "stringData": {"tls": "disable"},
+                    }))
+                    .unwrap();
+                    secrets.create(&PostParams::default(), &secret).await.unwrap();
+                    let ta: TriggerAuthentication = serde_json::from_value(json!({
+                        "apiVersion": "keda.sh/v1alpha1", "kind": "TriggerAuthentication",
+                        "metadata": {"name": format!("auth-{i}")},
+                        "spec": {"secretTargetRef": [
+                            {"parameter": "tls", "name": format!("creds-{i}"), "key": "tls"}]},
+                    }))
+                    .unwrap();
+                    tas.create(&PostParams::default(), &ta).await.unwrap();
+                    sj.spec.triggers[0].authentication_ref =
+                        serde_json::from_value(json!({"name": format!("auth-{i}")})).unwrap();
+                }
                 api.create(&PostParams::default(), &sj).await.unwrap();
             }
         })
@@ -169,6 +249,7 @@ async fn main() {
         "created {scaled_jobs} ScaledJobs in {:.1} s",
         created.elapsed().as_secs_f64()
     );
+    cluster.faults.clear_requests();
 
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -180,40 +261,48 @@ async fn main() {
         .port();
     let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let started = Instant::now();
-    let mut operator = Command::new(env!("CARGO_BIN_EXE_jobtide"))
+    // The default --kube-api-qps 20 / --kube-api-burst 30 unless BENCH_QPS says otherwise.
+    let qps = std::env::var("BENCH_QPS").ok();
+    let mut operator = Command::new(env!("CARGO_BIN_EXE_jobtide"));
+    operator
         .args(["operator", "--kubeconfig"])
         .arg(&kubeconfig)
         .args(["--metrics-bind-address", &metrics_addr])
         .args(["--health-probe-bind-address", "127.0.0.1:0"])
-        .args(["--kube-api-qps", "0", "--log-level", "warn"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+        .args(["--log-level", "warn"])
+        .stdout(Stdio::null());
+    if let Some(qps) = &qps {
+        operator.args(["--kube-api-qps", qps]);
+    }
+    let mut operator = operator.spawn().unwrap();
     let pid = operator.id();
 
-    // Wait until every ScaledJob has been polled once (Active condition True).
+    // Wait until every ScaledJob has been polled once.
+    let limit = Duration::from_mins(env("BENCH_START_MINUTES", 30) as u64);
     loop {
-        let listed = api.list(&ListParams::default()).await.unwrap();
-        let polled = listed
-            .items
-            .iter()
-            .filter(|sj| {
-                sj.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Active" && c.status == "True"))
-            })
-            .count();
-        if polled == scaled_jobs {
+        let done = polled(&api, active).await;
+        if done == scaled_jobs {
             break;
         }
-        assert!(
-            started.elapsed() < Duration::from_mins(10),
-            "only {polled} of {scaled_jobs} ScaledJobs polled after 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        if started.elapsed() > limit {
+            let (by_kind, total) = operator_requests(&cluster);
+            eprintln!("after {limit:?}: {total} requests: {by_kind:#?}");
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            panic!("only {done} of {scaled_jobs} ScaledJobs polled after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let first_round = started.elapsed();
+    let (start_requests, start_total) = operator_requests(&cluster);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let jobs_created = jobs.list(&ListParams::default()).await.unwrap().items.len();
+    // Idle: one round to settle (the first polls' status writes may still trail), then measure.
+    if !active {
+        tokio::time::sleep(Duration::from_secs(interval as u64)).await;
+    }
+    cluster.faults.clear_requests();
     let (_, cpu_start) = usage(pid);
     let window = Instant::now();
     let mut peak_rss = 0;
@@ -222,9 +311,10 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let (rss, cpu_end) = usage(pid);
+    let (round_requests, round_total) = operator_requests(&cluster);
     let metrics = get(&metrics_addr, "/metrics").await;
     let (p50, p99, reconciles) = quantiles(&metrics);
-    let requests: Vec<&str> = metrics
+    let kafka_requests: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("jobtide_kafka_requests_total"))
         .collect();
@@ -234,12 +324,31 @@ async fn main() {
     let _ = operator.wait();
 
     println!(
-        "operator_scale: {scaled_jobs} ScaledJobs, {groups} groups, {topics} topics x {partitions} partitions, pollingInterval {interval} s"
+        "operator_scale ({}): {scaled_jobs} ScaledJobs ({} with a TriggerAuthentication and a Secret), {groups} groups, {topics} topics x {partitions} partitions, pollingInterval {interval} s, --kube-api-qps {}",
+        if active { "active" } else { "idle" },
+        scaled_jobs / 2,
+        qps.as_deref().unwrap_or("20 (default)")
     );
     println!(
-        "  start to every ScaledJob polled once: {:.1} s",
+        "  start to every ScaledJob polled once: {:.1} s, {start_total} API requests",
         first_round.as_secs_f64()
     );
+    if active {
+        println!(
+            "  Jobs created: {jobs_created}, API requests per created Job: {:.2}",
+            start_total as f64 / jobs_created.max(1) as f64
+        );
+    }
+    for (kind, count) in &start_requests {
+        println!("    {kind}: {count}");
+    }
+    println!(
+        "  API requests per poll round ({rounds} rounds): {:.1}",
+        round_total as f64 / rounds as f64
+    );
+    for (kind, count) in &round_requests {
+        println!("    {kind}: {count}");
+    }
     println!(
         "  CPU per poll round ({rounds} rounds): {:.2} s",
         (cpu_end - cpu_start) / rounds as f64
@@ -252,7 +361,7 @@ async fn main() {
     println!(
         "  reconcile latency (histogram bucket upper bounds): p50 <= {p50} s, p99 <= {p99} s over {reconciles} reconciles"
     );
-    for line in requests {
+    for line in kafka_requests {
         println!("  {line}");
     }
 }

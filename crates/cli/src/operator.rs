@@ -228,7 +228,8 @@ pub async fn shutdown_signal() {
 
 /// A kube client for `config`, rate limited.
 pub fn client(config: kube::Config, qps: u32, burst: u32) -> anyhow::Result<kube::Client> {
-    let config = Deadlines::LONG_RUNNING.apply(config);
+    // The operator's User-Agent names it in the API server's audit log.
+    let config = Deadlines::LONG_RUNNING.apply(jobtide_controller::with_user_agent(config));
     let builder =
         kube::client::ClientBuilder::try_from(config).context("building the Kubernetes client")?;
     Ok(match RateLimitLayer::new(qps, burst) {

@@ -16,7 +16,11 @@ use kube::{Client, Resource};
 use crate::cache::{Expectations, OwnedCache, OwnerKey};
 use crate::events::Publisher;
 use crate::metrics::Metrics;
+use crate::objects::AuthObjects;
 use crate::state::ScaledJobState;
+
+/// The least time a Kafka client nobody uses stays open.
+pub(crate) const MIN_CLIENT_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How the operator runs (the `jobtide operator` flags).
 #[derive(Debug, Clone)]
@@ -66,6 +70,8 @@ pub struct Context {
     pub(crate) jobs: OwnedCache<Job>,
     pub(crate) pods: OwnedCache<Pod>,
     pub(crate) expectations: Expectations,
+    /// The Secrets, ConfigMaps and authentications trigger resolution reads.
+    pub(crate) objects: AuthObjects,
     /// Per ScaledJob (by uid): everything remembered between its reconciles.
     states: Mutex<HashMap<String, ScaledJobState>>,
     events: Publisher,
@@ -110,6 +116,7 @@ impl Context {
                 }
             }),
             expectations: Expectations::default(),
+            objects: AuthObjects::default(),
             states: Mutex::new(HashMap::new()),
             refresh: Mutex::new(None),
         }
@@ -193,6 +200,24 @@ impl Context {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(uid)
+    }
+
+    /// Closes the Kafka clients no trigger used for three times the longest `pollingInterval`
+    /// (at least [`MIN_CLIENT_IDLE`]): those of deleted ScaledJobs, and those of credentials
+    /// that were rotated (the new ones got a client of their own).
+    pub(crate) fn release_unused_clients(&self) {
+        let longest = self
+            .states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .filter_map(|state| state.interval)
+            .max()
+            .unwrap_or_default();
+        let closed = self.pool.release_unused((longest * 3).max(MIN_CLIENT_IDLE));
+        if closed > 0 {
+            tracing::debug!(closed, "closed unused Kafka clients");
+        }
     }
 
     /// The metrics this operator exports.

@@ -1,10 +1,18 @@
-//! Gathering the objects a poll's trigger resolution reads.
+//! Gathering the objects a poll's trigger resolution reads: from [`AuthObjects`], with one GET
+//! per object it doesn't hold current (never a LIST).
 
-use jobtide_api::resolve::ObjectSet;
-use jobtide_api::{ClusterTriggerAuthentication, ScaledJobSpec, TriggerAuthentication};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::Api;
-use kube::api::ListParams;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use jobtide_api::auth::TriggerAuthenticationSpec;
+use jobtide_api::resolve::{MissingEnvSource, ObjectLookup, ResolvedTrigger, resolve_triggers};
+use jobtide_api::secret::Secret;
+use jobtide_api::{ClusterTriggerAuthentication, ScaledJob, ScaledJobSpec, TriggerAuthentication};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret as K8sSecret};
+use kube::{Api, Client, ResourceExt};
+
+use crate::cache::OwnerKey;
+use crate::objects::{AuthObjects, Fetched, Kind, Lookup, ObjectKey, Value, version_of};
 
 /// Whether resolving `spec`'s triggers reads any Secret, ConfigMap or TriggerAuthentication:
 /// an `authenticationRef`, or a container env that takes values from objects.
@@ -23,67 +31,174 @@ pub fn reads_objects(spec: &ScaledJobSpec) -> bool {
         })
 }
 
-/// Reads the Secrets, ConfigMaps and TriggerAuthentications of `namespaces` and the
-/// ClusterTriggerAuthentications (the TriggerAuthentication CRDs may be absent).
-/// A list, or nothing when the resource type isn't served (404).
-fn unless_not_served<K: Clone>(
-    listed: Result<kube::core::ObjectList<K>, kube::Error>,
-) -> Result<Vec<K>, kube::Error> {
-    match listed {
-        Ok(list) => Ok(list.items),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Vec::new()),
-        Err(error) => Err(error),
+/// Resolution reads chain at most this deep: a TriggerAuthentication, then its Secrets (env
+/// sources are read in the first round).
+const ROUNDS: usize = 3;
+
+/// Resolves `scaled_job`'s triggers from `objects`, fetching what it doesn't hold current; the
+/// objects read are recorded as `owner`'s. A failed GET is `(what, error)`.
+pub async fn resolve(
+    client: &Client,
+    objects: &AuthObjects,
+    owner: &OwnerKey,
+    scaled_job: &ScaledJob,
+    cluster_namespace: &str,
+) -> Result<Vec<ResolvedTrigger>, (String, kube::Error)> {
+    let namespace = scaled_job.namespace().unwrap_or_default();
+    let spec = &scaled_job.spec;
+    let mut round = 0;
+    loop {
+        round += 1;
+        let lookup = Recording {
+            objects,
+            reads: RefCell::default(),
+            missing: RefCell::default(),
+        };
+        let resolved = resolve_triggers(
+            &lookup,
+            &namespace,
+            spec,
+            cluster_namespace,
+            MissingEnvSource::Fail,
+        );
+        let Recording { reads, missing, .. } = lookup;
+        let missing = missing.into_inner();
+        objects.read_by(owner, reads.into_inner());
+        if missing.is_empty() || round == ROUNDS {
+            return Ok(resolved);
+        }
+        for key in missing {
+            let fetched = fetch(client, &key).await.map_err(|error| {
+                let what = match key.kind {
+                    Kind::ClusterTriggerAuthentication => {
+                        format!("ClusterTriggerAuthentication {}", key.name)
+                    }
+                    kind => format!("{kind:?} {}/{}", key.namespace, key.name),
+                };
+                (what, error)
+            })?;
+            objects.fetched(&key, fetched);
+        }
     }
 }
 
-pub async fn fetch(
-    client: &kube::Client,
-    namespaces: &[&str],
-) -> Result<ObjectSet, (String, kube::Error)> {
-    let mut objects = ObjectSet::default();
-    let all = ListParams::default();
-    let listing = |what: &str, namespace: &str| {
-        let what = format!("{what} in namespace {namespace}");
-        move |error| (what, error)
-    };
-    for namespace in namespaces {
-        for secret in Api::<Secret>::namespaced(client.clone(), namespace)
-            .list(&all)
-            .await
-            .map_err(listing("Secrets", namespace))?
-        {
-            objects.insert_secret(namespace, secret);
+/// One GET; a 404 (the object, or its resource type, doesn't exist) is `None`.
+async fn fetch(client: &Client, key: &ObjectKey) -> Result<Fetched, kube::Error> {
+    let ObjectKey {
+        kind,
+        namespace,
+        name,
+    } = key;
+    let kind = *kind;
+    Ok(match kind {
+        Kind::Secret => Api::<K8sSecret>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await?
+            .map(|secret| {
+                let version = version_of(kind, &secret);
+                (
+                    version,
+                    Value::Secret(jobtide_api::resolve::secret_data(secret)),
+                )
+            }),
+        Kind::ConfigMap => Api::<ConfigMap>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await?
+            .map(|config_map| {
+                let version = version_of(kind, &config_map);
+                (
+                    version,
+                    Value::ConfigMap(config_map.data.unwrap_or_default()),
+                )
+            }),
+        Kind::TriggerAuthentication => {
+            Api::<TriggerAuthentication>::namespaced(client.clone(), namespace)
+                .get_opt(name)
+                .await?
+                .map(|ta| {
+                    (
+                        version_of(kind, &ta),
+                        Value::Authentication(Box::new(ta.spec)),
+                    )
+                })
         }
-        for config_map in Api::<ConfigMap>::namespaced(client.clone(), namespace)
-            .list(&all)
-            .await
-            .map_err(listing("ConfigMaps", namespace))?
-        {
-            objects.insert_config_map(namespace, config_map);
+        Kind::ClusterTriggerAuthentication => {
+            Api::<ClusterTriggerAuthentication>::all(client.clone())
+                .get_opt(name)
+                .await?
+                .map(|cta| {
+                    (
+                        version_of(kind, &cta),
+                        Value::Authentication(Box::new(cta.spec.0)),
+                    )
+                })
         }
-        // A 404 means the CRD isn't installed (no TriggerAuthentication can exist); any other
-        // failure (403 above all) must not read as "not found".
-        let tas = Api::<TriggerAuthentication>::namespaced(client.clone(), namespace)
-            .list(&all)
-            .await;
-        for ta in unless_not_served(tas).map_err(listing("TriggerAuthentications", namespace))? {
-            objects.insert_trigger_authentication(
-                namespace,
-                &ta.metadata.name.clone().unwrap_or_default(),
-                ta.spec,
-            );
+    })
+}
+
+/// An [`ObjectLookup`] over [`AuthObjects`] that records what it was asked and what it
+/// didn't hold current.
+struct Recording<'a> {
+    objects: &'a AuthObjects,
+    reads: RefCell<Vec<ObjectKey>>,
+    missing: RefCell<Vec<ObjectKey>>,
+}
+
+impl Recording<'_> {
+    fn read(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
+        let key = ObjectKey {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        let lookup = self.objects.get(&key);
+        let mut reads = self.reads.borrow_mut();
+        if !reads.contains(&key) {
+            reads.push(key.clone());
+        }
+        match lookup {
+            Lookup::Current(value) => value,
+            Lookup::Fetch => {
+                let mut missing = self.missing.borrow_mut();
+                if !missing.contains(&key) {
+                    missing.push(key);
+                }
+                None
+            }
         }
     }
-    let ctas = Api::<ClusterTriggerAuthentication>::all(client.clone())
-        .list(&all)
-        .await;
-    for cta in unless_not_served(ctas)
-        .map_err(|error| ("ClusterTriggerAuthentications".to_owned(), error))?
-    {
-        objects.insert_cluster_trigger_authentication(
-            &cta.metadata.name.clone().unwrap_or_default(),
-            cta.spec.0,
-        );
+}
+
+impl ObjectLookup for Recording<'_> {
+    fn secret(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, Secret>> {
+        match self.read(Kind::Secret, namespace, name)? {
+            Value::Secret(data) => Some(data),
+            _ => None,
+        }
     }
-    Ok(objects)
+
+    fn config_map(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
+        match self.read(Kind::ConfigMap, namespace, name)? {
+            Value::ConfigMap(data) => Some(data),
+            _ => None,
+        }
+    }
+
+    fn trigger_authentication(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<TriggerAuthenticationSpec> {
+        match self.read(Kind::TriggerAuthentication, namespace, name)? {
+            Value::Authentication(spec) => Some(*spec),
+            _ => None,
+        }
+    }
+
+    fn cluster_trigger_authentication(&self, name: &str) -> Option<TriggerAuthenticationSpec> {
+        match self.read(Kind::ClusterTriggerAuthentication, "", name)? {
+            Value::Authentication(spec) => Some(*spec),
+            _ => None,
+        }
+    }
 }

@@ -11,6 +11,7 @@
 
 mod auth_status;
 pub mod cache;
+mod coalesce;
 mod context;
 mod dispatch;
 mod error;
@@ -19,6 +20,7 @@ mod facts;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+mod objects;
 pub mod operator;
 pub mod ratelimit;
 mod reconcile;

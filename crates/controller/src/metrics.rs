@@ -379,7 +379,7 @@ impl Metrics {
         }
     }
 
-    /// A ScaledJob went: its registration and every per-ScaledJob series go.
+    /// A registered ScaledJob went: KEDA's registration gauges go down.
     pub fn unregistered(&self, owner: &OwnerKey, trigger_types: &[String]) {
         self.resources
             .get_or_create(&ResourceLabels {
@@ -394,12 +394,27 @@ impl Metrics {
                 })
                 .dec();
         }
+    }
+
+    /// A ScaledJob went: every series labelled with it goes (registered or not).
+    pub fn forget(&self, owner: &OwnerKey) {
         if let Ok(mut series) = self.series.lock() {
             for labels in series.remove(owner).into_iter().flatten() {
                 self.remove_scaler_series(&labels);
             }
         }
         self.loop_latency.remove(&loop_labels(owner));
+        let labels = scaled_job_labels(owner);
+        self.scaled_job_errors.remove(&labels);
+        self.jobs_created.remove(&labels);
+        self.job_create_errors.remove(&labels);
+        for reason in DELETE_REASONS {
+            self.jobs_deleted.remove(&DeletedLabels {
+                namespace: owner.0.clone(),
+                scaledJob: owner.1.clone(),
+                reason: reason.into(),
+            });
+        }
     }
 
     /// How late a poll ran against its schedule.
@@ -452,10 +467,7 @@ impl Metrics {
 
     /// A Job created (or a creation failed).
     pub fn job_created(&self, owner: &OwnerKey, ok: bool) {
-        let labels = ScaledJobLabels {
-            namespace: owner.0.clone(),
-            scaledJob: owner.1.clone(),
-        };
+        let labels = scaled_job_labels(owner);
         if ok {
             self.jobs_created.get_or_create(&labels).inc();
         } else {
@@ -463,8 +475,9 @@ impl Metrics {
         }
     }
 
-    /// A Job deleted, for `reason` (`history`, `rollout`).
-    pub fn job_deleted(&self, owner: &OwnerKey, reason: &str) {
+    /// A Job deleted, for `reason` (one of [`DELETE_REASONS`]).
+    pub fn job_deleted(&self, owner: &OwnerKey, reason: &'static str) {
+        debug_assert!(DELETE_REASONS.contains(&reason));
         self.jobs_deleted
             .get_or_create(&DeletedLabels {
                 namespace: owner.0.clone(),
@@ -487,6 +500,16 @@ impl Metrics {
     /// Whether this instance leads.
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
+    }
+}
+
+/// The `reason`s of `jobtide_jobs_deleted_total` (all removed with their ScaledJob).
+pub const DELETE_REASONS: [&str; 2] = ["history", "rollout"];
+
+fn scaled_job_labels(owner: &OwnerKey) -> ScaledJobLabels {
+    ScaledJobLabels {
+        namespace: owner.0.clone(),
+        scaledJob: owner.1.clone(),
     }
 }
 

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use jobtide_api::job::SCALED_JOB_NAME_LABEL;
-use jobtide_api::scaledjob::AuthenticationKind;
 use jobtide_api::{ClusterTriggerAuthentication, ScaledJob, TriggerAuthentication};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
@@ -19,9 +18,14 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::watch;
 
+use crate::coalesce;
 use crate::context::Context;
+use crate::objects::Kind;
 use crate::reconcile::{error_policy, reconcile};
 use crate::shards::{Members, Sharding};
+
+/// `kubectl apply`'s copy of the object as last applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Liveness (the operator's task runs) and readiness (the ScaledJob, Job and Pod caches hold a
 /// full list, or this instance is a standby).
@@ -139,8 +143,14 @@ pub async fn run_controller(
     let (store, writer) = reflector::store();
     let scaled_jobs = watcher(scoped::<ScaledJob>(&client, namespace), scaled_jobs_config)
         .default_backoff()
-        // Real API servers send managedFields with every object; nothing here reads them.
-        .modify(|sj| sj.metadata.managed_fields = None)
+        // Real API servers send managedFields with every object, and `kubectl apply` keeps a
+        // copy of the whole object in an annotation; nothing here reads either.
+        .modify(|sj| {
+            sj.metadata.managed_fields = None;
+            if let Some(annotations) = &mut sj.metadata.annotations {
+                annotations.remove(LAST_APPLIED);
+            }
+        })
         .try_filter(in_scope(scope.clone(), |sj: &ScaledJob| {
             sj.metadata.name.as_deref()
         }))
@@ -180,32 +190,8 @@ pub async fn run_controller(
         }
     };
     let running = controller
-        .owns_stream(jobs)
-        .watches_stream(
-            metadata_changes(scoped::<PartialObjectMeta<Secret>>(&client, namespace)),
-            dependents(&store, &context, Source::Object),
-        )
-        .watches_stream(
-            metadata_changes(scoped::<PartialObjectMeta<ConfigMap>>(&client, namespace)),
-            dependents(&store, &context, Source::Object),
-        )
-        .watches_stream(
-            metadata_changes(scoped::<PartialObjectMeta<TriggerAuthentication>>(
-                &client, namespace,
-            )),
-            dependents(&store, &context, Source::TriggerAuthentication),
-        )
-        .watches_stream(
-            metadata_changes(Api::<PartialObjectMeta<ClusterTriggerAuthentication>>::all(
-                client.clone(),
-            )),
-            dependents(&store, &context, Source::ClusterTriggerAuthentication),
-        )
-        .watches_stream(pods, |pod: Pod| {
-            let namespace = pod.metadata.namespace.clone()?;
-            let scaled_job = pod.metadata.labels.as_ref()?.get(SCALED_JOB_NAME_LABEL)?;
-            Some(ObjectRef::<ScaledJob>::new(scaled_job).within(&namespace))
-        })
+        .reconcile_on(job_and_pod_changes(jobs, pods, &store))
+        .reconcile_on(changed_objects(&context))
         .reconcile_on(refreshes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, Arc::clone(&context))
@@ -218,8 +204,19 @@ pub async fn run_controller(
                 }
             }
         });
+    let releasing = {
+        let context = Arc::clone(&context);
+        async move {
+            let mut every = tokio::time::interval(crate::context::MIN_CLIENT_IDLE);
+            loop {
+                every.tick().await;
+                context.release_unused_clients();
+            }
+        }
+    };
     tokio::select! {
         () = running => {}
+        () = releasing => {}
         () = stop => tracing::warn!("stopped acting: leadership lost"),
         () = readiness => {}
     }
@@ -229,79 +226,119 @@ pub async fn run_controller(
     store.state()
 }
 
-/// Every change of `K`'s objects, metadata only (no Secret value is held).
-fn metadata_changes<K>(
+/// The ScaledJobs whose Jobs or pods changed (by their `scaledjob.keda.sh/name` label),
+/// coalesced to one poll per [`coalesce::WINDOW`] for lag mode ([`crate::coalesce`]); a
+/// dispatcher is woken at once (its next Job waits for the one that finished).
+fn job_and_pod_changes(
+    jobs: impl futures::Stream<Item = Result<Job, watcher::Error>> + Send + 'static,
+    pods: impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
+    store: &reflector::Store<ScaledJob>,
+) -> impl futures::Stream<Item = ObjectRef<ScaledJob>> + Send + 'static {
+    fn owner<K: Resource>(changed: Result<K, watcher::Error>) -> Option<ObjectRef<ScaledJob>> {
+        match changed {
+            Ok(object) => {
+                let meta = object.meta();
+                let namespace = meta.namespace.as_deref()?;
+                let scaled_job = meta.labels.as_ref()?.get(SCALED_JOB_NAME_LABEL)?;
+                Some(ObjectRef::new(scaled_job).within(namespace))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "watching Jobs or pods");
+                None
+            }
+        }
+    }
+    let changes = futures::stream::select(jobs.map(owner).boxed(), pods.map(owner).boxed())
+        .filter_map(std::future::ready);
+    let store = store.clone();
+    coalesce::coalesce(changes, move |scaled_job: &ObjectRef<ScaledJob>| {
+        let dispatch = store
+            .get(scaled_job)
+            .is_some_and(|sj| sj.spec.dispatch_mode());
+        if dispatch {
+            std::time::Duration::ZERO
+        } else {
+            coalesce::WINDOW
+        }
+    })
+}
+
+/// The ScaledJobs to re-poll because a Secret, ConfigMap or (Cluster)TriggerAuthentication
+/// their triggers read changed or went: one metadata-only watch per kind (no Secret value
+/// crosses it) feeding [`crate::objects::AuthObjects`]. Secrets and ConfigMaps are watched where
+/// ScaledJobs are, and in the cluster object namespace (ClusterTriggerAuthentications read there).
+fn changed_objects(
+    context: &Arc<Context>,
+) -> impl futures::Stream<Item = ObjectRef<ScaledJob>> + Send + 'static {
+    let client = &context.client;
+    let namespace = context.config.namespace.as_deref();
+    let cluster = context.config.cluster_object_namespace.as_str();
+    let mut namespaces = vec![namespace];
+    if namespace.is_some_and(|n| n != cluster) {
+        namespaces.push(Some(cluster));
+    }
+    let mut streams = Vec::new();
+    for scope in namespaces {
+        streams.push(invalidations(
+            scoped::<PartialObjectMeta<Secret>>(client, scope),
+            Kind::Secret,
+            scope,
+            context,
+        ));
+        streams.push(invalidations(
+            scoped::<PartialObjectMeta<ConfigMap>>(client, scope),
+            Kind::ConfigMap,
+            scope,
+            context,
+        ));
+    }
+    streams.push(invalidations(
+        scoped::<PartialObjectMeta<TriggerAuthentication>>(client, namespace),
+        Kind::TriggerAuthentication,
+        namespace,
+        context,
+    ));
+    streams.push(invalidations(
+        Api::<PartialObjectMeta<ClusterTriggerAuthentication>>::all(client.clone()),
+        Kind::ClusterTriggerAuthentication,
+        None,
+        context,
+    ));
+    futures::stream::select_all(streams)
+}
+
+/// One kind's watch applied to the context's objects, as the ScaledJobs to re-poll.
+fn invalidations<K>(
     api: Api<PartialObjectMeta<K>>,
-) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+    kind: Kind,
+    scope: Option<&str>,
+    context: &Arc<Context>,
+) -> futures::stream::BoxStream<'static, ObjectRef<ScaledJob>>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default,
 {
+    let context = Arc::clone(context);
+    let scope = scope.map(str::to_owned);
+    let mut relisted = std::collections::HashSet::new();
     watcher(api, watcher::Config::default())
         .default_backoff()
-        .touched_objects()
-}
-
-/// What changed, for [`dependents`].
-#[derive(Debug, Clone, Copy)]
-enum Source {
-    /// A Secret or ConfigMap.
-    Object,
-    TriggerAuthentication,
-    ClusterTriggerAuthentication,
-}
-
-/// Maps a changed Secret, ConfigMap or (Cluster)TriggerAuthentication to the ScaledJobs whose
-/// trigger resolution may read it, so that a change is picked up at once rather than at the
-/// next poll. Secrets and ConfigMaps map by namespace (which ones a TriggerAuthentication reads
-/// is only known after resolving it); authentications map by name.
-fn dependents<O: Resource>(
-    store: &reflector::Store<ScaledJob>,
-    context: &Arc<Context>,
-    source: Source,
-) -> impl Fn(O) -> Vec<ObjectRef<ScaledJob>> + Send + Sync + 'static {
-    let store = store.clone();
-    let cluster_namespace = context.config.cluster_object_namespace.clone();
-    move |changed: O| {
-        let meta = changed.meta();
-        let namespace = meta.namespace.as_deref().unwrap_or_default();
-        let name = meta.name.as_deref().unwrap_or_default();
-        store
-            .state()
-            .iter()
-            .filter(|sj| {
-                let same_namespace = sj.metadata.namespace.as_deref() == Some(namespace);
-                let refs = || {
-                    sj.spec
-                        .triggers
-                        .iter()
-                        .filter_map(|t| t.authentication_ref.as_ref())
-                };
-                match source {
-                    Source::Object => {
-                        (same_namespace && crate::facts::reads_objects(&sj.spec))
-                            || (namespace == cluster_namespace
-                                && refs().any(|r| {
-                                    r.kind == Some(AuthenticationKind::ClusterTriggerAuthentication)
-                                }))
-                    }
-                    Source::TriggerAuthentication => {
-                        same_namespace
-                            && refs().any(|r| {
-                                r.name == name
-                                    && r.kind
-                                        != Some(AuthenticationKind::ClusterTriggerAuthentication)
-                            })
-                    }
-                    Source::ClusterTriggerAuthentication => refs().any(|r| {
-                        r.name == name
-                            && r.kind == Some(AuthenticationKind::ClusterTriggerAuthentication)
-                    }),
+        .filter_map(move |event| {
+            let stale = match event {
+                Ok(event) => context
+                    .objects
+                    .apply(kind, scope.as_deref(), &event, &mut relisted),
+                Err(error) => {
+                    tracing::warn!(%error, kind = ?kind, "watching objects that triggers read");
+                    Vec::new()
                 }
-            })
-            .map(|sj| ObjectRef::from_obj(sj.as_ref()))
-            .collect()
-    }
+            };
+            std::future::ready(Some(futures::stream::iter(stale.into_iter().map(
+                |(namespace, name)| ObjectRef::<ScaledJob>::new(&name).within(&namespace),
+            ))))
+        })
+        .flatten()
+        .boxed()
 }
 
 /// How the operator decides who acts.

@@ -93,7 +93,9 @@ pub(crate) async fn reconcile(
                 {
                     context.metrics.unregistered(&owner, &types);
                 }
+                context.metrics.forget(&owner);
                 context.expectations.forget(&owner);
+                context.objects.forget(&owner);
                 Ok(Action::await_change())
             }
         }
@@ -348,36 +350,39 @@ pub(crate) struct Polled {
     pub events: Vec<Event>,
 }
 
-/// Every trigger's authentication and env resolved (Secrets, ConfigMaps and
-/// TriggerAuthentications are listed only when a trigger reads some) and its metadata parsed.
+/// Every trigger's authentication and env resolved (the Secrets, ConfigMaps and
+/// TriggerAuthentications it reads come from [`crate::objects::AuthObjects`]: a GET only for what
+/// isn't held current) and its metadata parsed.
 pub(crate) async fn resolve(
     scaled_job: &ScaledJob,
     context: &Context,
 ) -> Result<Vec<jobtide_api::resolve::ResolvedTrigger>, Error> {
     let namespace = scaled_job.namespace().unwrap_or_default();
-    let spec = &scaled_job.spec;
-    let objects = if facts::reads_objects(spec) {
-        facts::fetch(
-            &context.client,
-            &[&namespace, &context.config.cluster_object_namespace],
-        )
-        .await
-        .map_err(|(what, error)| {
-            api_error(format!(
-                "listing {what} for {namespace}/{}",
-                scaled_job.name_any()
-            ))(error)
-        })?
-    } else {
-        ObjectSet::default()
-    };
-    Ok(resolve_triggers(
-        &objects,
-        &namespace,
-        spec,
+    let owner = Context::owner(scaled_job);
+    if !facts::reads_objects(&scaled_job.spec) {
+        context.objects.forget(&owner);
+        return Ok(resolve_triggers(
+            &ObjectSet::default(),
+            &namespace,
+            &scaled_job.spec,
+            &context.config.cluster_object_namespace,
+            MissingEnvSource::Fail,
+        ));
+    }
+    facts::resolve(
+        &context.client,
+        &context.objects,
+        &owner,
+        scaled_job,
         &context.config.cluster_object_namespace,
-        MissingEnvSource::Fail,
-    ))
+    )
+    .await
+    .map_err(|(what, error)| {
+        api_error(format!(
+            "getting {what} for {namespace}/{}",
+            scaled_job.name_any()
+        ))(error)
+    })
 }
 
 /// §2.4: measure every trigger, count Jobs, let `core` decide, act (creating Jobs only when
@@ -397,6 +402,7 @@ async fn poll(
     let interval = polling_interval(scaled_job);
     let began = Instant::now();
     context.metrics.polled(creating);
+    context.with_state(&uid, |state| state.interval = Some(interval));
     if creating {
         let due = context.with_state(&uid, |state| state.next_due.replace(began + interval));
         if let Some(due) = due {

@@ -40,6 +40,8 @@ pub(crate) struct ScaledJobState {
     seen: Option<Seen>,
     /// When the last poll that was allowed to create Jobs ran.
     last_creating_poll: Option<Instant>,
+    /// Its `pollingInterval` at the last poll (how long its Kafka clients must stay open).
+    pub interval: Option<Duration>,
     /// When the next poll is due (for the scale-loop lateness metric).
     pub next_due: Option<Instant>,
     /// `excludePersistentLag` memory by trigger index (D12: kept across client rebuilds).

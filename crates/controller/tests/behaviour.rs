@@ -845,6 +845,16 @@ async fn rbac_rules_are_exactly_what_the_operator_uses() {
         )
         .await
         .unwrap();
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(h.client.clone(), "default")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "settings"}, "data": {"sasl": "none"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
     let auth: Api<jobtide_api::TriggerAuthentication> =
         Api::namespaced(h.client.clone(), "default");
     auth.create(
@@ -852,7 +862,8 @@ async fn rbac_rules_are_exactly_what_the_operator_uses() {
         &serde_json::from_value(json!({
             "apiVersion": "keda.sh/v1alpha1", "kind": "TriggerAuthentication",
             "metadata": {"name": "plain"},
-            "spec": {"secretTargetRef": [{"parameter": "tls", "name": "creds", "key": "tls"}]},
+            "spec": {"secretTargetRef": [{"parameter": "tls", "name": "creds", "key": "tls"}],
+                "configMapTargetRef": [{"parameter": "sasl", "name": "settings", "key": "sasl"}]},
         }))
         .unwrap(),
     )

@@ -278,13 +278,13 @@ async fn jobs_that_fail_at_once_trip_the_crash_loop_guard_until_it_is_turned_off
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forbidden_trigger_authentication_list_is_an_error_not_a_missing_object() {
+async fn a_forbidden_trigger_authentication_read_is_an_error_not_a_missing_object() {
     let h = harness(4).await;
     h.kafka.create_topic("auth", 1).unwrap();
     h.cluster.faults.fail_next(
         1000,
         jobtide_devcluster::faults::Matcher {
-            verb: Some("list".into()),
+            verb: Some("get".into()),
             resource: Some("triggerauthentications".into()),
         },
         jobtide_devcluster::faults::Failure::Forbidden,

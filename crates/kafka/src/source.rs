@@ -585,9 +585,16 @@ async fn answer_committed(client: Arc<Client>, group: String, waiting: Committed
 /// The shared sources, keyed by everything that decides which cluster and which identity.
 #[derive(Debug, Default)]
 pub struct SourcePool {
-    sources: Mutex<HashMap<SourceKey, Arc<OffsetsSource>>>,
+    sources: Mutex<HashMap<SourceKey, Pooled>>,
     statistics: Option<Duration>,
     gssapi: GssapiSupport,
+}
+
+/// A source and when it was last handed out.
+#[derive(Debug)]
+struct Pooled {
+    source: Arc<OffsetsSource>,
+    used: Instant,
 }
 
 /// What makes two triggers share a source: the whole connection (secrets included; its
@@ -633,8 +640,9 @@ impl SourcePool {
             .sources
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(source) = sources.get(&key) {
-            return Ok(Arc::clone(source));
+        if let Some(pooled) = sources.get_mut(&key) {
+            pooled.used = Instant::now();
+            return Ok(Arc::clone(&pooled.source));
         }
         let source = Arc::new(OffsetsSource::connect(
             connection,
@@ -642,15 +650,36 @@ impl SourcePool {
             self.statistics,
             &self.gssapi,
         )?);
-        sources.insert(key, Arc::clone(&source));
+        sources.insert(
+            key,
+            Pooled {
+                source: Arc::clone(&source),
+                used: Instant::now(),
+            },
+        );
         Ok(source)
+    }
+
+    /// Closes the sources nobody asked for in the last `idle` and nobody holds (no request in
+    /// flight): their client, its threads and connections, and their files. A trigger that
+    /// needs one again gets a new one. Returns how many were closed.
+    pub fn release_unused(&self, idle: Duration) -> usize {
+        let mut sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = sources.len();
+        sources.retain(|_, pooled| {
+            Arc::strong_count(&pooled.source) > 1 || pooled.used.elapsed() < idle
+        });
+        before - sources.len()
     }
 
     /// Every source, for statistics.
     pub fn sources(&self) -> Vec<Arc<OffsetsSource>> {
         self.sources
             .lock()
-            .map(|s| s.values().cloned().collect())
+            .map(|s| s.values().map(|p| Arc::clone(&p.source)).collect())
             .unwrap_or_default()
     }
 

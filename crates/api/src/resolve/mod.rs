@@ -18,7 +18,7 @@ use crate::scaledjob::{AuthenticationKind, ScaleTrigger};
 use crate::secret::Secret;
 
 pub use env::{expand_env_value, resolve_container_env};
-pub use objects::ObjectSet;
+pub use objects::{ObjectSet, secret_data};
 
 /// KEDA's default namespace for the Secrets and ConfigMaps of ClusterTriggerAuthentications
 /// (`KEDA_CLUSTER_OBJECT_NAMESPACE`, defaulting to the operator's namespace, `keda`).

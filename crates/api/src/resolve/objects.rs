@@ -25,21 +25,27 @@ fn key(namespace: &str, name: &str) -> Key {
     (namespace.to_owned(), name.to_owned())
 }
 
+/// A Secret's values: `data` (already base64-decoded by k8s-openapi) merged with `stringData`,
+/// which wins, as the API server merges them.
+pub fn secret_data(secret: K8sSecret) -> BTreeMap<String, Secret> {
+    let mut data: BTreeMap<String, Secret> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, Secret::new(String::from_utf8_lossy(&v.0).into_owned())))
+        .collect();
+    for (k, v) in secret.string_data.unwrap_or_default() {
+        data.insert(k, Secret::new(v));
+    }
+    data
+}
+
 impl ObjectSet {
-    /// Adds a Secret: `data` (already base64-decoded by k8s-openapi) merged with `stringData`,
-    /// which wins, as the API server merges them.
+    /// Adds a Secret (its values as [`secret_data`] reads them).
     pub fn insert_secret(&mut self, namespace: &str, secret: K8sSecret) {
-        let name = secret.metadata.name.unwrap_or_default();
-        let mut data: BTreeMap<String, Secret> = secret
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, Secret::new(String::from_utf8_lossy(&v.0).into_owned())))
-            .collect();
-        for (k, v) in secret.string_data.unwrap_or_default() {
-            data.insert(k, Secret::new(v));
-        }
-        self.secrets.insert(key(namespace, &name), data);
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        self.secrets
+            .insert(key(namespace, &name), secret_data(secret));
     }
 
     /// Adds a ConfigMap (its `data`).
