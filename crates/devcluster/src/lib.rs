@@ -2,22 +2,30 @@
 //! `jobtide dev` serves. It emulates what jobtide uses faithfully and **refuses** (415 / 405 / 501
 //! with a `metav1.Status`) what it doesn't emulate, never faking it.
 //!
-//! # Layout
-//! - [`store`]: objects, resourceVersions, watch history and compaction, CRD registration.
+//! # Layout (a newcomer's map)
+//! A request goes: [`server`] (auth, faults, request log, discovery) → `server::route` (path →
+//! type, namespace, name) → `server::dispatch` → a verb (`server::read` / `write` / `delete`,
+//! watches in `server::watch`) → [`store`]. The runner works on the store beside the server.
+//!
+//! - [`store`]: objects and resourceVersions (`store/mod.rs`), the watch history
+//!   (`store::history`), writes to existing objects (`store::modify`), deletion and garbage
+//!   collection (`store::gc`), Secret/Job defaulting (`store::defaulting`), the CRD registry
+//!   (`store::crds`).
 //! - [`resources`]: the served types and discovery documents; [`schema`]: custom resources
 //!   checked against their CRD's schema.
-//! - [`server`]: routing, verbs, patches, list/watch, Table output ([`table`]).
-//! - [`selectors`]: label and field selectors; [`decode`]: the JSON types the real server's
-//!   decoder insists on; [`validation`]: the server's validation; [`status`]: `metav1.Status`
-//!   errors.
+//! - [`server`]: routing, verbs, patches, list/watch, `pods/log`; Table output ([`table`]).
+//! - [`selectors`]: label and field selectors; [`params`]: query parameters; [`decode`]: the JSON
+//!   types the real server's decoder insists on; [`validation`]: the server's validation;
+//!   [`status`]: `metav1.Status` errors; [`events`]: core/v1 events as a view of events.k8s.io.
+//! - [`faults`]: fault injection and the request log for tests.
+//! - [`runner`]: the local job runner — its Job controller (`runner::job_controller`) and its
+//!   kubelet (`runner::kubelet`, `runner::env`; [`volumes`]: Secret and ConfigMap volumes as
+//!   local directories).
 //!
 //! # Status
 //! Not emulated yet (refused with 501/415): strategic merge
 //! patch, server-side apply, `deletecollection`, dry runs, protobuf bodies, OpenAPI documents
 //! (use `kubectl --validate=false`).
-//! - [`faults`]: fault injection and the request log for tests.
-//! - [`runner`]: the local job runner (Jobs → pods → local processes, `pods/log`);
-//!   [`volumes`]: its Secret and ConfigMap volumes as local directories.
 
 pub mod decode;
 pub mod events;
