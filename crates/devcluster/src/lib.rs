@@ -28,9 +28,12 @@
 //! (use `kubectl --validate=false`).
 
 pub mod decode;
+pub mod env;
 pub mod events;
 pub mod faults;
+pub mod node;
 mod params;
+pub mod process;
 pub mod resources;
 pub mod runner;
 pub mod schema;

@@ -2,13 +2,12 @@
 //! process in its own process group (the image is ignored), its output kept for `pods/log`,
 //! its status (phase, conditions, containerStatuses with exit codes) written as the kubelet does.
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Runner, RunnerConfig, condition, now, str_at};
+use super::{Runner, RunnerConfig, str_at};
+use crate::process::{condition, now, terminated};
 use crate::store::{Part, Store};
 
 /// A running pod's process.
@@ -17,14 +16,6 @@ pub(super) struct Running {
     /// The process group of the pod's process (0 until it started): the whole group goes when
     /// the pod does, as a container's processes go with it.
     pub(super) group: Arc<std::sync::atomic::AtomicI32>,
-}
-
-/// Kills every process of a pod's process group.
-pub(super) fn kill_group(group: &std::sync::atomic::AtomicI32) {
-    let id = group.swap(0, std::sync::atomic::Ordering::SeqCst);
-    if let Some(pid) = rustix::process::Pid::from_raw(id) {
-        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-    }
 }
 
 impl Runner {
@@ -66,8 +57,12 @@ impl Runner {
             .filter_map(|v| v.as_str().map(str::to_owned))
             .collect();
         let mut env = config.default_env.clone();
-        env.extend(super::env::resolve(store, pod, &container));
-        let volumes = match crate::volumes::prepare(store, pod) {
+        let lookup = |plural: &str, object: &str| {
+            let resource = store.resource("", "v1", plural)?;
+            store.get(&resource, &namespace, object).ok()
+        };
+        env.extend(crate::env::resolve(&lookup, pod, &container));
+        let volumes = match crate::volumes::prepare(&lookup, pod) {
             Ok(volumes) => volumes,
             Err(crate::volumes::NotReady::Missing(message)) => {
                 // As the kubelet: the pod waits for its Secret or ConfigMap.
@@ -161,148 +156,29 @@ impl Runner {
             }
         };
         let runner = Arc::clone(self);
+        let container = crate::process::Container {
+            name: container_name,
+            image,
+            argv,
+            env,
+            path,
+            hostname: name,
+            restart_on_failure,
+        };
         tokio::spawn(async move {
-            let mut killed = killed;
-            let mut restarts = 0;
-            let start_time = now();
-            loop {
-                let running_status = |restarts: i64| {
-                    json!({
-                        "phase": "Running", "startTime": start_time, "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
-                        "conditions": [condition("PodScheduled", "True", "", ""), condition("Initialized", "True", "", ""),
-                            condition("ContainersReady", "True", "", ""), condition("Ready", "True", "", "")],
-                        "containerStatuses": [{"name": container_name, "image": image, "imageID": "", "ready": true, "started": true,
-                            "restartCount": restarts, "state": {"running": {"startedAt": now()}}}],
-                    })
-                };
-                let Some(program) = argv.first() else {
-                    set_status(terminated(
-                        &container_name,
-                        &image,
-                        &start_time,
-                        128,
-                        "ContainerCannotRun",
-                        restarts,
-                        "the local runner needs a command: images are not run",
-                    ));
-                    break;
-                };
-                // One pipe for stdout and stderr: the log keeps the order the process wrote in.
-                let spawned = std::io::pipe().and_then(|(reader, writer)| {
-                    let mut command = tokio::process::Command::new(program);
-                    command
-                        .args(&argv[1..])
-                        .env_clear()
-                        .envs(&env)
-                        .env("PATH", &path)
-                        .process_group(0)
-                        .env("HOSTNAME", &name)
-                        .stdin(Stdio::null())
-                        .stdout(writer.try_clone()?)
-                        .stderr(writer)
-                        .kill_on_drop(true);
-                    // `command` (and with it the parent's copies of the writer) is dropped here,
-                    // so the reader sees end-of-file when the process exits.
-                    Ok((command.spawn()?, reader))
-                });
-                let (mut child, reader) = match spawned {
-                    Ok(spawned) => spawned,
-                    Err(error) => {
-                        if let Ok(mut log) = log.lock() {
-                            log.extend_from_slice(format!("{error}\n").as_bytes());
-                        }
-                        set_status(terminated(
-                            &container_name,
-                            &image,
-                            &start_time,
-                            127,
-                            "StartError",
-                            restarts,
-                            &error.to_string(),
-                        ));
-                        break;
-                    }
-                };
-                if let Some(id) = child.id().and_then(|id| i32::try_from(id).ok()) {
-                    group.store(id, std::sync::atomic::Ordering::SeqCst);
-                }
-                set_status(running_status(restarts));
-                let pump = {
-                    let log = Arc::clone(&log);
-                    tokio::task::spawn_blocking(move || {
-                        let mut reader = reader;
-                        let mut buffer = [0u8; 4096];
-                        while let Ok(n) = std::io::Read::read(&mut reader, &mut buffer) {
-                            if n == 0 {
-                                break;
-                            }
-                            if let Ok(mut log) = log.lock() {
-                                log.extend_from_slice(&buffer[..n]);
-                            }
-                        }
-                    })
-                };
-                let exit = tokio::select! {
-                    status = child.wait() => status.ok().and_then(|s| s.code()).unwrap_or(137),
-                    _ = &mut killed => {
-                        kill_group(&group);
-                        let _ = child.kill().await;
-                        return;
-                    }
-                };
-                // The container ends with its main process: what it left in the background
-                // goes too (the kubelet tears down the container's cgroup).
-                kill_group(&group);
-                let _ = tokio::time::timeout(Duration::from_secs(1), pump).await;
-                if exit != 0 && restart_on_failure {
-                    restarts += 1;
-                    // The Job controller counts restarts toward backoffLimit.
-                    set_status(running_status(restarts));
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-                let reason = if exit == 0 { "Completed" } else { "Error" };
-                set_status(terminated(
-                    &container_name,
-                    &image,
-                    &start_time,
-                    exit,
-                    reason,
-                    restarts,
-                    "",
-                ));
-                break;
-            }
-            if let Ok(mut running) = runner.running.lock() {
+            let killed = crate::process::run(container, log, group, killed, set_status).await;
+            if !killed && let Ok(mut running) = runner.running.lock() {
                 running.remove(&key);
             }
         });
     }
 }
 
-fn terminated(
-    container: &str,
-    image: &str,
-    start_time: &str,
-    exit: i32,
-    reason: &str,
-    restarts: i64,
-    message: &str,
-) -> Value {
-    let phase = if exit == 0 { "Succeeded" } else { "Failed" };
-    json!({
-        "phase": phase, "startTime": start_time, "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
-        "conditions": [condition("PodScheduled", "True", "", ""), condition("Initialized", "True", "", ""),
-            condition("ContainersReady", "False", "PodCompleted", ""), condition("Ready", "False", "PodCompleted", "")],
-        "containerStatuses": [{"name": container, "image": image, "imageID": "", "ready": false, "started": false,
-            "restartCount": restarts, "state": {"terminated": {"exitCode": exit, "reason": reason, "message": message,
-                "startedAt": start_time, "finishedAt": now()}}}],
-    })
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::expect_used)] // test code: a failure is the test failing
+
+    use std::time::Duration;
 
     use super::*;
 

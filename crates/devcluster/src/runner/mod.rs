@@ -16,9 +16,7 @@
 //! - this file: the runner's state and its loop (a pass over every Job and pod on each change);
 //! - [`job_controller`]: the Job controller part (pods for Jobs, Job status, TTL);
 //! - [`kubelet`]: the kubelet part (a pod as a local process, its status and output);
-//! - [`env`]: a container's environment.
 
-mod env;
 mod job_controller;
 mod kubelet;
 
@@ -29,8 +27,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::process::{condition, kill_group, now};
 use crate::store::{Part, Store};
-use kubelet::{Running, kill_group};
+use kubelet::Running;
 
 /// Runner settings.
 #[derive(Debug, Clone)]
@@ -61,7 +60,7 @@ impl Default for RunnerConfig {
 /// (namespace, name) of a pod.
 type PodKey = (String, String);
 /// A pod's output so far.
-type LogBuffer = Arc<Mutex<Vec<u8>>>;
+type LogBuffer = crate::process::LogBuffer;
 
 /// The runner's state, shared with the API server for `pods/log`.
 #[derive(Default)]
@@ -85,23 +84,11 @@ impl std::fmt::Debug for Runner {
     }
 }
 
-fn now() -> String {
-    jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
-}
-
 fn str_at<'a>(value: &'a Value, pointer: &str) -> &'a str {
     value
         .pointer(pointer)
         .and_then(Value::as_str)
         .unwrap_or_default()
-}
-
-fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Value {
-    json!({"type": type_, "status": status, "reason": reason, "message": message,
-        "lastProbeTime": now(), "lastTransitionTime": now()})
 }
 
 impl Runner {

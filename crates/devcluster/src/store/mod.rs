@@ -87,8 +87,8 @@ fn random_suffix() -> String {
 }
 
 impl Store {
-    /// A store with the built-in types and the `default`, `kube-system` and `kube-public`
-    /// namespaces.
+    /// A store with the built-in types and the `default`, `kube-system`, `kube-public` and
+    /// `kube-node-lease` (node heartbeats) namespaces.
     pub fn new() -> Self {
         let (changes, _) = broadcast::channel(HISTORY);
         let store = Self {
@@ -102,7 +102,7 @@ impl Store {
             changes,
         };
         if let Some(ns_type) = store.resource("", "v1", "namespaces") {
-            for namespace in ["default", "kube-system", "kube-public"] {
+            for namespace in ["default", "kube-system", "kube-public", "kube-node-lease"] {
                 let _ = store.create(
                     &ns_type,
                     "",

@@ -6,17 +6,75 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::str_at;
-use crate::store::Store;
+/// Finds a Secret or ConfigMap of the pod's namespace: (`"secrets"` | `"configmaps"`, name) →
+/// the object as the API returns it (a Secret's `data` base64). The runner reads its store;
+/// the node agent what it fetched through the API.
+pub type Lookup<'a> = &'a (dyn Fn(&str, &str) -> Option<Value> + Sync);
+
+fn str_at<'a>(value: &'a Value, pointer: &str) -> &'a str {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// The Secrets and ConfigMaps (plural, name) a pod's first container reads, in env and
+/// volumes: what [`resolve`] and [`crate::volumes::prepare`] will look up.
+pub fn references(pod: &Value) -> Vec<(&'static str, String)> {
+    let container = pod.pointer("/spec/containers/0").unwrap_or(&Value::Null);
+    let mut out = Vec::new();
+    let mut add = |plural: &'static str, name: Option<&str>| {
+        if let Some(name) = name.filter(|n| !n.is_empty())
+            && !out.iter().any(|(p, n)| *p == plural && n == name)
+        {
+            out.push((plural, name.to_owned()));
+        }
+    };
+    for source in container["envFrom"].as_array().into_iter().flatten() {
+        add(
+            "configmaps",
+            source.pointer("/configMapRef/name").and_then(Value::as_str),
+        );
+        add(
+            "secrets",
+            source.pointer("/secretRef/name").and_then(Value::as_str),
+        );
+    }
+    for var in container["env"].as_array().into_iter().flatten() {
+        add(
+            "secrets",
+            var.pointer("/valueFrom/secretKeyRef/name")
+                .and_then(Value::as_str),
+        );
+        add(
+            "configmaps",
+            var.pointer("/valueFrom/configMapKeyRef/name")
+                .and_then(Value::as_str),
+        );
+    }
+    for volume in pod
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        add(
+            "secrets",
+            volume.pointer("/secret/secretName").and_then(Value::as_str),
+        );
+        add(
+            "configmaps",
+            volume.pointer("/configMap/name").and_then(Value::as_str),
+        );
+    }
+    out
+}
 
 /// Resolves the container's env as the kubelet does (for what jobtide's Jobs use).
-pub(super) fn resolve(store: &Store, pod: &Value, container: &Value) -> BTreeMap<String, String> {
+pub fn resolve(lookup: Lookup<'_>, pod: &Value, container: &Value) -> BTreeMap<String, String> {
     let namespace = str_at(pod, "/metadata/namespace");
     let data = |plural: &str, name: &str| -> BTreeMap<String, String> {
-        let Some(resource) = store.resource("", "v1", plural) else {
-            return BTreeMap::new();
-        };
-        let Ok(object) = store.get(&resource, namespace, name) else {
+        let Some(object) = lookup(plural, name) else {
             return BTreeMap::new();
         };
         let mut out = BTreeMap::new();
