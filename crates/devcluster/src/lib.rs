@@ -66,6 +66,8 @@ pub struct DevCluster {
     pub runner: Option<Arc<runner::Runner>>,
     runner_task: Option<tokio::task::JoinHandle<()>>,
     shutdown: Option<oneshot::Sender<()>>,
+    /// The bearer token it requires, if any.
+    token: Option<String>,
 }
 
 impl DevCluster {
@@ -96,12 +98,12 @@ impl DevCluster {
         let runner = runner_config
             .as_ref()
             .map(|_| Arc::new(runner::Runner::default()));
-        let runner_task = runner.as_ref().zip(runner_config).map(|(runner, config)| {
-            tokio::spawn(Arc::clone(runner).run(Arc::clone(&store), config))
-        });
+        let runner_task = runner
+            .as_ref()
+            .map(|runner| tokio::spawn(Arc::clone(runner).run(Arc::clone(&store))));
         let app = Arc::new(server::App {
             store: Arc::clone(&store),
-            token,
+            token: token.clone(),
             faults: Arc::clone(&faults),
             runner: runner.clone(),
         });
@@ -121,14 +123,32 @@ impl DevCluster {
                 })
                 .await;
         });
-        Ok(Self {
+        let cluster = Self {
             addr,
             store,
             faults,
             runner,
             runner_task,
             shutdown: Some(shutdown),
-        })
+            token,
+        };
+        if let (Some(runner), Some(config)) = (&cluster.runner, runner_config) {
+            // The kubelet speaks to this server over HTTP, as it would to a real one.
+            let kubeconfig = kube::config::Kubeconfig::from_yaml(&cluster.kubeconfig())
+                .map_err(std::io::Error::other)?;
+            let client_config = kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .map_err(std::io::Error::other)?;
+            let client = kube::Client::try_from(client_config).map_err(std::io::Error::other)?;
+            runner
+                .start_agent(client, &config)
+                .await
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(cluster)
     }
 
     /// `http://<addr>`.
@@ -136,9 +156,13 @@ impl DevCluster {
         format!("http://{}", self.addr)
     }
 
-    /// A kubeconfig for this server (plain HTTP on loopback, no credentials), context
+    /// A kubeconfig for this server (plain HTTP on loopback; its bearer token if it has one), context
     /// `jobtide-dev`, namespace `default`; for kubectl and for processes the tests start.
     pub fn kubeconfig(&self) -> String {
+        let user = self.token.as_ref().map_or_else(
+            || "{}".to_owned(),
+            |token| serde_json::json!({"token": token}).to_string(),
+        );
         format!(
             "apiVersion: v1
 kind: Config
@@ -148,7 +172,7 @@ clusters:
       server: {}
 users:
   - name: jobtide-dev
-    user: {{}}
+    user: {user}
 contexts:
   - name: jobtide-dev
     context:
@@ -157,7 +181,7 @@ contexts:
       namespace: default
 current-context: jobtide-dev
 ",
-            self.url()
+            self.url(),
         )
     }
 }

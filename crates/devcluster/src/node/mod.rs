@@ -22,6 +22,9 @@
 
 mod pods;
 mod register;
+mod resources;
+
+pub use resources::Resources;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -30,42 +33,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::process::{LogBuffer, kill_group};
-
-/// What a node offers: its capacity, all of it allocatable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Resources {
-    /// CPU in millicores.
-    pub cpu_millis: u64,
-    /// Memory in bytes.
-    pub memory_bytes: u64,
-    /// Pods at once.
-    pub pods: u64,
-}
-
-impl Resources {
-    /// As Node `status.capacity` writes them (`cpu: 2000m`, `memory: 4096Mi`, `pods: 8`).
-    pub fn quantities(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            ("cpu".to_owned(), format!("{}m", self.cpu_millis)),
-            (
-                "memory".to_owned(),
-                format!("{}Ki", self.memory_bytes / 1024),
-            ),
-            ("pods".to_owned(), self.pods.to_string()),
-        ])
-    }
-}
-
-impl Default for Resources {
-    /// 8 pods (the runner's default `max_parallel_pods`), 8 CPUs, 16 GiB.
-    fn default() -> Self {
-        Self {
-            cpu_millis: 8_000,
-            memory_bytes: 16 << 30,
-            pods: 8,
-        }
-    }
-}
 
 /// Node agent settings.
 #[derive(Debug, Clone)]

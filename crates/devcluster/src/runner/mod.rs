@@ -1,40 +1,45 @@
-//! The local job runner: the Job controller and kubelet of one machine. It creates a Job's pod
-//! (`<job>-<5 chars>`, with the labels and ownerReference the real Job controller sets), runs the
-//! pod's first container's `command` + `args` as a local process (the image is ignored), keeps
-//! pod and Job status as Kubernetes does, and serves the output as `pods/log`.
+//! The local job runner of the embedded server: the Job controller and scheduler of one
+//! machine, with a [`NodeAgent`](crate::node::NodeAgent) as its kubelet. It creates a Job's pod
+//! (`<job>-<5 chars>`, with the labels and ownerReference the real Job controller sets), binds
+//! pods to the agent's node within its resources, and keeps Job status as Kubernetes does; the
+//! agent — the same code that serves a real apiserver, speaking to this one over HTTP — runs the
+//! pod's first container's `command` + `args` as a local process (the image is ignored) and
+//! reports pod status; the server serves the agent's record of the output as `pods/log`.
 //!
 //! # Scope
 //! completions / parallelism 1 (more is refused on the Job's status with a clear condition),
 //! backoffLimit (a failed pod → a new pod), restartPolicy Never / OnFailure, activeDeadlineSeconds,
-//! suspend, ttlSecondsAfterFinished, env (`value`, `secretKeyRef`, `configMapKeyRef`, `fieldRef`
-//! `metadata.name` / `metadata.namespace`) and `envFrom`, Secret and ConfigMap volumes
-//! ([`crate::volumes`]: local directories, waited for), and a capacity (`max_parallel_pods`)
-//! beyond which pods stay Pending with `PodScheduled=False` reason `Unschedulable`.
+//! suspend, ttlSecondsAfterFinished; the agent's env, Secret and ConfigMap volumes; and a node
+//! of `max_parallel_pods` pods (and [`Resources::default`]'s cpu and memory) beyond which pods stay
+//! Pending with `PodScheduled=False` reason `Unschedulable`.
 //! Processes die with their pod, their Job and the runner: no orphans.
 //!
 //! # Layout
-//! - this file: the runner's state and its loop (a pass over every Job and pod on each change);
+//! - this file: the runner's loop (a pass over every Job and pod on each change);
 //! - [`job_controller`]: the Job controller part (pods for Jobs, Job status, TTL);
-//! - [`kubelet`]: the kubelet part (a pod as a local process, its status and output);
+//! - [`scheduler`]: binding pods to nodes, first fit by requests against allocatable.
 
 mod job_controller;
-mod kubelet;
+mod scheduler;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::process::{condition, kill_group, now};
-use crate::store::{Part, Store};
-use kubelet::Running;
+use crate::node::{NodeAgent, NodeConfig, Resources};
+use crate::process::{condition, now};
+use crate::store::Store;
+
+/// The name of the runner's node.
+pub const NODE_NAME: &str = "jobtide-dev";
 
 /// Runner settings.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
-    /// Pods running at once; more stay Pending (Unschedulable).
+    /// Pods running at once (the node's `pods`); more stay Pending (Unschedulable).
     pub max_parallel_pods: usize,
     /// Directories put in front of the runner's own `PATH` for pod processes (e.g. where the
     /// `jobtide` binary is).
@@ -57,25 +62,13 @@ impl Default for RunnerConfig {
     }
 }
 
-/// (namespace, name) of a pod.
-type PodKey = (String, String);
-/// A pod's output so far.
-type LogBuffer = crate::process::LogBuffer;
-
 /// The runner's state, shared with the API server for `pods/log`.
 #[derive(Default)]
 pub struct Runner {
-    logs: Mutex<HashMap<PodKey, LogBuffer>>,
-    running: Mutex<HashMap<(String, String), Running>>,
-    images_seen: Mutex<HashSet<String>>,
-    /// Where pod volumes go, and whether the runner made (and so removes) that directory.
-    volumes_root: std::sync::OnceLock<(std::path::PathBuf, bool)>,
-    /// Pods whose volumes were written.
-    pod_dirs: Mutex<HashSet<PodKey>>,
-    /// Pods whose process was started, as long as the pod exists: a pod runs once. A sync
-    /// works from a listing that may be older than a pod's process, which may have started,
-    /// finished and left `running` since; that listing still shows the pod Pending.
-    started: Mutex<HashSet<PodKey>>,
+    /// The kubelet: set once the server listens.
+    agent: Mutex<Option<NodeAgent>>,
+    /// A volume directory the runner made (and so removes).
+    owned_volumes: Mutex<Option<std::path::PathBuf>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -92,50 +85,58 @@ fn str_at<'a>(value: &'a Value, pointer: &str) -> &'a str {
 }
 
 impl Runner {
-    /// The output of a pod's process so far.
-    pub fn logs(&self, namespace: &str, pod: &str) -> Option<Vec<u8>> {
-        let logs = self.logs.lock().ok()?;
-        let buffer = logs.get(&(namespace.to_owned(), pod.to_owned()))?;
-        buffer.lock().ok().map(|b| b.clone())
-    }
-
-    /// Stops every process (also done on drop of the processes' handles) and removes the pods'
-    /// volumes.
-    pub fn stop_all(&self) {
-        if let Ok(mut running) = self.running.lock() {
-            for (_, process) in running.drain() {
-                kill_group(&process.group);
-                let _ = process.kill.send(());
-            }
-        }
-        if let Some((root, owned)) = self.volumes_root.get() {
-            if *owned {
-                let _ = std::fs::remove_dir_all(root);
-            } else if let Ok(mut dirs) = self.pod_dirs.lock() {
-                for (namespace, pod) in dirs.drain() {
-                    let _ = std::fs::remove_dir_all(root.join(namespace).join(pod));
-                }
-            }
-        }
-    }
-
-    fn volumes_root(&self, config: &RunnerConfig) -> &std::path::Path {
-        let (root, _) = self.volumes_root.get_or_init(|| match &config.volumes_dir {
-            Some(dir) => (dir.clone(), false),
+    /// Starts the runner's node agent against the server at `client`.
+    pub async fn start_agent(
+        &self,
+        client: kube::Client,
+        config: &RunnerConfig,
+    ) -> Result<(), crate::node::StartError> {
+        let volumes_dir = match &config.volumes_dir {
+            Some(dir) => dir.clone(),
             None => {
                 let unique = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos());
                 let dir = std::env::temp_dir()
                     .join(format!("jobtide-runner-{}-{unique}", std::process::id()));
-                (dir, true)
+                if let Ok(mut owned) = self.owned_volumes.lock() {
+                    *owned = Some(dir.clone());
+                }
+                dir
             }
-        });
-        root
+        };
+        let mut node = NodeConfig::new(NODE_NAME, volumes_dir);
+        node.resources = Resources {
+            pods: u64::try_from(config.max_parallel_pods).unwrap_or(u64::MAX),
+            ..Resources::default()
+        };
+        node.path_prepend.clone_from(&config.path_prepend);
+        node.default_env.clone_from(&config.default_env);
+        let agent = NodeAgent::start(client, node).await?;
+        if let Ok(mut slot) = self.agent.lock() {
+            *slot = Some(agent);
+        }
+        Ok(())
     }
 
-    /// Runs the controller loop until the store's change channel closes.
-    pub async fn run(self: Arc<Self>, store: Arc<Store>, config: RunnerConfig) {
+    /// The output of a pod's process so far.
+    pub fn logs(&self, namespace: &str, pod: &str) -> Option<Vec<u8>> {
+        self.agent.lock().ok()?.as_ref()?.logs(namespace, pod)
+    }
+
+    /// Stops the node agent (killing every process, removing the pods' volumes) and removes the
+    /// volume directory the runner made.
+    pub fn stop_all(&self) {
+        if let Ok(mut agent) = self.agent.lock() {
+            agent.take();
+        }
+        if let Some(dir) = self.owned_volumes.lock().ok().and_then(|mut d| d.take()) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    /// Runs the Job controller and scheduler until the store's change channel closes.
+    pub async fn run(self: Arc<Self>, store: Arc<Store>) {
         let Ok((_, mut changes)) = store.watch_from(store.resource_version(), |_| false) else {
             return;
         };
@@ -144,124 +145,49 @@ impl Runner {
             tokio::select! {
                 _ = ticks.tick() => {}
                 next = changes.recv() => match next {
-                    // Secrets and ConfigMaps: a pod may be waiting for its volume.
-                    Ok(change) if matches!(change.resource.1.as_str(), "jobs" | "pods" | "secrets" | "configmaps") => {}
+                    Ok(change) if matches!(change.resource.1.as_str(), "jobs" | "pods" | "nodes") => {}
                     Ok(_) => continue,
                     Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return,
                 },
             }
-            self.sync(&store, &config);
+            sync(&store);
         }
     }
+}
 
-    /// One pass over every Job and pod.
-    fn sync(self: &Arc<Self>, store: &Arc<Store>, config: &RunnerConfig) {
-        let (Some(job_type), Some(pod_type)) = (
-            store.resource("batch", "v1", "jobs"),
-            store.resource("", "v1", "pods"),
-        ) else {
-            return;
-        };
-        let (jobs, _) = store.list(&job_type, None, |_| true);
-        let (pods, _) = store.list(&pod_type, None, |_| true);
-        // Processes whose pod is gone are killed.
-        let live: HashSet<(String, String)> = pods
-            .iter()
-            .map(|p| {
-                (
-                    str_at(p, "/metadata/namespace").to_owned(),
-                    str_at(p, "/metadata/name").to_owned(),
-                )
-            })
-            .collect();
-        if let (Some((root, _)), Ok(mut dirs)) = (self.volumes_root.get(), self.pod_dirs.lock()) {
-            dirs.retain(|key| {
-                let keep = live.contains(key);
-                if !keep {
-                    let _ = std::fs::remove_dir_all(root.join(&key.0).join(&key.1));
-                }
-                keep
-            });
-        }
-        if let Ok(mut started) = self.started.lock() {
-            started.retain(|key| live.contains(key));
-        }
-        if let Ok(mut running) = self.running.lock() {
-            running.retain(|key, process| {
-                let keep = live.contains(key);
-                if !keep {
-                    let (tx, _) = tokio::sync::oneshot::channel();
-                    let _ = std::mem::replace(&mut process.kill, tx).send(());
-                }
-                keep
-            });
-        }
-        let mut by_job: HashMap<String, Vec<&Value>> = HashMap::new();
-        for pod in &pods {
-            for owner in pod
-                .pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if owner["kind"] == "Job" {
-                    by_job
-                        .entry(owner["uid"].as_str().unwrap_or_default().to_owned())
-                        .or_default()
-                        .push(pod);
-                }
+/// One pass over every Job and pod: Jobs get pods and status, pending pods get a node.
+fn sync(store: &Store) {
+    let (Some(job_type), Some(pod_type)) = (
+        store.resource("batch", "v1", "jobs"),
+        store.resource("", "v1", "pods"),
+    ) else {
+        return;
+    };
+    let (jobs, _) = store.list(&job_type, None, |_| true);
+    let (pods, _) = store.list(&pod_type, None, |_| true);
+    let mut by_job: HashMap<String, Vec<&Value>> = HashMap::new();
+    for pod in &pods {
+        for owner in pod
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if owner["kind"] == "Job" {
+                by_job
+                    .entry(owner["uid"].as_str().unwrap_or_default().to_owned())
+                    .or_default()
+                    .push(pod);
             }
-        }
-        let started = self.started.lock().map(|s| s.clone()).unwrap_or_default();
-        let pod_key = |p: &Value| {
-            (
-                str_at(p, "/metadata/namespace").to_owned(),
-                str_at(p, "/metadata/name").to_owned(),
-            )
-        };
-        // Running, or started and about to say so.
-        let mut running_pods = pods
-            .iter()
-            .filter(|p| str_at(p, "/status/phase") == "Running" || started.contains(&pod_key(p)))
-            .filter(|p| !matches!(str_at(p, "/status/phase"), "Succeeded" | "Failed"))
-            .count();
-        for job in &jobs {
-            let job_pods = by_job
-                .get(str_at(job, "/metadata/uid"))
-                .cloned()
-                .unwrap_or_default();
-            Self::sync_job(store, job, &job_pods);
-        }
-        // Schedule pending pods within capacity, oldest first.
-        let (pods, _) = store.list(&pod_type, None, |p| {
-            str_at(p, "/status/phase") == "Pending" || p.pointer("/status/phase").is_none()
-        });
-        for pod in pods {
-            let namespace = str_at(&pod, "/metadata/namespace").to_owned();
-            let name = str_at(&pod, "/metadata/name").to_owned();
-            if pod.pointer("/metadata/deletionTimestamp").is_some()
-                || started.contains(&(namespace.clone(), name.clone()))
-            {
-                continue;
-            }
-            if running_pods >= config.max_parallel_pods {
-                let unschedulable = pod
-                    .pointer("/status/conditions/0/reason")
-                    .and_then(Value::as_str)
-                    == Some("Unschedulable");
-                if !unschedulable {
-                    let _ = store.modify(&pod_type, &namespace, &name, Part::Status, |old| {
-                        let mut new = old.clone();
-                        new["status"] = json!({"phase": "Pending", "conditions": [condition("PodScheduled", "False", "Unschedulable",
-                            &format!("0/1 nodes are available: the local runner runs at most {} pods at once.", config.max_parallel_pods))]});
-                        Ok(new)
-                    });
-                }
-                continue;
-            }
-            running_pods += 1;
-            self.start_pod(store, &pod, config);
         }
     }
+    for job in &jobs {
+        let job_pods = by_job
+            .get(str_at(job, "/metadata/uid"))
+            .cloned()
+            .unwrap_or_default();
+        job_controller::sync_job(store, job, &job_pods);
+    }
+    scheduler::schedule(store);
 }
