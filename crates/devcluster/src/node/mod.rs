@@ -102,6 +102,8 @@ struct Agent {
     pods: Mutex<HashMap<PodKey, PodState>>,
     /// Passes over the pod list (a test's proof that the agent looked).
     passes: std::sync::atomic::AtomicU64,
+    /// Images already said to be ignored (once each).
+    images_seen: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Agent {
@@ -148,6 +150,7 @@ impl NodeAgent {
             config,
             pods: Mutex::new(HashMap::new()),
             passes: std::sync::atomic::AtomicU64::new(0),
+            images_seen: Mutex::default(),
         });
         let node_uid = register::register(&agent)
             .await

@@ -44,9 +44,31 @@ pub(super) async fn run(agent: Arc<Agent>) {
     let mut listed = false;
     loop {
         tokio::select! {
-            _ = ticks.tick() => {}
+            _ = ticks.tick() => {
+                if !listed {
+                    continue;
+                }
+                // A full look: pods waiting for a Secret, deletions a restarted watch missed.
+                let all: Vec<Value> = reader
+                    .state()
+                    .iter()
+                    .filter_map(|pod| serde_json::to_value(pod.as_ref()).ok())
+                    .collect();
+                pass(&agent, &all).await;
+            }
             next = changes.next() => match next {
-                Some(Ok(event)) => listed |= matches!(event, watcher::Event::InitDone),
+                Some(Ok(watcher::Event::InitDone)) => listed = true,
+                Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
+                    if let Ok(pod) = serde_json::to_value(&pod) {
+                        act(&agent, &pod).await;
+                    }
+                }
+                Some(Ok(watcher::Event::Delete(pod))) => {
+                    if let Ok(pod) = serde_json::to_value(&pod) {
+                        forget(&agent, &pod);
+                    }
+                }
+                Some(Ok(watcher::Event::Init)) => {}
                 Some(Err(error)) => {
                     tracing::warn!(node = %agent.config.name, %error, "watching the node's pods failed; retrying");
                     continue;
@@ -54,27 +76,52 @@ pub(super) async fn run(agent: Arc<Agent>) {
                 None => return,
             },
         }
-        if !listed {
-            continue;
-        }
-        let listed: Vec<Value> = reader
-            .state()
-            .iter()
-            .filter_map(|pod| serde_json::to_value(pod.as_ref()).ok())
-            .collect();
-        pass(&agent, &listed).await;
         agent.passes.fetch_add(1, Ordering::SeqCst);
     }
 }
 
+fn key_of(pod: &Value) -> PodKey {
+    (
+        str_at(pod, "/metadata/namespace").to_owned(),
+        str_at(pod, "/metadata/name").to_owned(),
+    )
+}
+
+/// A deleted pod's processes, output and directory go.
+fn forget(agent: &Agent, pod: &Value) {
+    let mut pods = agent.pods();
+    let key = key_of(pod);
+    if pods
+        .get(&key)
+        .is_some_and(|state| state.uid == str_at(pod, "/metadata/uid"))
+        && let Some(mut state) = pods.remove(&key)
+    {
+        state.tear_down();
+    }
+}
+
+/// Acts on one pod: a pod being deleted is killed and deleted for good, a new one started.
+async fn act(agent: &Arc<Agent>, pod: &Value) {
+    let key = key_of(pod);
+    if pod.pointer("/metadata/deletionTimestamp").is_some() {
+        forget(agent, pod);
+        // A real server deletes gracefully: the kubelet kills, then deletes for good.
+        let api: Api<Pod> = Api::namespaced(agent.client.clone(), &key.0);
+        let _ = api
+            .delete(&key.1, &DeleteParams::default().grace_period(0))
+            .await;
+        return;
+    }
+    if agent.pods().contains_key(&key)
+        || matches!(str_at(pod, "/status/phase"), "Succeeded" | "Failed")
+    {
+        return;
+    }
+    start(agent, pod, key).await;
+}
+
 /// One look at every pod bound to the node.
 async fn pass(agent: &Arc<Agent>, pods: &[Value]) {
-    let key_of = |pod: &Value| -> PodKey {
-        (
-            str_at(pod, "/metadata/namespace").to_owned(),
-            str_at(pod, "/metadata/name").to_owned(),
-        )
-    };
     // Pods gone (or replaced by another of the same name) take their process and output along.
     let live: HashSet<(PodKey, &str)> = pods
         .iter()
@@ -89,21 +136,7 @@ async fn pass(agent: &Arc<Agent>, pods: &[Value]) {
         keep
     });
     for pod in pods {
-        let key = key_of(pod);
-        if pod.pointer("/metadata/deletionTimestamp").is_some() {
-            // A real server deletes gracefully: the kubelet kills, then deletes for good.
-            let api: Api<Pod> = Api::namespaced(agent.client.clone(), &key.0);
-            let _ = api
-                .delete(&key.1, &DeleteParams::default().grace_period(0))
-                .await;
-            continue;
-        }
-        if agent.pods().contains_key(&key)
-            || matches!(str_at(pod, "/status/phase"), "Succeeded" | "Failed")
-        {
-            continue;
-        }
-        start(agent, pod, key).await;
+        act(agent, pod).await;
     }
 }
 
@@ -217,6 +250,16 @@ async fn start(agent: &Arc<Agent>, pod: &Value, key: PodKey) {
         .chain(container["args"].as_array().into_iter().flatten())
         .filter_map(|v| v.as_str().map(str::to_owned))
         .collect();
+    if agent
+        .images_seen
+        .lock()
+        .is_ok_and(|mut seen| seen.insert(image.clone()))
+    {
+        tracing::info!(
+            image,
+            "the node agent ignores container images: commands run on this machine"
+        );
+    }
     let (kill, killed) = tokio::sync::oneshot::channel();
     let state = PodState {
         uid: str_at(pod, "/metadata/uid").to_owned(),
