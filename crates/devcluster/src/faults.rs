@@ -1,7 +1,12 @@
 //! Fault injection and the request log, for tests: fail the next N requests (optionally only a
 //! verb and/or resource) with 500, 429 + Retry-After or 409; delay every response; end every
 //! open watch; and read back what clients sent.
+//!
+//! The request log is a bounded ring: the last [`REQUEST_LOG`] requests (a test may change the
+//! bound with [`Faults::set_request_log_capacity`]); older ones are dropped and counted
+//! ([`Faults::dropped_requests`]), so a long `jobtide dev` session doesn't grow.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -81,12 +86,43 @@ struct Periodic {
     seen: usize,
 }
 
-#[derive(Debug, Default)]
+/// How many requests the log keeps by default: enough for any one test's assertions (the
+/// busiest controller tests make a few thousand), at most 10,000 bodies of a `jobtide dev`
+/// session in memory.
+pub const REQUEST_LOG: usize = 10_000;
+
+#[derive(Debug)]
 struct State {
     rules: Vec<(usize, Matcher, Failure)>,
     periodic: Vec<Periodic>,
     delay: Duration,
-    log: Vec<RequestRecord>,
+    log: VecDeque<RequestRecord>,
+    /// The log's bound.
+    log_capacity: usize,
+    /// Requests dropped from the log's front to keep it within its bound.
+    dropped: u64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            periodic: Vec::new(),
+            delay: Duration::ZERO,
+            log: VecDeque::new(),
+            log_capacity: REQUEST_LOG,
+            dropped: 0,
+        }
+    }
+}
+
+impl State {
+    fn trim_log(&mut self) {
+        while self.log.len() > self.log_capacity {
+            self.log.pop_front();
+            self.dropped += 1;
+        }
+    }
 }
 
 /// The fault controls and request log of a running server.
@@ -159,14 +195,29 @@ impl Faults {
         self.watch_epoch.subscribe()
     }
 
-    /// Every request so far.
+    /// The logged requests, oldest first: every request so far, or the last
+    /// [`REQUEST_LOG`] (see [`Self::dropped_requests`]).
     pub fn requests(&self) -> Vec<RequestRecord> {
-        self.state().log.clone()
+        self.state().log.iter().cloned().collect()
     }
 
-    /// Forgets the request log.
+    /// Forgets the request log (and the count of dropped requests).
     pub fn clear_requests(&self) {
-        self.state().log.clear();
+        let mut state = self.state();
+        state.log.clear();
+        state.dropped = 0;
+    }
+
+    /// How many requests were dropped from the log's front to keep it within its bound.
+    pub fn dropped_requests(&self) -> u64 {
+        self.state().dropped
+    }
+
+    /// Keeps at most `capacity` requests in the log from now on (at least one).
+    pub fn set_request_log_capacity(&self, capacity: usize) {
+        let mut state = self.state();
+        state.log_capacity = capacity.max(1);
+        state.trim_log();
     }
 
     pub(crate) fn delay(&self) -> Duration {
@@ -174,7 +225,9 @@ impl Faults {
     }
 
     pub(crate) fn log(&self, record: RequestRecord) {
-        self.state().log.push(record);
+        let mut state = self.state();
+        state.log.push_back(record);
+        state.trim_log();
     }
 
     /// The injected failure for this request, if a rule matches (consuming one of its count).

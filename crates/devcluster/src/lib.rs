@@ -2,27 +2,38 @@
 //! `jobtide dev` serves. It emulates what jobtide uses faithfully and **refuses** (415 / 405 / 501
 //! with a `metav1.Status`) what it doesn't emulate, never faking it.
 //!
-//! # Layout
-//! - [`store`]: objects, resourceVersions, watch history and compaction, CRD registration.
+//! # Layout (a newcomer's map)
+//! A request goes: [`server`] (auth, faults, request log, discovery) → `server::route` (path →
+//! type, namespace, name) → `server::dispatch` → a verb (`server::read` / `write` / `delete`,
+//! watches in `server::watch`) → [`store`]. The runner works on the store beside the server.
+//!
+//! - [`store`]: objects and resourceVersions (`store/mod.rs`), the watch history
+//!   (`store::history`), writes to existing objects (`store::modify`), deletion and garbage
+//!   collection (`store::gc`), Secret/Job defaulting (`store::defaulting`), the CRD registry
+//!   (`store::crds`).
 //! - [`resources`]: the served types and discovery documents; [`schema`]: custom resources
 //!   checked against their CRD's schema.
-//! - [`server`]: routing, verbs, patches, list/watch, Table output ([`table`]).
-//! - [`selectors`]: label and field selectors; [`decode`]: the JSON types the real server's
-//!   decoder insists on; [`validation`]: the server's validation; [`status`]: `metav1.Status`
-//!   errors.
+//! - [`server`]: routing, verbs, patches, list/watch, `pods/log`; Table output ([`table`]).
+//! - [`selectors`]: label and field selectors; [`params`]: query parameters; [`decode`]: the JSON
+//!   types the real server's decoder insists on; [`validation`]: the server's validation;
+//!   [`status`]: `metav1.Status` errors; [`events`]: core/v1 events as a view of events.k8s.io.
+//! - [`faults`]: fault injection and the request log for tests.
+//! - [`runner`]: the local job runner — its Job controller (`runner::job_controller`) and its
+//!   kubelet (`runner::kubelet`, `runner::env`; [`volumes`]: Secret and ConfigMap volumes as
+//!   local directories).
 //!
 //! # Status
 //! Not emulated yet (refused with 501/415): strategic merge
 //! patch, server-side apply, `deletecollection`, dry runs, protobuf bodies, OpenAPI documents
 //! (use `kubectl --validate=false`).
-//! - [`faults`]: fault injection and the request log for tests.
-//! - [`runner`]: the local job runner (Jobs → pods → local processes, `pods/log`);
-//!   [`volumes`]: its Secret and ConfigMap volumes as local directories.
 
 pub mod decode;
+pub mod env;
 pub mod events;
 pub mod faults;
+pub mod node;
 mod params;
+pub mod process;
 pub mod resources;
 pub mod runner;
 pub mod schema;
@@ -55,6 +66,8 @@ pub struct DevCluster {
     pub runner: Option<Arc<runner::Runner>>,
     runner_task: Option<tokio::task::JoinHandle<()>>,
     shutdown: Option<oneshot::Sender<()>>,
+    /// The bearer token it requires, if any.
+    token: Option<String>,
 }
 
 impl DevCluster {
@@ -85,12 +98,12 @@ impl DevCluster {
         let runner = runner_config
             .as_ref()
             .map(|_| Arc::new(runner::Runner::default()));
-        let runner_task = runner.as_ref().zip(runner_config).map(|(runner, config)| {
-            tokio::spawn(Arc::clone(runner).run(Arc::clone(&store), config))
-        });
+        let runner_task = runner
+            .as_ref()
+            .map(|runner| tokio::spawn(Arc::clone(runner).run(Arc::clone(&store))));
         let app = Arc::new(server::App {
             store: Arc::clone(&store),
-            token,
+            token: token.clone(),
             faults: Arc::clone(&faults),
             runner: runner.clone(),
         });
@@ -110,14 +123,32 @@ impl DevCluster {
                 })
                 .await;
         });
-        Ok(Self {
+        let cluster = Self {
             addr,
             store,
             faults,
             runner,
             runner_task,
             shutdown: Some(shutdown),
-        })
+            token,
+        };
+        if let (Some(runner), Some(config)) = (&cluster.runner, runner_config) {
+            // The kubelet speaks to this server over HTTP, as it would to a real one.
+            let kubeconfig = kube::config::Kubeconfig::from_yaml(&cluster.kubeconfig())
+                .map_err(std::io::Error::other)?;
+            let client_config = kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .map_err(std::io::Error::other)?;
+            let client = kube::Client::try_from(client_config).map_err(std::io::Error::other)?;
+            runner
+                .start_agent(client, &config)
+                .await
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(cluster)
     }
 
     /// `http://<addr>`.
@@ -125,9 +156,13 @@ impl DevCluster {
         format!("http://{}", self.addr)
     }
 
-    /// A kubeconfig for this server (plain HTTP on loopback, no credentials), context
+    /// A kubeconfig for this server (plain HTTP on loopback; its bearer token if it has one), context
     /// `jobtide-dev`, namespace `default`; for kubectl and for processes the tests start.
     pub fn kubeconfig(&self) -> String {
+        let user = self.token.as_ref().map_or_else(
+            || "{}".to_owned(),
+            |token| serde_json::json!({"token": token}).to_string(),
+        );
         format!(
             "apiVersion: v1
 kind: Config
@@ -137,7 +172,7 @@ clusters:
       server: {}
 users:
   - name: jobtide-dev
-    user: {{}}
+    user: {user}
 contexts:
   - name: jobtide-dev
     context:
@@ -146,7 +181,7 @@ contexts:
       namespace: default
 current-context: jobtide-dev
 ",
-            self.url()
+            self.url(),
         )
     }
 }

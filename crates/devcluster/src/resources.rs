@@ -117,6 +117,10 @@ impl Registry {
             ResourceType::builtin("batch", "v1", "Job", "jobs", true).with_status(),
             ResourceType::builtin("events.k8s.io", "v1", "Event", "events", true).short(&["ev"]),
             ResourceType::builtin("coordination.k8s.io", "v1", "Lease", "leases", true),
+            // The node agent registers its node here, as a kubelet does.
+            ResourceType::builtin("", "v1", "Node", "nodes", false)
+                .with_status()
+                .short(&["no"]),
             // Stored and served (so that deployment manifests apply), not acted on.
             ResourceType::builtin("", "v1", "Service", "services", true)
                 .with_status()

@@ -134,7 +134,9 @@ impl LabelSelector {
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
-    /// Parses `metadata.name=x,status.phase!=Running`; `pods` additionally allow `status.phase`.
+    /// Parses `metadata.name=x,status.phase!=Running`; `pods` additionally allow `status.phase`
+    /// and `spec.nodeName` (how a kubelet watches the pods bound to its node; `spec.nodeName=`
+    /// matches the unbound ones).
     pub fn parse(text: &str, kind: &str) -> Result<Self, String> {
         let mut terms = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -149,7 +151,7 @@ impl FieldSelector {
             };
             let field = field.trim();
             let supported = matches!(field, "metadata.name" | "metadata.namespace")
-                || (kind == "Pod" && field == "status.phase")
+                || (kind == "Pod" && matches!(field, "status.phase" | "spec.nodeName"))
                 || (kind == "Event" && crate::events::is_event_field("", field))
                 || (kind == "Event" && crate::events::is_event_field("events.k8s.io", field));
             if !supported {
@@ -239,6 +241,16 @@ mod tests {
             Ok(false)
         );
         assert!(FieldSelector::parse("status.phase=Running", "Job").is_err());
-        assert!(FieldSelector::parse("spec.nodeName=x", "Pod").is_err());
+        assert_eq!(
+            FieldSelector::parse("spec.nodeName=", "Pod").map(|s| s.matches(&pod)),
+            Ok(true),
+            "an unbound pod has no node name"
+        );
+        let bound = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}});
+        assert_eq!(
+            FieldSelector::parse("spec.nodeName=n1", "Pod").map(|s| s.matches(&bound)),
+            Ok(true)
+        );
+        assert!(FieldSelector::parse("spec.nodeName=x", "Job").is_err());
     }
 }

@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::store::Store;
+use crate::env::Lookup;
 
 /// A volume ready to be written: where the manifest mounts it, and its files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,12 +38,8 @@ pub enum NotReady {
     Invalid(String),
 }
 
-/// The Secret and ConfigMap volumes the pod's first container mounts, read from `store`.
-pub fn prepare(store: &Store, pod: &Value) -> Result<Vec<Prepared>, NotReady> {
-    let namespace = pod
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+/// The Secret and ConfigMap volumes the pod's first container mounts, found by `lookup`.
+pub fn prepare(lookup: Lookup<'_>, pod: &Value) -> Result<Vec<Prepared>, NotReady> {
     let volumes: BTreeMap<&str, &Value> = pod
         .pointer("/spec/volumes")
         .and_then(Value::as_array)
@@ -81,9 +77,7 @@ pub fn prepare(store: &Store, pod: &Value) -> Result<Vec<Prepared>, NotReady> {
         };
         let object_name = object_name.unwrap_or_default();
         let optional = source["optional"].as_bool().unwrap_or(false);
-        let object = store
-            .resource("", "v1", plural)
-            .and_then(|resource| store.get(&resource, namespace, object_name).ok());
+        let object = lookup(plural, object_name);
         let data = match object {
             Some(object) => contents(plural, &object),
             None if optional => BTreeMap::new(),

@@ -565,6 +565,39 @@ async fn injected_faults_and_the_request_log() {
     cluster.faults.set_delay(Duration::ZERO);
 }
 
+/// `jobtide dev` runs for days: the request log keeps the newest requests up to its bound, the
+/// oldest are dropped and counted.
+#[tokio::test]
+async fn the_request_log_is_a_bounded_ring_that_counts_what_it_drops() {
+    let (cluster, client) = cluster().await;
+    assert_eq!(
+        jobtide_devcluster::faults::REQUEST_LOG,
+        10_000,
+        "docs/devcluster.md names this bound"
+    );
+    cluster.faults.set_request_log_capacity(5);
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    for i in 0..12 {
+        api.create(&PostParams::default(), &config_map(&format!("c{i}"), &[]))
+            .await
+            .unwrap();
+    }
+    let log = cluster.faults.requests();
+    assert_eq!(log.len(), 5);
+    assert_eq!(cluster.faults.dropped_requests(), 7);
+    let names: Vec<&str> = log
+        .iter()
+        .filter_map(|r| r.body.as_ref()?.pointer("/metadata/name")?.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["c7", "c8", "c9", "c10", "c11"],
+        "the newest are kept, in order"
+    );
+    cluster.faults.clear_requests();
+    assert_eq!(cluster.faults.dropped_requests(), 0);
+}
+
 async fn raw_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();

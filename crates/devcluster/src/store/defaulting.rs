@@ -1,0 +1,68 @@
+//! The defaulting the real API server does on write, for the types whose defaults jobtide's
+//! tests see: a Secret's `stringData`, a Job's spec and pod-template labels.
+
+use serde_json::{Value, json};
+
+/// A Secret's `stringData` is write-only, as in the real server: merged into `data` (base64),
+/// overriding keys of the same name, and never stored.
+pub(super) fn merge_string_data(secret: &mut Value) {
+    let Some(map) = secret.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(strings)) = map.remove("stringData") else {
+        return;
+    };
+    let data = map.entry("data").or_insert_with(|| json!({}));
+    if !data.is_object() {
+        *data = json!({});
+    }
+    for (key, value) in strings {
+        let text = value.as_str().unwrap_or_default();
+        data[key.as_str()] = json!(base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            text
+        ));
+    }
+}
+
+/// The Job defaulting the real API server does on create: completions and parallelism 1 when
+/// both are unset, backoffLimit 6, completionMode NonIndexed, suspend false, and the selector
+/// and pod-template labels that tie pods to this Job (`batch.kubernetes.io/controller-uid`,
+/// `batch.kubernetes.io/job-name`, and the legacy `controller-uid` / `job-name`).
+pub(super) fn default_job(job: &mut Value) {
+    let uid = job.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
+    let name = job
+        .pointer("/metadata/name")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if !spec.contains_key("completions") && !spec.contains_key("parallelism") {
+        spec.insert("completions".into(), json!(1));
+        spec.insert("parallelism".into(), json!(1));
+    }
+    spec.entry("parallelism").or_insert(json!(1));
+    spec.entry("backoffLimit").or_insert(json!(6));
+    spec.entry("completionMode").or_insert(json!("NonIndexed"));
+    spec.entry("suspend").or_insert(json!(false));
+    if spec.get("manualSelector") != Some(&json!(true)) {
+        spec.insert(
+            "selector".into(),
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+        );
+        let labels = spec
+            .entry("template")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .map(|t| t.entry("metadata").or_insert_with(|| json!({})))
+            .and_then(Value::as_object_mut)
+            .map(|m| m.entry("labels").or_insert_with(|| json!({})));
+        if let Some(Value::Object(labels)) = labels {
+            labels.insert("batch.kubernetes.io/controller-uid".into(), uid.clone());
+            labels.insert("batch.kubernetes.io/job-name".into(), name.clone());
+            labels.insert("controller-uid".into(), uid);
+            labels.insert("job-name".into(), name);
+        }
+    }
+}
