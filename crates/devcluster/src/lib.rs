@@ -15,6 +15,7 @@
 //! Not emulated yet (refused with 501/415): strategic merge
 //! patch, server-side apply, `deletecollection`, dry runs, protobuf bodies, OpenAPI documents
 //! (use `kubectl --validate=false`).
+//! - `quota`: ResourceQuota admission of Job counts (`count/jobs.batch`).
 //! - [`faults`]: fault injection and the request log for tests.
 //! - [`runner`]: the local job runner (Jobs → pods → local processes, `pods/log`);
 //!   [`volumes`]: its Secret and ConfigMap volumes as local directories.
@@ -23,6 +24,7 @@ pub mod decode;
 pub mod events;
 pub mod faults;
 mod params;
+mod quota;
 pub mod resources;
 pub mod runner;
 pub mod schema;
