@@ -66,6 +66,10 @@ pub struct Context {
     pub(crate) jobs: OwnedCache<Job>,
     pub(crate) pods: OwnedCache<Pod>,
     pub(crate) expectations: Expectations,
+    /// What the cluster autoscaler and Karpenter last said about pods.
+    pub(crate) autoscaler_events: crate::capacity::watch::AutoscalerEvents,
+    /// ResourceQuota changes per namespace.
+    pub(crate) quota_changes: crate::capacity::watch::QuotaChanges,
     /// Per ScaledJob (by uid): everything remembered between its reconciles.
     states: Mutex<HashMap<String, ScaledJobState>>,
     events: Publisher,
@@ -96,8 +100,15 @@ impl Context {
             config,
             pool,
             // A poll reads a Job's metadata and status and a pod's phase and conditions.
+            // Of the spec, `suspend` only (Kueue holds suspended Jobs).
             jobs: OwnedCache::with_trim(|job| {
-                job.spec = None;
+                job.spec = job.spec.take().and_then(|spec| {
+                    spec.suspend
+                        .map(|suspend| k8s_openapi::api::batch::v1::JobSpec {
+                            suspend: Some(suspend),
+                            ..Default::default()
+                        })
+                });
                 job.metadata.owner_references = None;
             }),
             pods: OwnedCache::with_trim(|pod| {
@@ -110,6 +121,8 @@ impl Context {
                 }
             }),
             expectations: Expectations::default(),
+            autoscaler_events: crate::capacity::watch::AutoscalerEvents::default(),
+            quota_changes: crate::capacity::watch::QuotaChanges::default(),
             states: Mutex::new(HashMap::new()),
             refresh: Mutex::new(None),
         }
@@ -168,6 +181,15 @@ impl Context {
         for state in states.values_mut() {
             state.dispatcher = None;
         }
+    }
+
+    /// Whether a quota refusal holds back the ScaledJob `uid`'s Jobs.
+    pub(crate) fn quota_blocked(&self, uid: &str) -> bool {
+        self.states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(uid)
+            .is_some_and(|state| state.quota_block.is_some())
     }
 
     /// Drops the state of a deleted ScaledJob, returning it.

@@ -10,6 +10,7 @@
 
 mod auth_status;
 pub mod cache;
+mod capacity;
 mod context;
 mod dispatch;
 mod error;
