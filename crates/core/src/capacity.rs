@@ -161,8 +161,8 @@ pub struct CapacityPolicy {
 }
 
 impl CapacityPolicy {
-    /// From the [`PENDING_BUDGET_ANNOTATION`] value: a non-negative integer, else the
-    /// default (the validator reports a bad value).
+    /// From the [`PENDING_BUDGET_ANNOTATION`] value: a non-negative integer; anything else
+    /// (absent, negative, not a number) is the default.
     pub fn from_annotation(value: Option<&str>) -> Self {
         Self {
             pending_budget: value
