@@ -3,11 +3,25 @@
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
+use jobtide_core::capacity::KueueAdmission;
 use jobtide_core::jobs::{JobFacts, PodFacts, PodPhase};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::job::GENERATION_ANNOTATION;
+
+/// Kueue's label naming the LocalQueue a Job is submitted to.
+pub const KUEUE_QUEUE_NAME_LABEL: &str = "kueue.x-k8s.io/queue-name";
+
+/// Whether Kueue holds `job`: it names a queue and is suspended (Kueue unsuspends it on
+/// admission).
+pub fn kueue_suspended(job: &Job) -> bool {
+    job.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(KUEUE_QUEUE_NAME_LABEL))
+        && job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false)
+}
 
 /// The facts of every Job in `jobs`, each with its pods among `pods` (label `job-name=<job>`).
 pub fn jobs_facts<J, P>(jobs: &[J], pods: &[P]) -> Vec<JobFacts>
@@ -63,6 +77,8 @@ pub fn job_facts(job: &Job, pods: &[&Pod]) -> JobFacts {
             .creation_timestamp
             .as_ref()
             .map(|t| SystemTime::from(t.0)),
+        // Admission unknown until the controller reads the Workload.
+        kueue: kueue_suspended(job).then_some(KueueAdmission::Pending(None)),
     }
 }
 
@@ -84,6 +100,18 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
             .filter(|c| c.status == "True")
             .map(|c| c.type_.clone())
             .collect::<BTreeSet<_>>(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        unschedulable: status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            })
+            .map(|c| c.message.clone().unwrap_or_default()),
+        autoscaler: None,
     }
 }
 
@@ -119,6 +147,37 @@ mod tests {
             BTreeSet::from(["PodScheduled".to_owned()])
         );
         assert_eq!(classify(&facts, &[]), JobState::Succeeded);
+    }
+
+    #[test]
+    fn an_unschedulable_pod_keeps_the_schedulers_message_and_a_kueue_job_waits_for_admission() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "sj-abcde-x1"},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient cpu."}]},
+        }))
+        .expect("pod");
+        let facts = pod_facts(&pod);
+        assert_eq!(facts.name, "sj-abcde-x1");
+        assert_eq!(
+            facts.unschedulable.as_deref(),
+            Some("0/3 nodes are available: 3 Insufficient cpu.")
+        );
+        let job: Job = serde_json::from_value(json!({
+            "metadata": {"name": "j", "labels": {"kueue.x-k8s.io/queue-name": "q"}},
+            "spec": {"suspend": true, "template": {}},
+        }))
+        .expect("job");
+        assert_eq!(
+            job_facts(&job, &[]).kueue,
+            Some(KueueAdmission::Pending(None))
+        );
+        let unsuspended: Job = serde_json::from_value(json!({
+            "metadata": {"name": "j", "labels": {"kueue.x-k8s.io/queue-name": "q"}},
+            "spec": {"suspend": false, "template": {}},
+        }))
+        .expect("job");
+        assert_eq!(job_facts(&unsuspended, &[]).kueue, None, "admitted");
     }
 
     #[test]

@@ -21,6 +21,17 @@ pub const EXCLUDED_LABELS_ANNOTATION: &str = "scaledjob.keda.sh/job-excluded-lab
 /// kubectl's copy of the applied manifest: not copied to Jobs (D7).
 pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// `jobtide.io/safe-to-evict-annotations: "false"` on a ScaledJob: its pods don't get
+/// [`DISRUPTION_ANNOTATIONS`].
+pub const SAFE_TO_EVICT_OPT_OUT_ANNOTATION: &str = "jobtide.io/safe-to-evict-annotations";
+/// Put on every Job's pod template unless the template sets the key itself or the ScaledJob opts
+/// out: a Job's pod is work in progress, and neither the Cluster Autoscaler nor Karpenter should
+/// take its node away to consolidate (a difference from KEDA, which sets neither).
+pub const DISRUPTION_ANNOTATIONS: [(&str, &str); 2] = [
+    ("cluster-autoscaler.kubernetes.io/safe-to-evict", "false"),
+    ("karpenter.sh/do-not-disrupt", "true"),
+];
+
 /// Why no Job can be built.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum JobBuildError {
@@ -84,6 +95,19 @@ pub fn job_for(scaled_job: &ScaledJob, operator_version: &str) -> Result<Job, Jo
         .metadata
         .get_or_insert_with(ObjectMeta::default);
     template_meta.generate_name = Some(format!("{name}-"));
+    let opted_out = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SAFE_TO_EVICT_OPT_OUT_ANNOTATION))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
+    if !opted_out {
+        let pod_annotations = template_meta.annotations.get_or_insert_with(BTreeMap::new);
+        for (key, value) in DISRUPTION_ANNOTATIONS {
+            pod_annotations
+                .entry(key.to_owned())
+                .or_insert_with(|| value.to_owned());
+        }
+    }
     template_meta
         .labels
         .get_or_insert_with(BTreeMap::new)
@@ -186,6 +210,11 @@ mod tests {
             template_meta.labels,
             Some(map(&[("scaledjob.keda.sh/name", "test")]))
         );
+        assert_eq!(
+            template_meta.annotations,
+            Some(map(&DISRUPTION_ANNOTATIONS)),
+            "jobtide's difference: pods are not evicted for consolidation"
+        );
         let owner = &job.metadata.owner_references.unwrap_or_default()[0];
         assert_eq!(
             (
@@ -200,6 +229,63 @@ mod tests {
             (owner.controller, owner.block_owner_deletion),
             (Some(true), Some(true))
         );
+    }
+
+    fn pod_annotations(job: &Job) -> BTreeMap<String, String> {
+        job.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn pods_are_safe_from_consolidation_unless_the_template_or_the_scaled_job_says_otherwise() {
+        let sj = scaled_job(json!({"name": "sj", "uid": "u"}), None);
+        assert_eq!(
+            pod_annotations(&job_for(&sj, "v").expect("job")),
+            map(&DISRUPTION_ANNOTATIONS)
+        );
+        let mut sj = sj;
+        sj.spec.job_target_ref.template.metadata = Some(ObjectMeta {
+            annotations: Some(map(&[(
+                "cluster-autoscaler.kubernetes.io/safe-to-evict",
+                "true",
+            )])),
+            ..ObjectMeta::default()
+        });
+        assert_eq!(
+            pod_annotations(&job_for(&sj, "v").expect("job")),
+            map(&[
+                ("cluster-autoscaler.kubernetes.io/safe-to-evict", "true"),
+                ("karpenter.sh/do-not-disrupt", "true"),
+            ]),
+            "the template's own value wins"
+        );
+        sj.metadata.annotations = Some(map(&[(SAFE_TO_EVICT_OPT_OUT_ANNOTATION, "false")]));
+        assert_eq!(
+            pod_annotations(&job_for(&sj, "v").expect("job")),
+            map(&[("cluster-autoscaler.kubernetes.io/safe-to-evict", "true")]),
+            "opted out: only the template's"
+        );
+    }
+
+    #[test]
+    fn kueues_queue_and_priority_reach_the_job_and_its_pods() {
+        let mut sj = scaled_job(
+            json!({"name": "sj", "uid": "u", "labels": {
+                "kueue.x-k8s.io/queue-name": "team-a", "kueue.x-k8s.io/priority-class": "high"}}),
+            None,
+        );
+        if let Some(pod) = sj.spec.job_target_ref.template.spec.as_mut() {
+            pod.priority_class_name = Some("batch-high".into());
+        }
+        let job = job_for(&sj, "v").expect("job");
+        let labels = job.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels["kueue.x-k8s.io/queue-name"], "team-a");
+        assert_eq!(labels["kueue.x-k8s.io/priority-class"], "high");
+        let pod = job.spec.and_then(|s| s.template.spec).expect("pod spec");
+        assert_eq!(pod.priority_class_name.as_deref(), Some("batch-high"));
     }
 
     #[test]

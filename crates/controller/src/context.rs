@@ -72,6 +72,10 @@ pub struct Context {
     pub(crate) expectations: Expectations,
     /// The Secrets, ConfigMaps and authentications trigger resolution reads.
     pub(crate) objects: AuthObjects,
+    /// What the cluster autoscaler and Karpenter last said about pods.
+    pub(crate) autoscaler_events: crate::capacity::watch::AutoscalerEvents,
+    /// ResourceQuota changes per namespace.
+    pub(crate) quota_changes: crate::capacity::watch::QuotaChanges,
     /// Per ScaledJob (by uid): everything remembered between its reconciles.
     states: Mutex<HashMap<String, ScaledJobState>>,
     events: Publisher,
@@ -102,8 +106,15 @@ impl Context {
             config,
             pool,
             // A poll reads a Job's metadata and status and a pod's phase and conditions.
+            // Of the spec, `suspend` only (Kueue holds suspended Jobs).
             jobs: OwnedCache::with_trim(|job| {
-                job.spec = None;
+                job.spec = job.spec.take().and_then(|spec| {
+                    spec.suspend
+                        .map(|suspend| k8s_openapi::api::batch::v1::JobSpec {
+                            suspend: Some(suspend),
+                            ..Default::default()
+                        })
+                });
                 job.metadata.owner_references = None;
             }),
             pods: OwnedCache::with_trim(|pod| {
@@ -117,6 +128,8 @@ impl Context {
             }),
             expectations: Expectations::default(),
             objects: AuthObjects::default(),
+            autoscaler_events: crate::capacity::watch::AutoscalerEvents::default(),
+            quota_changes: crate::capacity::watch::QuotaChanges::default(),
             states: Mutex::new(HashMap::new()),
             refresh: Mutex::new(None),
         }
@@ -191,7 +204,19 @@ impl Context {
         {
             self.metrics.unregistered(&owner, &types);
         }
+        self.metrics.forget(&owner);
+        self.metrics.capacity.forget(&owner);
         self.expectations.forget(&owner);
+        self.objects.forget(&owner);
+    }
+
+    /// Whether a quota refusal holds back the ScaledJob `uid`'s Jobs.
+    pub(crate) fn quota_blocked(&self, uid: &str) -> bool {
+        self.states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(uid)
+            .is_some_and(|state| state.quota_block.is_some())
     }
 
     /// Drops the state of a deleted ScaledJob, returning it.

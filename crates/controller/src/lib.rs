@@ -11,6 +11,7 @@
 
 mod auth_status;
 pub mod cache;
+mod capacity;
 mod coalesce;
 mod context;
 mod dispatch;

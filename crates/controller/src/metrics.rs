@@ -111,6 +111,8 @@ pub struct Metrics {
     status_writes: Family<ResultLabels, Counter>,
     /// Dispatch mode's series.
     pub(crate) dispatch: crate::dispatch::DispatchMetrics,
+    /// Capacity's series.
+    pub(crate) capacity: crate::capacity::CapacityMetrics,
     /// The scaler series set per ScaledJob, to delete them when its triggers change or it goes.
     series: Mutex<HashMap<OwnerKey, Vec<ScalerLabels>>>,
 }
@@ -266,9 +268,11 @@ impl Metrics {
             status_writes.clone(),
         );
         let dispatch = crate::dispatch::DispatchMetrics::register(&mut registry);
+        let capacity = crate::capacity::CapacityMetrics::register(&mut registry);
         registry.register_collector(Box::new(KafkaCollector { pool }));
         Self {
             dispatch,
+            capacity,
             registry,
             scaler_value,
             scaler_latency,

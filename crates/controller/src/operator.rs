@@ -8,7 +8,7 @@ use futures::{StreamExt, TryStreamExt};
 use jobtide_api::job::SCALED_JOB_NAME_LABEL;
 use jobtide_api::{ClusterTriggerAuthentication, ScaledJob, TriggerAuthentication};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Pod, ResourceQuota, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector;
@@ -137,6 +137,36 @@ pub async fn run_controller(
             })
             .touched_objects()
     };
+    // Capacity: the autoscaler's events on pods (field-selected by reason: only those travel)
+    // and ResourceQuota changes (a quota-refused ScaledJob tries again).
+    let autoscaler_events =
+        futures::stream::select_all(crate::capacity::watch::REASONS.map(|reason| {
+            let context = Arc::clone(&context);
+            watcher(
+                scoped::<CoreEvent>(&client, namespace),
+                watcher::Config::default().fields(&format!("reason={reason}")),
+            )
+            .default_backoff()
+            .map_ok(move |event| {
+                context.autoscaler_events.apply(&event);
+                event
+            })
+            .touched_objects()
+            .boxed()
+        }));
+    let quotas = {
+        let context = Arc::clone(&context);
+        watcher(
+            scoped::<ResourceQuota>(&client, namespace),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .map_ok(move |event| {
+            context.quota_changes.apply(&event);
+            event
+        })
+        .touched_objects()
+    };
     // A ScaledJob is reconciled when what it asks for changes — spec (generation), labels,
     // annotations (pause), finalizers, deletion — not when its status does: every poll writes
     // status, and a status write that re-triggered a poll would poll in a loop while active.
@@ -192,6 +222,13 @@ pub async fn run_controller(
     let running = controller
         .reconcile_on(job_and_pod_changes(jobs, pods, &store))
         .reconcile_on(changed_objects(&context))
+        // A verdict shows at the next poll: an event names a pod, and a pod's ScaledJob is
+        // known only from its labels (the pod's own change already re-polled it).
+        .watches_stream(
+            autoscaler_events,
+            |_: CoreEvent| None::<ObjectRef<ScaledJob>>,
+        )
+        .watches_stream(quotas, quota_blocked(&store, &context))
         .reconcile_on(refreshes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, Arc::clone(&context))
@@ -339,6 +376,30 @@ where
         })
         .flatten()
         .boxed()
+}
+
+/// Maps a changed ResourceQuota to the ScaledJobs of its namespace a quota refusal holds back.
+fn quota_blocked(
+    store: &reflector::Store<ScaledJob>,
+    context: &Arc<Context>,
+) -> impl Fn(ResourceQuota) -> Vec<ObjectRef<ScaledJob>> + Send + Sync + 'static {
+    let store = store.clone();
+    let context = Arc::clone(context);
+    move |quota: ResourceQuota| {
+        let namespace = quota.metadata.namespace.as_deref();
+        store
+            .state()
+            .iter()
+            .filter(|sj| sj.metadata.namespace.as_deref() == namespace)
+            .filter(|sj| {
+                sj.metadata
+                    .uid
+                    .as_deref()
+                    .is_some_and(|uid| context.quota_blocked(uid))
+            })
+            .map(|sj| ObjectRef::from_obj(sj.as_ref()))
+            .collect()
+    }
 }
 
 /// How the operator decides who acts.

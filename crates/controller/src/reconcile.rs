@@ -8,11 +8,14 @@ use jobtide_api::facts::jobs_facts;
 use jobtide_api::job::job_for;
 use jobtide_api::resolve::{MissingEnvSource, ObjectSet, resolve_triggers};
 use jobtide_api::validation::check_scaled_job;
+use jobtide_core::capacity::{self as core_capacity, CapacityInput, QuotaRefusal};
 use jobtide_core::crashloop::{self, CrashLoopPolicy, Verdict};
 use jobtide_core::jobs::JobFacts;
 use jobtide_core::jobs::{Propagation, RolloutStrategy, rollout_deletions};
 use jobtide_core::pause::is_paused;
-use jobtide_core::poll::{CrashLoopGuard, PollInput, PollPolicy, TriggerResult, decide_poll};
+use jobtide_core::poll::{
+    CapacityFacts, CrashLoopGuard, PollInput, PollPolicy, TriggerResult, decide_poll,
+};
 use jobtide_core::status::{Conditions, Event, ReconcileOutcome, after_reconcile};
 use jobtide_kafka::scaler::measure_trigger;
 use k8s_openapi::api::batch::v1::Job;
@@ -23,6 +26,7 @@ use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::auth_status;
+use crate::capacity;
 use crate::context::Context;
 pub use crate::error::Error;
 use crate::error::{api as api_error, retry_delay};
@@ -96,6 +100,7 @@ pub(crate) async fn reconcile(
                 context.metrics.forget(&owner);
                 context.expectations.forget(&owner);
                 context.objects.forget(&owner);
+                context.metrics.capacity.forget(&owner);
                 Ok(Action::await_change())
             }
         }
@@ -483,7 +488,12 @@ async fn poll(
     // Jobs and pods from the caches, corrected by what this operator did that the Job cache
     // hasn't shown yet (KEDA #2488: a Job created last poll but not yet seen would be
     // created again).
-    let (facts, unseen_created) = current_jobs(context, scaled_job);
+    let (mut facts, unseen_created) = current_jobs(context, scaled_job);
+    capacity::annotate(context, scaled_job, &mut facts, creating).await;
+    let quota = capacity::refusal(context, &uid, &namespace);
+    let requests = capacity::requests(scaled_job);
+    let generation = scaled_job.metadata.generation.unwrap_or(0).to_string();
+    let capacity_policy = capacity::policy(scaled_job);
     let guard_policy = CrashLoopPolicy::from_annotation(
         scaled_job
             .annotations()
@@ -509,7 +519,17 @@ async fn poll(
             state: &guard_state,
             spec_changed: changed,
         },
+        capacity: CapacityFacts {
+            generation: &generation,
+            requests: &requests,
+            quota: quota.as_ref(),
+            policy: capacity_policy,
+        },
     });
+    context
+        .metrics
+        .capacity
+        .set_waiting(&owner, decision.capacity.waiting.iter());
     let (guard_state, verdict) = decision.crash_loop.clone();
     if matches!(verdict, Verdict::BackingOff { tripped: true, .. }) {
         context.metrics.crash_loop_tripped();
@@ -527,20 +547,48 @@ async fn poll(
 
     let jobs_api: Api<Job> = Api::namespaced(context.client.clone(), &namespace);
     let mut events = Vec::new();
+    let mut conditions = decision.conditions.clone();
     for _ in 0..decision.jobs.create {
         let result = match job_for(scaled_job, &context.config.operator_version) {
             Ok(job) => jobs_api
                 .create(&PostParams::default(), &job)
                 .await
-                .map_err(|e| e.to_string()),
-            Err(error) => Err(error.to_string()),
+                .map_err(|e| {
+                    let refusal = capacity::quota_refusal(&e);
+                    (e.to_string(), refusal)
+                }),
+            Err(error) => Err((error.to_string(), None)),
         };
         match result {
             Ok(created) => {
                 context.expectations.created(&owner, &created.name_any());
                 context.metrics.job_created(&owner, true);
+                capacity::created(context, &uid);
             }
-            Err(error) => {
+            // A quota refusal stops this poll's creations (the next ones would be refused too)
+            // and becomes the CapacityAvailable condition, not an event per Job.
+            Err((_, Some(refusal))) => {
+                context.metrics.job_created(&owner, false);
+                context.metrics.capacity.quota_refused(&owner);
+                capacity::refused(context, &uid, &namespace, refusal.clone());
+                let assessment = core_capacity::assess(&CapacityInput {
+                    jobs: &facts,
+                    generation: &generation,
+                    requests: &requests,
+                    quota: Some(&QuotaRefusal {
+                        message: refusal,
+                        may_retry: false,
+                    }),
+                    policy: capacity_policy,
+                    previous: None,
+                });
+                let (condition, event) =
+                    core_capacity::after_assess(conditions.capacity.as_ref(), &assessment);
+                conditions.capacity = condition;
+                events.extend(event);
+                break;
+            }
+            Err((error, None)) => {
                 context.metrics.job_created(&owner, false);
                 events.push(Event::job_create_failed(&format!("{name}-"), &error));
             }
@@ -575,7 +623,7 @@ async fn poll(
         activity.entry(stale.clone()).or_insert(Value::Null);
     }
     let mut status =
-        json!({"conditions": write_conditions(&decision.conditions), "triggersActivity": activity});
+        json!({"conditions": write_conditions(&conditions), "triggersActivity": activity});
     if let Some(at) = decision.last_active_time {
         let at = jiff::Timestamp::try_from(at)
             .ok()

@@ -50,6 +50,8 @@ pub(crate) struct ScaledJobState {
     pub failures: u32,
     /// The crash-loop guard's memory (`jobtide_core::crashloop`).
     pub crash_loop: CrashLoopState,
+    /// The last quota refusal of a Job creation, until a Job is created again.
+    pub quota_block: Option<crate::capacity::QuotaBlock>,
     /// Dispatch mode: the running dispatcher (dropping it stops it).
     pub dispatcher: Option<crate::dispatch::Dispatcher>,
 }

@@ -26,6 +26,7 @@ pub(crate) fn read_conditions(scaled_job: &ScaledJob) -> Option<Conditions> {
         fallback: find("Fallback")?,
         paused: find("Paused")?,
         crash_loop_backoff: find(jobtide_core::status::CRASH_LOOP_BACKOFF),
+        capacity: find(jobtide_core::capacity::CAPACITY_AVAILABLE),
     })
 }
 

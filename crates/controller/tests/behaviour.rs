@@ -980,6 +980,30 @@ async fn rbac_rules_are_exactly_what_the_operator_uses() {
     api.delete("rbac-dispatch", &kube::api::DeleteParams::default())
         .await
         .unwrap();
+    // Capacity: a Job Kueue holds (suspended, with a queue name) makes a creating poll read the
+    // Workloads (404 here: no Kueue CRD, which leaves admission unknown).
+    let mut queued = scaled_job(
+        "rbac-kueue",
+        &h.kafka.bootstrap_servers(),
+        "rbac",
+        "true",
+        json!({}),
+    );
+    queued.metadata.labels = Some([("kueue.x-k8s.io/queue-name".into(), "q".into())].into());
+    queued.spec.job_target_ref.suspend = Some(true);
+    api.create(&PostParams::default(), &queued).await.unwrap();
+    eventually("the Workloads read", 30, async || {
+        h.cluster
+            .faults
+            .requests()
+            .iter()
+            .any(|r| r.resource.as_deref() == Some("workloads"))
+            .then_some(())
+    })
+    .await;
+    api.delete("rbac-kueue", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
     // A changed spec under the immediate rollout deletes the old generation's Jobs.
     api.patch(
         "rbac",

@@ -8,6 +8,8 @@
 //! - [`scaling`]: trigger measurements → aggregate → number of Jobs to create (§3).
 //! - [`jobs`]: Job classification (finished / finishing / running / pending), history cleanup
 //!   and rollout selection (§4.3, §4.5, §4.6).
+//! - [`capacity`]: whether the cluster has room for the Jobs (autoscaler, quota, Kueue) and
+//!   the pending budget.
 //! - [`crashloop`]: the crash-loop guard (back off when Jobs keep failing at once).
 //! - [`pause`]: the `autoscaling.keda.sh/paused` annotation (§1.4).
 //! - [`status`]: conditions and the Kubernetes events their transitions imply (§5.1, §5.2).
@@ -19,6 +21,7 @@
 //!
 //! The controller gathers facts, calls these functions, and acts on what they return.
 
+pub mod capacity;
 pub mod crashloop;
 pub mod dispatch;
 pub mod jobs;

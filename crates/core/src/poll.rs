@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use crate::capacity::{self, Assessment, CapacityInput, CapacityPolicy, Gate, QuotaRefusal};
 use crate::crashloop::{self, CrashLoopInput, CrashLoopPolicy, CrashLoopState, Verdict};
 use crate::jobs::{self, HistoryLimits, JobCounts, JobFacts};
 use crate::replicas::ReplicaBounds;
@@ -58,6 +59,35 @@ pub struct PollInput<'a> {
     pub creating: bool,
     /// The crash-loop guard's settings and memory, and whether the spec changed.
     pub crash_loop: CrashLoopGuard<'a>,
+    /// What the poll knows about capacity besides the Jobs.
+    pub capacity: CapacityFacts<'a>,
+}
+
+/// The capacity part of a poll's input ([`capacity`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CapacityFacts<'a> {
+    /// The ScaledJob's generation (as the Jobs' generation annotation writes it).
+    pub generation: &'a str,
+    /// The Job template's requests, for messages.
+    pub requests: &'a str,
+    /// The last quota refusal still in force.
+    pub quota: Option<&'a QuotaRefusal>,
+    /// The pending budget.
+    pub policy: CapacityPolicy,
+}
+
+impl CapacityFacts<'_> {
+    /// No quota refusal, the default budget (tests).
+    pub const fn none() -> CapacityFacts<'static> {
+        CapacityFacts {
+            generation: "",
+            requests: "",
+            quota: None,
+            policy: CapacityPolicy {
+                pending_budget: capacity::DEFAULT_PENDING_BUDGET,
+            },
+        }
+    }
 }
 
 /// The crash-loop guard's part of a poll's input ([`crashloop`]).
@@ -93,6 +123,8 @@ pub struct PollDecision {
     pub triggers_activity: BTreeMap<String, bool>,
     /// The crash-loop guard's memory for the next poll, and what it let this poll do.
     pub crash_loop: (CrashLoopState, Verdict),
+    /// Capacity: the gate applied to `jobs.create` and the Jobs waiting, by reason.
+    pub capacity: Assessment,
 }
 
 /// Decides one poll.
@@ -105,6 +137,7 @@ pub fn decide_poll(input: &PollInput<'_>) -> PollDecision {
         now,
         creating,
         crash_loop,
+        capacity: capacity_facts,
     } = input;
     let measurements: Vec<TriggerMeasurement> = triggers
         .iter()
@@ -151,10 +184,21 @@ pub fn decide_poll(input: &PollInput<'_>) -> PollDecision {
         Verdict::BackingOff { .. } => 0,
         Verdict::Probing { allowed } => job_decision.create.min(allowed),
     };
+    // Capacity only ever lowers what the strategy and the guard allow.
+    let assessment = capacity::assess(&CapacityInput {
+        jobs,
+        generation: capacity_facts.generation,
+        requests: capacity_facts.requests,
+        quota: capacity_facts.quota,
+        policy: capacity_facts.policy,
+        previous: conditions.capacity.as_ref(),
+    });
+    let allowed = assessment.gate.limit(allowed);
     let job_decision = JobCountDecision {
         create: allowed,
         emit_jobs_created: job_decision.emit_jobs_created
-            && (allowed > 0 || (*creating && verdict == Verdict::Clear)),
+            && (allowed > 0
+                || (*creating && verdict == Verdict::Clear && assessment.gate == Gate::Open)),
         ..job_decision
     };
     let delete = jobs::history_to_delete(jobs, policy.history_limits)
@@ -213,6 +257,10 @@ pub fn decide_poll(input: &PollInput<'_>) -> PollDecision {
     if let Some(condition) = &guard_state.condition {
         next.crash_loop_backoff = Some(condition.clone());
     }
+    let (capacity_condition, capacity_event) =
+        capacity::after_assess(conditions.capacity.as_ref(), &assessment);
+    next.capacity = capacity_condition;
+    events.extend(capacity_event);
     PollDecision {
         aggregate,
         counts,
@@ -231,6 +279,7 @@ pub fn decide_poll(input: &PollInput<'_>) -> PollDecision {
             })
             .collect(),
         crash_loop: (guard_state, verdict),
+        capacity: assessment,
     }
 }
 
@@ -321,6 +370,7 @@ mod tests {
             now: SystemTime::UNIX_EPOCH,
             creating: true,
             crash_loop: no_guard(),
+            capacity: CapacityFacts::none(),
         });
         assert_eq!(decision.jobs.create, 0);
         assert_eq!(
@@ -347,6 +397,7 @@ mod tests {
             now,
             creating: true,
             crash_loop: no_guard(),
+            capacity: CapacityFacts::none(),
         });
         assert_eq!(decision.jobs.create, 1);
         assert_eq!(
@@ -369,6 +420,7 @@ mod tests {
             now: SystemTime::UNIX_EPOCH,
             creating: false,
             crash_loop: no_guard(),
+            capacity: CapacityFacts::none(),
         });
         assert_eq!(decision.jobs.create, 0);
         assert!(!decision.jobs.emit_jobs_created);
@@ -404,6 +456,7 @@ mod tests {
                     state,
                     spec_changed: false,
                 },
+                capacity: CapacityFacts::none(),
             })
         };
         for creating in [true, false] {
@@ -444,6 +497,7 @@ mod tests {
             now: SystemTime::UNIX_EPOCH,
             creating: true,
             crash_loop: no_guard(),
+            capacity: CapacityFacts::none(),
         });
         assert_eq!(decision.counts.running, 1);
         assert_eq!(decision.jobs.create, 0, "maxScale 1 − 1 running");

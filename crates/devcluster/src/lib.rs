@@ -17,6 +17,7 @@
 //! - [`selectors`]: label and field selectors; [`params`]: query parameters; [`decode`]: the JSON
 //!   types the real server's decoder insists on; [`validation`]: the server's validation;
 //!   [`status`]: `metav1.Status` errors; [`events`]: core/v1 events as a view of events.k8s.io.
+//! - `quota`: ResourceQuota admission of Job counts (`count/jobs.batch`).
 //! - [`faults`]: fault injection and the request log for tests.
 //! - [`runner`]: the local job runner — its Job controller (`runner::job_controller`) and its
 //!   kubelet (`runner::kubelet`, `runner::env`; [`volumes`]: Secret and ConfigMap volumes as
@@ -34,6 +35,7 @@ pub mod faults;
 pub mod node;
 mod params;
 pub mod process;
+mod quota;
 pub mod resources;
 pub mod runner;
 pub mod schema;

@@ -111,6 +111,10 @@ impl Registry {
             pods,
             ResourceType::builtin("", "v1", "Secret", "secrets", true),
             ResourceType::builtin("", "v1", "ConfigMap", "configmaps", true).short(&["cm"]),
+            // Stored and watched; `count/jobs.batch` is enforced on Job creates (`quota`).
+            ResourceType::builtin("", "v1", "ResourceQuota", "resourcequotas", true)
+                .with_status()
+                .short(&["quota"]),
             ResourceType::builtin("", "v1", "Event", "events", true).short(&["ev"]),
             ResourceType::builtin("", "v1", "ServiceAccount", "serviceaccounts", true)
                 .short(&["sa"]),

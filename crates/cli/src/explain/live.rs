@@ -8,10 +8,14 @@ use anyhow::Context as _;
 use jobtide_api::ScaledJob;
 use jobtide_api::facts::jobs_facts;
 use jobtide_api::job::SCALED_JOB_NAME_LABEL;
+use jobtide_core::capacity::{CAPACITY_AVAILABLE, CapacityPolicy, QuotaRefusal};
 use jobtide_core::crashloop::{CrashLoopPolicy, CrashLoopState};
-use jobtide_core::poll::{CrashLoopGuard, PollInput, PollPolicy, TriggerResult, decide_poll};
+use jobtide_core::poll::{
+    CapacityFacts, CrashLoopGuard, PollInput, PollPolicy, TriggerResult, decide_poll,
+};
 use jobtide_core::scaling::{JobCountInput, arithmetic};
 use jobtide_core::status::Conditions;
+use jobtide_core::status::{Condition, ConditionStatus};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -42,6 +46,38 @@ pub(super) struct LiveExplanation {
     /// Dispatch mode: the operator's ledger as the ScaledJob's status reports it (`null` in lag
     /// mode, or when the cluster has no such ScaledJob or status yet).
     pub(super) dispatch: Option<jobtide_api::scaledjob::DispatchStatus>,
+    /// The capacity state and why no Job is created, when capacity fell short: the operator's
+    /// `CapacityAvailable` condition (it alone sees the autoscaler's events and quota
+    /// refusals), and what these Jobs' pods show now.
+    pub(super) capacity: Option<String>,
+}
+
+/// The stored ScaledJob's `CapacityAvailable` condition (`None`: not written, or unreadable).
+async fn stored_capacity(cluster: &Cluster, namespace: &str, name: &str) -> Option<Condition> {
+    let stored = tokio::time::timeout(
+        cluster.timeout,
+        Api::<ScaledJob>::namespaced(cluster.client.clone(), namespace).get_opt(name),
+    )
+    .await
+    .ok()?
+    .ok()??;
+    let condition = stored
+        .status?
+        .conditions?
+        .into_iter()
+        .find(|c| c.type_ == CAPACITY_AVAILABLE)?;
+    Some(Condition::new(
+        ConditionStatus::parse(&condition.status),
+        condition.reason.as_deref().unwrap_or_default(),
+        condition.message.as_deref().unwrap_or_default(),
+    ))
+}
+
+fn capacity_text(condition: &Condition) -> String {
+    format!(
+        "CapacityAvailable {} ({}): {}",
+        condition.status, condition.reason, condition.message
+    )
 }
 
 /// A Kubernetes client whose every call ends within `timeout`, and what it talks to.
@@ -149,6 +185,7 @@ pub(super) async fn live(
                 delete: Vec::new(),
                 arithmetic: Vec::new(),
                 dispatch: None,
+                capacity: None,
             };
         }
     };
@@ -167,11 +204,25 @@ pub(super) async fn live(
         pending_pod_conditions: spec.pending_pod_conditions(),
         history_limits: spec.history_limits(),
     };
+    let stored = stored_capacity(cluster, namespace, name).await;
+    // A quota refusal is known only to the operator: its condition stands for it.
+    let quota = stored
+        .as_ref()
+        .filter(|c| c.reason == "QuotaExceeded")
+        .map(|c| QuotaRefusal {
+            message: c.message.clone(),
+            may_retry: false,
+        });
+    let conditions = Conditions {
+        capacity: stored.clone(),
+        ..Conditions::initial()
+    };
+    let generation = scaled_job.metadata.generation.unwrap_or(0).to_string();
     let decision = decide_poll(&PollInput {
         triggers,
         jobs: &facts,
         policy: policy.clone(),
-        conditions: &Conditions::initial(),
+        conditions: &conditions,
         now: std::time::SystemTime::now(),
         // explain shows what the next interval's poll would do (with the crash-loop guard's
         // view of these Jobs, not the operator's memory of earlier backoffs).
@@ -188,11 +239,35 @@ pub(super) async fn live(
             state: &CrashLoopState::default(),
             spec_changed: false,
         },
+        capacity: CapacityFacts {
+            generation: &generation,
+            requests: "",
+            quota: quota.as_ref(),
+            policy: CapacityPolicy::from_annotation(
+                scaled_job
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(jobtide_core::capacity::PENDING_BUDGET_ANNOTATION))
+                    .map(String::as_str),
+            ),
+        },
     });
     let counts = decision.counts;
+    // The operator's word when it has one that says capacity is short; else what the pods show.
+    let capacity = match &stored {
+        Some(c) if c.status == ConditionStatus::False => Some(capacity_text(c)),
+        _ => decision
+            .conditions
+            .capacity
+            .as_ref()
+            .filter(|c| c.status == ConditionStatus::False)
+            .map(capacity_text),
+    };
     LiveExplanation {
         mode: "lag",
         dispatch: None,
+        capacity,
         error: None,
         running: counts.running,
         pending: counts.pending,
@@ -258,8 +333,13 @@ async fn dispatch_explanation(
         )),
         None => arithmetic.push("operator's ledger: not reported yet (status.dispatch)".into()),
     }
+    let capacity = stored_capacity(cluster, namespace, name)
+        .await
+        .filter(|c| c.status == ConditionStatus::False)
+        .map(|c| capacity_text(&c) + " (reading messages pauses)");
     LiveExplanation {
         mode: "dispatch",
+        capacity,
         error: None,
         running: counts.running,
         pending: counts.pending,

@@ -455,6 +455,9 @@ fn to_text(explanation: &Explanation) -> String {
                     format_args!("    delete (history limits): {}", live.delete.join(", ")),
                 );
             }
+            if let Some(capacity) = &live.capacity {
+                push_line(&mut out, format_args!("    capacity: {capacity}"));
+            }
         }
     }
     out

@@ -25,6 +25,8 @@ use crate::context::Context;
 pub(crate) struct StepError {
     pub category: &'static str,
     pub message: String,
+    /// A ResourceQuota refused the Job (`exceeded quota …`): a capacity state, not a failure.
+    pub quota_refusal: Option<String>,
 }
 
 impl StepError {
@@ -32,6 +34,7 @@ impl StepError {
         Self {
             category: "api",
             message: format!("{operation}: {error}"),
+            quota_refusal: crate::capacity::quota_refusal(error),
         }
     }
 }
@@ -124,6 +127,7 @@ impl Scope<'_> {
             Ok(created) => {
                 self.created
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::capacity::created(self.context, &self.scaled_job.uid().unwrap_or_default());
                 self.context
                     .metrics
                     .job_created(&Context::owner(self.scaled_job), true);
@@ -150,6 +154,7 @@ impl Scope<'_> {
                 self.cached_job(&name).ok_or_else(|| StepError {
                     category: "api",
                     message: format!("Job {name} exists but is not in the Job cache yet"),
+                    quota_refusal: None,
                 })?
             }
             Err(error) => {
@@ -210,6 +215,7 @@ impl Scope<'_> {
             .map_err(|e| StepError {
                 category: e.category(),
                 message: e.to_string(),
+                quota_refusal: None,
             })?;
         let more = ledger.dead_lettered(partition, offset);
         self.context

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use jobtide_api::ScaledJob;
 use jobtide_api::trigger::KafkaDispatchTrigger;
+use jobtide_core::capacity::Gate;
 use jobtide_core::dispatch::LedgerStatus;
 use tokio::sync::{Notify, watch};
 
@@ -49,6 +50,8 @@ pub(crate) struct Snapshot {
 pub(crate) struct Dispatcher {
     trigger: KafkaDispatchTrigger,
     scaled_job: watch::Sender<Arc<ScaledJob>>,
+    /// Capacity's verdict (the reconcile's): consumption pauses when no Job may wait more.
+    gate: watch::Sender<Gate>,
     wake: Arc<Notify>,
     snapshot: Arc<Mutex<Snapshot>>,
     task: tokio::task::JoinHandle<()>,
@@ -72,18 +75,21 @@ impl Dispatcher {
     ) -> Self {
         let owner = Context::owner(&scaled_job);
         let (sender, receiver) = watch::channel(scaled_job);
+        let (gate, gate_receiver) = watch::channel(Gate::Open);
         let wake = Arc::new(Notify::new());
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         let task = tokio::spawn(run::run(run::Task {
             context: Arc::clone(context),
             trigger: trigger.clone(),
             scaled_job: receiver,
+            gate: gate_receiver,
             wake: Arc::clone(&wake),
             snapshot: Arc::clone(&snapshot),
         }));
         Self {
             trigger,
             scaled_job: sender,
+            gate,
             wake,
             snapshot,
             task,
@@ -99,7 +105,12 @@ impl Dispatcher {
 
     /// Hands the dispatcher the ScaledJob as it is now (its Job template, labels and
     /// `maxReplicaCount` for the next Jobs) and wakes it to look at its Jobs.
-    pub fn update(&self, scaled_job: Arc<ScaledJob>) {
+    pub fn update(&self, scaled_job: Arc<ScaledJob>, gate: Gate) {
+        self.gate.send_if_modified(|current| {
+            let modified = *current != gate;
+            *current = gate;
+            modified
+        });
         self.scaled_job.send_replace(scaled_job);
         self.wake.notify_one();
     }
@@ -133,6 +144,13 @@ pub(crate) async fn poll(
 
     let uid = scaled_job.uid().unwrap_or_default();
     let resolved = crate::reconcile::resolve(scaled_job, context).await?;
+    let assessment = crate::capacity::assess_dispatch(
+        context,
+        scaled_job,
+        creating,
+        conditions.capacity.as_ref(),
+    )
+    .await;
     let trigger = match resolved.into_iter().next() {
         Some(resolved) => match (resolved.resolve_error, resolved.parsed.config) {
             (Some(error), _) => Err(error.to_string()),
@@ -153,7 +171,7 @@ pub(crate) async fn poll(
                     Some(Dispatcher::start(context, Arc::clone(scaled_job), trigger));
             }
             let dispatcher = state.dispatcher.as_ref()?;
-            dispatcher.update(Arc::clone(scaled_job));
+            dispatcher.update(Arc::clone(scaled_job), assessment.gate);
             Some(dispatcher.take_snapshot())
         }),
         Err(error) => {
@@ -169,13 +187,17 @@ pub(crate) async fn poll(
         .ledger
         .as_ref()
         .is_some_and(|l| l.in_flight + l.queued > 0);
-    let (next, mut events) = after_poll(
+    let (mut next, mut events) = after_poll(
         conditions,
         &PollOutcome {
             trigger_errors: snapshot.error.into_iter().collect(),
             is_active: active,
         },
     );
+    let (capacity, capacity_event) =
+        jobtide_core::capacity::after_assess(conditions.capacity.as_ref(), &assessment);
+    next.capacity = capacity;
+    events.extend(capacity_event);
     if snapshot.jobs_created > 0 {
         events.insert(
             0,

@@ -49,6 +49,7 @@ pub(crate) struct Task {
     pub context: Arc<Context>,
     pub trigger: KafkaDispatchTrigger,
     pub scaled_job: watch::Receiver<Arc<ScaledJob>>,
+    pub gate: watch::Receiver<jobtide_core::capacity::Gate>,
     pub wake: Arc<Notify>,
     pub snapshot: Arc<Mutex<Snapshot>>,
 }
@@ -108,6 +109,7 @@ fn consumer_error(error: &jobtide_kafka::dispatch::DispatchError) -> StepError {
     StepError {
         category: error.category(),
         message: error.to_string(),
+        quota_refusal: None,
     }
 }
 
@@ -162,6 +164,10 @@ async fn session(task: &Task) -> StepError {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut observed_at = tokio::time::Instant::now();
     let mut woken = false;
+    // A quota refused a Job: hold creations until the reconcile's gate changes (it then knows
+    // of the refusal, and says when one Job may be tried again).
+    let mut quota_hold = false;
+    let mut gates = task.gate.clone();
     tracing::info!(topic = %trigger.topic, group = %trigger.consumer_group, ?start, "dispatching");
     loop {
         let scaled_job = task.scaled_job.borrow().clone();
@@ -178,7 +184,15 @@ async fn session(task: &Task) -> StepError {
             created: &created,
         };
         let mut failed = false;
+        if quota_hold && gates.has_changed().unwrap_or(false) {
+            quota_hold = false;
+        }
+        let gate = *gates.borrow_and_update();
+        let hold_creations = quota_hold || gate == jobtide_core::capacity::Gate::Stopped;
         while let Some(action) = pending.front().cloned() {
+            if hold_creations && matches!(action, Action::CreateJob { .. }) {
+                break;
+            }
             let result = match &action {
                 Action::CreateJob {
                     partition,
@@ -216,8 +230,20 @@ async fn session(task: &Task) -> StepError {
                 }
                 Err(error) => {
                     // Kept first in line: tried again after the next wake-up or tick.
-                    task.report(&error);
-                    failed = true;
+                    if let Some(refusal) = &error.quota_refusal {
+                        crate::capacity::refused(
+                            context,
+                            &scaled_job.uid().unwrap_or_default(),
+                            &owner.0,
+                            refusal.clone(),
+                        );
+                        context.metrics.capacity.quota_refused(&owner);
+                        quota_hold = true;
+                        context.refresh(&scaled_job);
+                    } else {
+                        task.report(&error);
+                        failed = true;
+                    }
                     break;
                 }
             }
@@ -252,7 +278,8 @@ async fn session(task: &Task) -> StepError {
         // A Job found running at the restart may wait for its Secret, which needs its message
         // read again: read on at the cap until each is (a cap full of such Jobs would else never
         // free a slot).
-        let pause = !ledger.may_receive() && unverified.is_empty();
+        let pause =
+            (!ledger.may_receive() || !gate.may_receive() || quota_hold) && unverified.is_empty();
         if pause != paused {
             let switched = if pause {
                 consumer.pause()
@@ -407,6 +434,7 @@ async fn clean_history(task: &Task, scope: &Scope<'_>, ledger: &Ledger) {
                 task.report(&StepError {
                     category: "api",
                     message: format!("deleting Job {}/{name} (history): {error}", owner.0),
+                    quota_refusal: None,
                 });
                 return;
             }

@@ -4,6 +4,8 @@
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
+use crate::capacity::{AutoscalerVerdict, KueueAdmission};
+
 /// Job condition type `Complete`.
 pub const COMPLETE: &str = "Complete";
 /// Job condition type `Failed`.
@@ -29,6 +31,9 @@ pub struct JobFacts {
     pub pods: Vec<PodFacts>,
     /// `metadata.creationTimestamp`.
     pub created: Option<SystemTime>,
+    /// Kueue's admission, when the Job is suspended and carries `kueue.x-k8s.io/queue-name`
+    /// ([`crate::capacity`]).
+    pub kueue: Option<KueueAdmission>,
 }
 
 /// What the poll knows about one pod.
@@ -38,6 +43,12 @@ pub struct PodFacts {
     pub phase: PodPhase,
     /// The pod's condition types whose status is `True`.
     pub true_conditions: BTreeSet<String>,
+    /// `metadata.name` (to find the autoscaler's events about it).
+    pub name: String,
+    /// The scheduler's message when `PodScheduled` is False with reason `Unschedulable`.
+    pub unschedulable: Option<String>,
+    /// What the cluster autoscaler or Karpenter last said about the pod.
+    pub autoscaler: Option<AutoscalerVerdict>,
 }
 
 /// A pod's phase.

@@ -45,7 +45,7 @@ impl JobFacts {
 fn pod(phase: PodPhase) -> PodFacts {
     PodFacts {
         phase,
-        true_conditions: BTreeSet::new(),
+        ..PodFacts::default()
     }
 }
 
@@ -53,6 +53,7 @@ fn pod_with(conditions: &[&str]) -> PodFacts {
     PodFacts {
         phase: PodPhase::Pending,
         true_conditions: conditions.iter().map(|c| (*c).to_owned()).collect(),
+        ..PodFacts::default()
     }
 }
 
@@ -433,6 +434,7 @@ fn arbitrary_job() -> impl Strategy<Value = JobFacts> {
             generation: None,
             pods: phases.into_iter().map(pod).collect(),
             created: None,
+            kueue: None,
         })
 }
 

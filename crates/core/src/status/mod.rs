@@ -81,6 +81,9 @@ pub struct Conditions {
     /// `CrashLoopBackOff` (jobtide's, see [`crate::crashloop`]): written once the guard first
     /// trips, absent before.
     pub crash_loop_backoff: Option<Condition>,
+    /// `CapacityAvailable` (jobtide's, see [`crate::capacity`]): written once capacity first
+    /// fell short, absent before.
+    pub capacity: Option<Condition>,
 }
 
 impl Conditions {
@@ -92,6 +95,7 @@ impl Conditions {
             fallback: Condition::new(ConditionStatus::Unknown, "", ""),
             paused: Condition::new(ConditionStatus::False, "", ""),
             crash_loop_backoff: None,
+            capacity: None,
         }
     }
 
@@ -106,6 +110,9 @@ impl Conditions {
         ];
         if let Some(backoff) = &self.crash_loop_backoff {
             all.push((CRASH_LOOP_BACKOFF, backoff));
+        }
+        if let Some(capacity) = &self.capacity {
+            all.push((crate::capacity::CAPACITY_AVAILABLE, capacity));
         }
         all
     }

@@ -224,6 +224,10 @@ impl Store {
             inner.rv -= 1;
             return Err(ApiError::already_exists(resource, &name));
         }
+        if let Err(refused) = crate::quota::admit(&inner.objects, resource, namespace, &name) {
+            inner.rv -= 1;
+            return Err(refused);
+        }
         if resource.kind == "CustomResourceDefinition" && resource.group == "apiextensions.k8s.io" {
             register_crd(&mut inner, &mut object);
         }
