@@ -16,6 +16,7 @@ mod error;
 mod events;
 mod facts;
 pub mod http;
+mod job_metrics;
 pub mod leader;
 pub mod metrics;
 pub mod operator;
@@ -23,6 +24,7 @@ pub mod ratelimit;
 mod reconcile;
 mod state;
 mod status;
+pub mod trace_ids;
 
 pub use context::{Config, Context};
 

@@ -109,6 +109,8 @@ pub struct Metrics {
     status_writes: Family<ResultLabels, Counter>,
     /// Dispatch mode's series.
     pub(crate) dispatch: crate::dispatch::DispatchMetrics,
+    /// Jobs' ends (both modes).
+    pub(crate) jobs: crate::job_metrics::JobMetrics,
     /// The scaler series set per ScaledJob, to delete them when its triggers change or it goes.
     series: Mutex<HashMap<OwnerKey, Vec<ScalerLabels>>>,
 }
@@ -252,9 +254,11 @@ impl Metrics {
             status_writes.clone(),
         );
         let dispatch = crate::dispatch::DispatchMetrics::register(&mut registry);
+        let jobs = crate::job_metrics::JobMetrics::register(&mut registry);
         registry.register_collector(Box::new(KafkaCollector { pool }));
         Self {
             dispatch,
+            jobs,
             registry,
             scaler_value,
             scaler_latency,
@@ -384,6 +388,8 @@ impl Metrics {
             }
         }
         self.loop_latency.remove(&loop_labels(owner));
+        self.jobs.forget(owner);
+        self.dispatch.forget_scaled_job(owner);
     }
 
     /// How late a poll ran against its schedule.

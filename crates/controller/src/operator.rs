@@ -77,6 +77,9 @@ pub async fn run_controller(
         watcher(scoped::<Job>(&client, namespace), owned.clone())
             .default_backoff()
             .map_ok(move |event| {
+                if let watcher::Event::Apply(job) = &event {
+                    context.job_changed(job);
+                }
                 context.jobs.apply(&event);
                 event
             })
