@@ -55,7 +55,8 @@ pub(crate) struct Scope<'a> {
 }
 
 impl Scope<'_> {
-    fn name(&self, partition: i32, offset: i64, attempt: u32) -> String {
+    /// The name of the Job for `attempt` of the message at (`partition`, `offset`).
+    pub fn name(&self, partition: i32, offset: i64, attempt: u32) -> String {
         job_name(
             &self.scaled_job.name_any(),
             &self.trigger.topic,
@@ -346,21 +347,28 @@ impl Scope<'_> {
                 },
             ),
         );
+        // The span holds its Jobs' spans: from the message's timestamp or its first Job's
+        // creation, whichever is earlier (Kubernetes' times are whole seconds), to now or the
+        // last Job's end.
+        let first_created = (1..=attempts)
+            .find_map(|attempt| self.cached_job(&self.name(partition, offset, attempt)))
+            .and_then(|job| job.metadata.creation_timestamp)
+            .map(|created| SystemTime::from(created.0));
         let start = message
             .and_then(|m| m.timestamp_ms)
             .and_then(|ms| u64::try_from(ms).ok())
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
-            .or_else(|| {
-                let created = job.as_ref()?.metadata.creation_timestamp.as_ref()?;
-                Some(SystemTime::from(created.0))
-            })
+            .into_iter()
+            .chain(first_created)
+            .min()
             .unwrap_or(now);
+        let end = times.map_or(now, |t| t.finished.max(now));
         trace::message_finished(
             self,
             &trace,
             (partition, offset),
             attempts,
-            (start, now),
+            (start, end),
             how,
         );
         tracing::warn!(

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jobtide_api::ScaledJob;
 use jobtide_api::delivery::{Delivery, message_job, owned_by};
@@ -384,7 +384,7 @@ fn record_again(scope: &Scope<'_>, found: &[DispatchedJob], committed: &BTreeMap
             Outcome::Failed { .. } | Outcome::Running => continue,
         };
         let trace = trace::message_trace(scope, partition, offset, None, Some(&job.job));
-        let times = crate::job_metrics::JobTimes::of(&job.job, &pods, std::time::SystemTime::now());
+        let times = crate::job_metrics::JobTimes::of(&job.job, &pods, SystemTime::now());
         scope.results.push(
             scope,
             OutcomeRecord::new(
@@ -462,7 +462,7 @@ fn finished(
     } = job.observed;
     let message = ledger.message(partition, offset);
     let trace = trace::message_trace(scope, partition, offset, message, Some(&job.job));
-    let times = crate::job_metrics::JobTimes::of(&job.job, pods, std::time::SystemTime::now());
+    let times = crate::job_metrics::JobTimes::of(&job.job, pods, SystemTime::now());
     trace::attempt_finished(
         scope,
         &trace,
@@ -501,11 +501,18 @@ fn finished(
                 },
             ),
         );
+        // From the message's timestamp or its first Job's creation, whichever is earlier
+        // (Kubernetes' times are whole seconds).
+        let first_created = (attempt > 1)
+            .then(|| scope.cached_job(&scope.name(partition, offset, 1)))
+            .flatten()
+            .and_then(|job| job.metadata.creation_timestamp)
+            .map_or(times.created, |created| SystemTime::from(created.0));
         let start = message
             .and_then(|m| m.timestamp_ms)
             .and_then(|ms| u64::try_from(ms).ok())
-            .map_or(times.created, |ms| {
-                (std::time::UNIX_EPOCH + Duration::from_millis(ms)).min(times.created)
+            .map_or(first_created, |ms| {
+                (UNIX_EPOCH + Duration::from_millis(ms)).min(first_created)
             });
         trace::message_finished(
             scope,
