@@ -5,7 +5,8 @@
 //! container:
 //! - `JOBTIDE_TOPIC`, `JOBTIDE_PARTITION`, `JOBTIDE_OFFSET`, `JOBTIDE_ATTEMPT`, and
 //!   `JOBTIDE_TIMESTAMP` (milliseconds since the epoch) when the message has one;
-//! - `TRACEPARENT` when the message has a well-formed W3C `traceparent` header;
+//! - `TRACEPARENT`: [`Delivery::traceparent`] when the operator traces (the Job's own span),
+//!   else the message's W3C `traceparent` header when it is well formed;
 //! - with `payload: file`, `JOBTIDE_MESSAGE_DIR` naming a read-only directory holding `key`,
 //!   `value` (absent when the message has none) and `headers.json`, from a Secret of the Job's
 //!   name that the caller makes the Job own (so it is garbage-collected with it); a Secret holds
@@ -37,6 +38,9 @@ pub const MESSAGE_DIR: &str = "/var/run/jobtide/message";
 pub const MESSAGE_VOLUME: &str = "jobtide-message";
 /// The annotation holding the topic (a topic may be longer than a label value).
 pub const TOPIC_ANNOTATION: &str = "jobtide.io/topic";
+/// The annotation holding the message's own W3C `traceparent` header (when well formed), so that
+/// whoever emits the message's span later parents it on the producer's without the message.
+pub const TRACEPARENT_ANNOTATION: &str = "jobtide.io/traceparent";
 /// The most bytes of key, value and headers `payload: file` delivers: a Secret holds at most
 /// 1 MiB, and its keys and metadata need some of it.
 pub const MAX_FILE_PAYLOAD: usize = 1_000_000;
@@ -70,6 +74,10 @@ pub struct Delivery<'a> {
     pub headers: &'a [(String, Option<Vec<u8>>)],
     /// How the payload reaches the Job.
     pub payload: Payload,
+    /// The Job's `TRACEPARENT` when the operator exports traces (the span of this attempt, in
+    /// the message's trace: `jobtide_core::dispatch::MessageTrace`); `None`: the message's own
+    /// header is passed on when it is well formed.
+    pub traceparent: Option<&'a str>,
 }
 
 /// Why a message can't be delivered as its trigger says.
@@ -113,7 +121,10 @@ pub fn message_job(
     if let Some(timestamp) = delivery.timestamp_ms {
         env.push(env_var("JOBTIDE_TIMESTAMP", &timestamp.to_string()));
     }
-    if let Some(traceparent) = traceparent(delivery.headers) {
+    if let Some(traceparent) = delivery
+        .traceparent
+        .or_else(|| traceparent(delivery.headers))
+    {
         env.push(env_var("TRACEPARENT", traceparent));
     }
     let secret = match delivery.payload {
@@ -156,6 +167,12 @@ pub fn message_job(
         .annotations
         .get_or_insert_with(BTreeMap::new)
         .insert(TOPIC_ANNOTATION.to_owned(), delivery.topic.to_owned());
+    if let Some(header) = traceparent(delivery.headers) {
+        job.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(TRACEPARENT_ANNOTATION.to_owned(), header.to_owned());
+    }
     if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
         for container in pod
             .containers
@@ -342,6 +359,7 @@ mod tests {
             value: Some(&[0xff, 0x00, b'x']),
             headers: &[],
             payload,
+            traceparent: None,
         }
     }
 
@@ -527,5 +545,20 @@ mod tests {
         let (job, secret) = message_job(&scaled_job(), "0.1.0", &message).unwrap();
         assert!(secret.is_none());
         assert_eq!(env_of(&job, 0)["TRACEPARENT"], good);
+        assert_eq!(
+            job.metadata.annotations.clone().unwrap()[TRACEPARENT_ANNOTATION],
+            good
+        );
+        let ours = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+        let traced = Delivery {
+            traceparent: Some(ours),
+            ..message
+        };
+        let (job, _) = message_job(&scaled_job(), "0.1.0", &traced).unwrap();
+        assert_eq!(
+            env_of(&job, 0)["TRACEPARENT"],
+            ours,
+            "the operator's span replaces the header"
+        );
     }
 }

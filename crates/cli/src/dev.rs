@@ -135,15 +135,18 @@ async fn embedded_kafka(
 }
 
 pub fn run(args: DevArgs) -> ExitCode {
-    if let Err(error) = args.log.init() {
-        eprintln!("error: {error:#}");
-        return ExitCode::from(2);
-    }
+    let telemetry = match args.log.init() {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match crate::cli::runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let code = match runtime.block_on(dev(args)) {
+    let code = match runtime.block_on(dev(args, telemetry.traces())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -152,6 +155,7 @@ pub fn run(args: DevArgs) -> ExitCode {
     };
     // Pod processes are killed with the runner; don't wait for stray blocking tasks.
     runtime.shutdown_timeout(Duration::from_secs(2));
+    drop(telemetry);
     code
 }
 
@@ -182,7 +186,7 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-async fn dev(args: DevArgs) -> anyhow::Result<()> {
+async fn dev(args: DevArgs, traces: bool) -> anyhow::Result<()> {
     let began = Instant::now();
     let shutdown = shutdown_signal().shared();
 
@@ -243,6 +247,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     install_crds(&client).await?;
 
     let mut config = Config::new(env!("CARGO_PKG_VERSION"), "jobtide-dev");
+    config.traces = traces;
     // Manifests name in-cluster brokers; on one machine every trigger reads dev's Kafka.
     config.bootstrap_servers_override = Some(bootstrap.split(',').map(str::to_owned).collect());
     let context = Arc::new(Context::new(client, config));

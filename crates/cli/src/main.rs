@@ -7,6 +7,7 @@ mod explain;
 mod kafka;
 mod kube_client;
 mod operator;
+mod telemetry;
 mod text;
 mod validate;
 

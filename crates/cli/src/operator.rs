@@ -35,22 +35,31 @@ pub struct LogArgs {
     /// Log level or filter (`info`, `debug`, `jobtide_controller=debug,info`, …).
     #[arg(long, default_value = "info", env = "JOBTIDE_LOG_LEVEL")]
     pub log_level: String,
+    #[command(flatten)]
+    pub traces: crate::telemetry::TraceArgs,
 }
 
 impl LogArgs {
-    /// Installs the process-wide subscriber (stderr).
-    pub fn init(&self) -> anyhow::Result<()> {
+    /// Installs the process-wide subscriber (stderr) and, when traces are exported, the
+    /// OpenTelemetry tracer provider (keep the returned guard for as long as the process runs:
+    /// dropping it flushes the last spans).
+    pub fn init(&self) -> anyhow::Result<crate::telemetry::Telemetry> {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+
         let filter = tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .with_context(|| format!("--log-level {:?} is not a valid filter", self.log_level))?;
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
+        let (telemetry, spans) = self.traces.init()?;
+        let fmt = tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr);
+        let registry = tracing_subscriber::registry().with(filter).with(spans);
         let installed = match self.log_format {
-            LogFormat::Text => builder.try_init(),
-            LogFormat::Json => builder.json().flatten_event(true).try_init(),
+            LogFormat::Text => registry.with(fmt).try_init(),
+            LogFormat::Json => registry.with(fmt.json().flatten_event(true)).try_init(),
         };
-        installed.map_err(|e| anyhow::anyhow!("installing the logger: {e}"))
+        installed.map_err(|e| anyhow::anyhow!("installing the logger: {e}"))?;
+        Ok(telemetry)
     }
 }
 
@@ -239,21 +248,27 @@ pub fn client(config: kube::Config, qps: u32, burst: u32) -> anyhow::Result<kube
 }
 
 pub fn run(args: OperatorArgs) -> ExitCode {
-    if let Err(error) = args.log.init() {
-        eprintln!("error: {error:#}");
-        return ExitCode::from(2);
-    }
+    let telemetry = match args.log.init() {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match crate::cli::runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    match runtime.block_on(operate(args)) {
+    let code = match runtime.block_on(operate(args, telemetry.traces())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The last spans are flushed before the process ends.
+    drop(telemetry);
+    code
 }
 
 impl OperatorArgs {
@@ -277,7 +292,7 @@ impl OperatorArgs {
     }
 }
 
-async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
+async fn operate(args: OperatorArgs, traces: bool) -> anyhow::Result<()> {
     let timing = args.timing()?;
     let kube_config = match &args.kubeconfig {
         Some(path) => {
@@ -299,11 +314,11 @@ async fn operate(args: OperatorArgs) -> anyhow::Result<()> {
     let election_client = client(kube_config.clone(), 0, 0)?;
     let client = client(kube_config, args.kube_api_qps, args.kube_api_burst)?;
     let instance = instance_name();
-    let context = Arc::new(Context::new(
-        client.clone(),
-        args.controller
-            .config(&instance, args.bootstrap_servers_override.clone())?,
-    ));
+    let mut config = args
+        .controller
+        .config(&instance, args.bootstrap_servers_override.clone())?;
+    config.traces = traces;
+    let context = Arc::new(Context::new(client.clone(), config));
     let shutdown = shutdown_signal().shared();
     let namespace = args
         .leader_election_namespace

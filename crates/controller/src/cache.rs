@@ -131,6 +131,15 @@ impl<K: Resource + Clone> OwnedCache<K> {
         }
     }
 
+    /// The object `name` in `namespace`, as stored.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        let state = self.state.read().ok()?;
+        let owner = state
+            .owner_of
+            .get(&(namespace.to_owned(), name.to_owned()))?;
+        state.by_owner.get(owner)?.get(name).cloned()
+    }
+
     /// The objects of one ScaledJob.
     pub fn of(&self, owner: &OwnerKey) -> Vec<Arc<K>> {
         self.state

@@ -42,6 +42,10 @@ pub struct Config {
     pub bootstrap_servers_override: Option<Vec<String>>,
     /// Whether GSSAPI triggers may connect (off by default: see `jobtide_kafka::kerberos`).
     pub gssapi: GssapiSupport,
+    /// Whether the operator exports traces (the process installed an OpenTelemetry tracer
+    /// provider with [`crate::trace_ids::FixedIds`]): then a dispatched Job's `TRACEPARENT` names
+    /// its own span (docs/observability.md); else it is the message's header, passed on.
+    pub traces: bool,
 }
 
 impl Config {
@@ -57,6 +61,7 @@ impl Config {
             max_concurrent_reconciles: 0,
             bootstrap_servers_override: None,
             gssapi: GssapiSupport::Disabled,
+            traces: false,
         }
     }
 }
@@ -133,6 +138,36 @@ impl Context {
             states: Mutex::new(HashMap::new()),
             refresh: Mutex::new(None),
         }
+    }
+
+    /// The Job watch shows `job` (before the cache stores it): a Job seen changing to finished
+    /// counts in the Job series once ([`crate::job_metrics`]).
+    pub(crate) fn job_changed(&self, job: &Job) {
+        use crate::job_metrics::{JobEnd, JobTimes};
+        let Some(end) = JobEnd::of(job) else {
+            return;
+        };
+        let (Some(namespace), Some(name)) = (&job.metadata.namespace, &job.metadata.name) else {
+            return;
+        };
+        let Some(owner) = job
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(jobtide_api::job::SCALED_JOB_NAME_LABEL))
+        else {
+            return;
+        };
+        if self
+            .jobs
+            .get(namespace, name)
+            .is_some_and(|seen| JobEnd::of(&seen).is_some())
+        {
+            return;
+        }
+        let owner = (namespace.clone(), owner.clone());
+        let times = JobTimes::of(job, &self.pods.of(&owner), std::time::SystemTime::now());
+        self.metrics.jobs.finished(&owner, end, &times);
     }
 
     /// Runs `f` on the state of the ScaledJob `uid` (created empty on first use).

@@ -19,6 +19,7 @@ mod error;
 mod events;
 mod facts;
 pub mod http;
+mod job_metrics;
 pub mod leader;
 pub mod metrics;
 mod objects;
@@ -28,6 +29,7 @@ mod reconcile;
 pub mod shards;
 mod state;
 mod status;
+pub mod trace_ids;
 
 pub use context::{Config, Context};
 

@@ -113,6 +113,8 @@ pub struct Metrics {
     pub(crate) dispatch: crate::dispatch::DispatchMetrics,
     /// Capacity's series.
     pub(crate) capacity: crate::capacity::CapacityMetrics,
+    /// Jobs' ends (both modes).
+    pub(crate) jobs: crate::job_metrics::JobMetrics,
     /// The scaler series set per ScaledJob, to delete them when its triggers change or it goes.
     series: Mutex<HashMap<OwnerKey, Vec<ScalerLabels>>>,
 }
@@ -269,10 +271,12 @@ impl Metrics {
         );
         let dispatch = crate::dispatch::DispatchMetrics::register(&mut registry);
         let capacity = crate::capacity::CapacityMetrics::register(&mut registry);
+        let jobs = crate::job_metrics::JobMetrics::register(&mut registry);
         registry.register_collector(Box::new(KafkaCollector { pool }));
         Self {
             dispatch,
             capacity,
+            jobs,
             registry,
             scaler_value,
             scaler_latency,
@@ -419,6 +423,8 @@ impl Metrics {
                 reason: reason.into(),
             });
         }
+        self.jobs.forget(owner);
+        self.dispatch.forget_scaled_job(owner);
     }
 
     /// How late a poll ran against its schedule.

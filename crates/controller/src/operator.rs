@@ -121,6 +121,9 @@ pub async fn run_controller(
             .default_backoff()
             .try_filter(in_scope(scope.clone(), labelled_scaled_job))
             .map_ok(move |event| {
+                if let watcher::Event::Apply(job) = &event {
+                    context.job_changed(job);
+                }
                 context.jobs.apply(&event);
                 event
             })

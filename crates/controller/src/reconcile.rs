@@ -24,6 +24,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 use crate::auth_status;
 use crate::capacity;
@@ -391,7 +392,9 @@ pub(crate) async fn resolve(
 }
 
 /// §2.4: measure every trigger, count Jobs, let `core` decide, act (creating Jobs only when
-/// `creating`: the first poll of a `pollingInterval`).
+/// `creating`: the first poll of a `pollingInterval`). A `poll` span with `measure` (per
+/// trigger), `decide` and `act` under it (exported as traces when the operator traces).
+#[tracing::instrument(name = "poll", skip_all, fields(scaled_job = %scaled_job.name_any(), namespace = %scaled_job.namespace().unwrap_or_default()))]
 async fn poll(
     scaled_job: &ScaledJob,
     context: &Context,
@@ -457,6 +460,7 @@ async fn poll(
                     &previous,
                     timeout,
                 )
+                .instrument(tracing::info_span!("measure", trigger = index))
                 .await
                 {
                     Ok(measured) => {
@@ -501,30 +505,32 @@ async fn poll(
             .map(String::as_str),
     );
     let guard_state = context.with_state(&uid, |state| state.crash_loop.clone());
-    let decision = decide_poll(&PollInput {
-        triggers: &triggers,
-        jobs: &facts,
-        policy: PollPolicy {
-            bounds: spec.bounds(),
-            strategy: spec.scaling_strategy(),
-            aggregation: spec.aggregation(),
-            pending_pod_conditions: spec.pending_pod_conditions(),
-            history_limits: spec.history_limits(),
-        },
-        conditions,
-        now: SystemTime::now(),
-        creating,
-        crash_loop: CrashLoopGuard {
-            policy: &guard_policy,
-            state: &guard_state,
-            spec_changed: changed,
-        },
-        capacity: CapacityFacts {
-            generation: &generation,
-            requests: &requests,
-            quota: quota.as_ref(),
-            policy: capacity_policy,
-        },
+    let decision = tracing::info_span!("decide").in_scope(|| {
+        decide_poll(&PollInput {
+            triggers: &triggers,
+            jobs: &facts,
+            policy: PollPolicy {
+                bounds: spec.bounds(),
+                strategy: spec.scaling_strategy(),
+                aggregation: spec.aggregation(),
+                pending_pod_conditions: spec.pending_pod_conditions(),
+                history_limits: spec.history_limits(),
+            },
+            conditions,
+            now: SystemTime::now(),
+            creating,
+            crash_loop: CrashLoopGuard {
+                policy: &guard_policy,
+                state: &guard_state,
+                spec_changed: changed,
+            },
+            capacity: CapacityFacts {
+                generation: &generation,
+                requests: &requests,
+                quota: quota.as_ref(),
+                policy: capacity_policy,
+            },
+        })
     });
     context
         .metrics
@@ -548,65 +554,75 @@ async fn poll(
     let jobs_api: Api<Job> = Api::namespaced(context.client.clone(), &namespace);
     let mut events = Vec::new();
     let mut conditions = decision.conditions.clone();
-    for _ in 0..decision.jobs.create {
-        let result = match job_for(scaled_job, &context.config.operator_version) {
-            Ok(job) => jobs_api
-                .create(&PostParams::default(), &job)
-                .await
-                .map_err(|e| {
-                    let refusal = capacity::quota_refusal(&e);
-                    (e.to_string(), refusal)
-                }),
-            Err(error) => Err((error.to_string(), None)),
-        };
-        match result {
-            Ok(created) => {
-                context.expectations.created(&owner, &created.name_any());
-                context.metrics.job_created(&owner, true);
-                capacity::created(context, &uid);
-            }
-            // A quota refusal stops this poll's creations (the next ones would be refused too)
-            // and becomes the CapacityAvailable condition, not an event per Job.
-            Err((_, Some(refusal))) => {
-                context.metrics.job_created(&owner, false);
-                context.metrics.capacity.quota_refused(&owner);
-                capacity::refused(context, &uid, &namespace, refusal.clone());
-                let assessment = core_capacity::assess(&CapacityInput {
-                    jobs: &facts,
-                    generation: &generation,
-                    requests: &requests,
-                    quota: Some(&QuotaRefusal {
-                        message: refusal,
-                        may_retry: false,
+    let act = tracing::info_span!(
+        "act",
+        create = decision.jobs.create,
+        delete = decision.delete.len()
+    );
+    async {
+        for _ in 0..decision.jobs.create {
+            let result = match job_for(scaled_job, &context.config.operator_version) {
+                Ok(job) => jobs_api
+                    .create(&PostParams::default(), &job)
+                    .await
+                    .map_err(|e| {
+                        let refusal = capacity::quota_refusal(&e);
+                        (e.to_string(), refusal)
                     }),
-                    policy: capacity_policy,
-                    previous: None,
-                });
-                let (condition, event) =
-                    core_capacity::after_assess(conditions.capacity.as_ref(), &assessment);
-                conditions.capacity = condition;
-                events.extend(event);
-                break;
-            }
-            Err((error, None)) => {
-                context.metrics.job_created(&owner, false);
-                events.push(Event::job_create_failed(&format!("{name}-"), &error));
+                Err(error) => Err((error.to_string(), None)),
+            };
+            match result {
+                Ok(created) => {
+                    context.expectations.created(&owner, &created.name_any());
+                    context.metrics.job_created(&owner, true);
+                    capacity::created(context, &uid);
+                }
+                // A quota refusal stops this poll's creations (the next ones would be refused too)
+                // and becomes the CapacityAvailable condition, not an event per Job.
+                Err((_, Some(refusal))) => {
+                    context.metrics.job_created(&owner, false);
+                    context.metrics.capacity.quota_refused(&owner);
+                    capacity::refused(context, &uid, &namespace, refusal.clone());
+                    let assessment = core_capacity::assess(&CapacityInput {
+                        jobs: &facts,
+                        generation: &generation,
+                        requests: &requests,
+                        quota: Some(&QuotaRefusal {
+                            message: refusal,
+                            may_retry: false,
+                        }),
+                        policy: capacity_policy,
+                        previous: None,
+                    });
+                    let (condition, event) =
+                        core_capacity::after_assess(conditions.capacity.as_ref(), &assessment);
+                    conditions.capacity = condition;
+                    events.extend(event);
+                    break;
+                }
+                Err((error, None)) => {
+                    context.metrics.job_created(&owner, false);
+                    events.push(Event::job_create_failed(&format!("{name}-"), &error));
+                }
             }
         }
-    }
-    for doomed in &decision.delete {
-        match jobs_api.delete(doomed, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => {
-                return Err(api_error(format!(
-                    "deleting Job {namespace}/{doomed} (history)"
-                ))(error));
+        for doomed in &decision.delete {
+            match jobs_api.delete(doomed, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(error) => {
+                    return Err(api_error(format!(
+                        "deleting Job {namespace}/{doomed} (history)"
+                    ))(error));
+                }
             }
+            context.expectations.deleted(&owner, doomed);
+            context.metrics.job_deleted(&owner, "history");
         }
-        context.expectations.deleted(&owner, doomed);
-        context.metrics.job_deleted(&owner, "history");
+        Ok::<_, Error>(())
     }
+    .instrument(act)
+    .await?;
     events.extend(decision.events.iter().cloned());
     let mut activity = serde_json::Map::new();
     for (metric, active) in &decision.triggers_activity {

@@ -213,6 +213,26 @@ async fn a_failing_message_is_retried_then_dead_lettered_and_the_rest_moves_on()
                     .starts_with("message orders/0/1 failed 2 attempt(s) and went to orders-dlq")),
         "{events:?}"
     );
+    // The run in metrics: 2 successes, 2 failures (one a retry), 1 dead letter; every Job's
+    // duration and queue time observed once.
+    let metrics = operator.metrics();
+    let samples: BTreeSet<&str> = metrics.lines().collect();
+    let ours = r#"namespace="default",scaledJob="retry""#;
+    for line in [
+        format!(r#"jobtide_jobs_finished_total{{{ours},outcome="succeeded"}} 2"#),
+        format!(r#"jobtide_jobs_finished_total{{{ours},outcome="failed"}} 2"#),
+        format!("jobtide_job_duration_seconds_count{{{ours}}} 4"),
+        format!("jobtide_job_queue_seconds_count{{{ours}}} 4"),
+        format!("jobtide_dispatch_retries_total{{{ours}}} 1"),
+        format!("jobtide_dispatch_dead_letters_total{{{ours}}} 1"),
+        r#"jobtide_dispatch_messages_total{outcome="created"} 4"#.to_owned(),
+        r#"jobtide_dispatch_messages_total{outcome="succeeded"} 2"#.to_owned(),
+        r#"jobtide_dispatch_messages_total{outcome="failed"} 2"#.to_owned(),
+        r#"jobtide_dispatch_messages_total{outcome="dead_lettered"} 1"#.to_owned(),
+        "jobtide_dispatch_message_to_job_seconds_count 3".to_owned(),
+    ] {
+        assert!(samples.contains(line.as_str()), "{line} in\n{metrics}");
+    }
     operator.stop().await;
 }
 
@@ -322,6 +342,7 @@ async fn a_job_left_without_its_message_secret_at_the_cap_gets_it_after_a_restar
             value: Some(b"m0"),
             headers: &[],
             payload: Payload::File,
+            traceparent: None,
         },
     )
     .unwrap();

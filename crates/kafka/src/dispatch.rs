@@ -69,6 +69,14 @@ pub enum DispatchError {
         /// The cause.
         message: String,
     },
+    /// Producing an outcome record failed.
+    #[error("producing to results topic {topic}: {message}")]
+    Results {
+        /// The results topic.
+        topic: String,
+        /// The cause.
+        message: String,
+    },
     /// Producing a dead letter failed.
     #[error("producing to dead-letter topic {topic}: {message}")]
     DeadLetter {
@@ -89,6 +97,7 @@ impl DispatchError {
             Self::Receive { .. } => "receive",
             Self::Commit { .. } => "commit",
             Self::DeadLetter { .. } => "dead_letter",
+            Self::Results { .. } => "results",
         }
     }
 }
@@ -102,13 +111,14 @@ impl From<ConfigError> for DispatchError {
 /// How long one broker round trip of the consumer's own calls may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The consumer (and dead-letter producer) of one dispatch trigger.
+/// The consumer (and the dead-letter and results producer) of one dispatch trigger.
 pub struct DispatchConsumer {
     consumer: Arc<StreamConsumer>,
     producer: Option<FutureProducer>,
     topic: String,
     group: String,
     dead_letter_topic: Option<String>,
+    results_topic: Option<String>,
     reset: OffsetResetPolicy,
     _files: ConfigFiles,
 }
@@ -150,8 +160,8 @@ impl DispatchConsumer {
         let consumer: StreamConsumer = config
             .create()
             .map_err(|e| DispatchError::Config(format!("creating the Kafka consumer: {e}")))?;
-        let producer = match &trigger.dead_letter_topic {
-            Some(_) => {
+        let producer = match (&trigger.dead_letter_topic, &trigger.results_topic) {
+            (Some(_), _) | (_, Some(_)) => {
                 let (mut config, _) = client_config(&connection, trigger.isolation_level, gssapi)?;
                 config
                     .set("enable.idempotence", "true")
@@ -160,7 +170,7 @@ impl DispatchConsumer {
                     DispatchError::Config(format!("creating the dead-letter producer: {e}"))
                 })?)
             }
-            None => None,
+            (None, None) => None,
         };
         Ok(Self {
             consumer: Arc::new(consumer),
@@ -168,6 +178,7 @@ impl DispatchConsumer {
             topic: trigger.topic.clone(),
             group: trigger.consumer_group.clone(),
             dead_letter_topic: trigger.dead_letter_topic.clone(),
+            results_topic: trigger.results_topic.clone(),
             reset: trigger.backlog.offset_reset_policy,
             _files: files,
         })
@@ -312,6 +323,26 @@ impl DispatchConsumer {
             .await
             .map(drop)
             .map_err(|(e, _)| DispatchError::DeadLetter {
+                topic: topic.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Produces one outcome record (`key`: the message's coordinates, `value`: the record) to
+    /// the results topic; waits for the broker's acknowledgement.
+    pub async fn result(&self, key: &str, value: &[u8]) -> Result<(), DispatchError> {
+        let (Some(producer), Some(topic)) = (&self.producer, &self.results_topic) else {
+            return Err(DispatchError::Results {
+                topic: String::new(),
+                message: "no results topic".into(),
+            });
+        };
+        let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key).payload(value);
+        producer
+            .send(record, REQUEST_TIMEOUT)
+            .await
+            .map(drop)
+            .map_err(|(e, _)| DispatchError::Results {
                 topic: topic.clone(),
                 message: e.to_string(),
             })

@@ -40,6 +40,7 @@ fn trigger(mock: &MockKafka, reset: OffsetResetPolicy, dlq: Option<&str>) -> Kaf
         commit_on: CommitOn::Complete,
         max_attempts: 1,
         dead_letter_topic: dlq.map(Into::into),
+        results_topic: None,
         payload: Payload::File,
     }
 }

@@ -41,6 +41,9 @@ pub struct KafkaDispatchTrigger {
     pub max_attempts: u32,
     /// `deadLetterTopic`: where a failed message goes; `None` records the failure and moves on.
     pub dead_letter_topic: Option<String>,
+    /// `resultsTopic`: where one record per finished message goes (its coordinates, Job,
+    /// outcome, attempts, times and trace id; docs/observability.md); `None`: no records.
+    pub results_topic: Option<String>,
     /// `payload`: how the message reaches the Job.
     pub payload: Payload,
 }
@@ -87,6 +90,7 @@ pub const METADATA_KEYS: &[&str] = &[
     "commitOn",
     "maxAttempts",
     "deadLetterTopic",
+    "resultsTopic",
     "payload",
 ];
 
@@ -108,6 +112,7 @@ struct Draft {
     commit_on: Option<&'static str>,
     max_attempts: Option<i64>,
     dead_letter_topic: Option<String>,
+    results_topic: Option<String>,
     payload: Option<&'static str>,
     /// Whether `isolationLevel` is set (`kafka`'s parser reads it; only the default differs).
     isolation_level_set: bool,
@@ -120,6 +125,7 @@ pub(super) fn parse(params: &mut Params<'_>) -> Result<(KafkaDispatchTrigger, Va
         commit_on: params.one_of("commitOn", META, "complete", &["complete", "create"]),
         max_attempts: params.int64("maxAttempts", META, 1),
         dead_letter_topic: params.optional("deadLetterTopic", META),
+        results_topic: params.optional("resultsTopic", META),
         payload: params.one_of("payload", META, "file", &["file", "env", "none"]),
         isolation_level_set: params.optional("isolationLevel", META).is_some(),
     };
@@ -159,6 +165,15 @@ pub(super) fn parse(params: &mut Params<'_>) -> Result<(KafkaDispatchTrigger, Va
             )));
         }
     }
+    if let Some(results) = &draft.results_topic {
+        check_topic_name("resultsTopic", results).map_err(invalid)?;
+        if *results == topic {
+            return Err(invalid(ParamError::new(
+                "resultsTopic",
+                "resultsTopic must differ from topic (each record would be dispatched as a message)",
+            )));
+        }
+    }
     let max_attempts = draft
         .max_attempts
         .and_then(|n| u32::try_from(n).ok())
@@ -189,6 +204,7 @@ pub(super) fn parse(params: &mut Params<'_>) -> Result<(KafkaDispatchTrigger, Va
         },
         max_attempts,
         dead_letter_topic: draft.dead_letter_topic,
+        results_topic: draft.results_topic,
         payload: match draft.payload {
             Some("env") => Payload::Env,
             Some("none") => Payload::None,
@@ -209,6 +225,7 @@ fn dispatch_view(mut view: Value, draft: &Draft) -> Value {
             "deadLetterTopic".into(),
             draft.dead_letter_topic.clone().into(),
         );
+        fields.insert("resultsTopic".into(), draft.results_topic.clone().into());
         fields.insert("payload".into(), draft.payload.into());
         if !draft.isolation_level_set {
             fields.insert("isolationLevel".into(), "read_committed".into());
@@ -287,6 +304,7 @@ mod tests {
             ("commitOn", "complete"),
             ("maxAttempts", "3"),
             ("deadLetterTopic", "orders-dlq"),
+            ("resultsTopic", "orders-results"),
             ("payload", "file"),
         ]));
         assert_eq!(config.connection.bootstrap_servers, ["kafka:9092"]);
@@ -300,6 +318,7 @@ mod tests {
         assert_eq!(config.commit_on, CommitOn::Complete);
         assert_eq!(config.max_attempts, 3);
         assert_eq!(config.dead_letter_topic.as_deref(), Some("orders-dlq"));
+        assert_eq!(config.results_topic.as_deref(), Some("orders-results"));
         assert_eq!(config.payload, Payload::File);
     }
 
@@ -313,6 +332,7 @@ mod tests {
         assert_eq!(config.commit_on, CommitOn::Complete);
         assert_eq!(config.max_attempts, 1);
         assert_eq!(config.dead_letter_topic, None);
+        assert_eq!(config.results_topic, None);
         assert_eq!(config.payload, Payload::File);
         assert_eq!(config.isolation_level, IsolationLevel::ReadCommitted);
         let view = parse(BASE, &[]).view.unwrap();
@@ -335,6 +355,8 @@ mod tests {
             (&[("deadLetterTopic", "orders")], "deadLetterTopic"),
             (&[("deadLetterTopic", "a b")], "deadLetterTopic"),
             (&[("deadLetterTopic", "..")], "deadLetterTopic"),
+            (&[("resultsTopic", "orders")], "resultsTopic"),
+            (&[("resultsTopic", "a/b")], "resultsTopic"),
         ];
         for (extra, parameter) in cases {
             let found = errors(&with(extra));

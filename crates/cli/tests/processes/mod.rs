@@ -140,6 +140,11 @@ impl Operator {
     /// Starts `jobtide operator` called `name` on `dev`'s API server, reading dev's Kafka for
     /// every trigger, with `extra` arguments.
     pub fn start(dev: &Dev, name: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(dev, name, extra, &[])
+    }
+
+    /// [`Operator::start`] with `env` added to its environment.
+    pub fn start_with_env(dev: &Dev, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let log = dev.dir.path().join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("operator log file");
         let child = Command::new(assert_cmd::cargo::cargo_bin!("jobtide"))
@@ -152,6 +157,7 @@ impl Operator {
             .args(extra)
             .env("POD_NAME", name)
             .env("JOBTIDE_LOG_LEVEL", "warn,jobtide_controller::leader=info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)

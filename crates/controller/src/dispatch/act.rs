@@ -17,7 +17,12 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::MessageOutcome;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jobtide_core::dispatch::Message;
+
+use super::results::{Ending, OutcomeRecord, RecordedOutcome, Results};
+use super::{MessageOutcome, trace};
 use crate::context::Context;
 
 /// A step that failed and will be tried again: the category (a metric label) and the text.
@@ -48,10 +53,13 @@ pub(crate) struct Scope<'a> {
     pub hash: DispatchHash,
     /// Jobs this dispatcher created (for the aggregated `KEDAJobsCreated` event).
     pub created: &'a std::sync::atomic::AtomicU64,
+    /// Outcome records waiting for the results topic.
+    pub results: &'a Results,
 }
 
 impl Scope<'_> {
-    fn name(&self, partition: i32, offset: i64, attempt: u32) -> String {
+    /// The name of the Job for `attempt` of the message at (`partition`, `offset`).
+    pub fn name(&self, partition: i32, offset: i64, attempt: u32) -> String {
         job_name(
             &self.scaled_job.name_any(),
             &self.trigger.topic,
@@ -90,6 +98,12 @@ impl Scope<'_> {
             hash: self.hash,
         }
         .labels();
+        let trace = trace::message_trace(self, partition, offset, Some(&message), None);
+        let traceparent = self
+            .context
+            .config
+            .traces
+            .then(|| trace.job_traceparent(attempt).to_string());
         let delivery = Delivery {
             job_name: &name,
             labels: &labels,
@@ -102,6 +116,7 @@ impl Scope<'_> {
             value: message.value.as_deref(),
             headers: &message.headers,
             payload: self.trigger.payload,
+            traceparent: traceparent.as_deref(),
         };
         let (job, secret) = match message_job(
             self.scaled_job,
@@ -135,11 +150,28 @@ impl Scope<'_> {
                     .metrics
                     .dispatch
                     .message(MessageOutcome::Created);
+                if attempt > 1 {
+                    self.context
+                        .metrics
+                        .dispatch
+                        .retried(&Context::owner(self.scaled_job));
+                }
+                tracing::debug!(
+                    trace_id = %trace::trace_id_text(&trace),
+                    scaled_job = %self.scaled_job.name_any(),
+                    namespace = %self.scaled_job.namespace().unwrap_or_default(),
+                    job = %name,
+                    topic = %self.trigger.topic,
+                    partition,
+                    offset,
+                    attempt,
+                    "dispatched a Job"
+                );
                 if attempt == 1
                     && let Some(at) = message.timestamp_ms
                 {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.as_millis());
                     #[allow(clippy::cast_precision_loss)] // milliseconds fit an f64 exactly
                     let seconds =
@@ -222,6 +254,16 @@ impl Scope<'_> {
             .metrics
             .dispatch
             .message(MessageOutcome::DeadLettered);
+        self.context
+            .metrics
+            .dispatch
+            .dead_lettered(&Context::owner(self.scaled_job));
+        self.message_failed(
+            Some(&message),
+            (partition, offset),
+            attempts,
+            trace::MessageEnd::DeadLettered(reason),
+        );
         let topic = self
             .trigger
             .dead_letter_topic
@@ -243,8 +285,8 @@ impl Scope<'_> {
     /// Records a message that failed for good with no dead-letter topic.
     pub async fn record_failure(
         &self,
-        partition: i32,
-        offset: i64,
+        message: Option<&Message>,
+        (partition, offset): (i32, i64),
         attempts: u32,
         reason: &str,
     ) -> Result<(), StepError> {
@@ -252,6 +294,12 @@ impl Scope<'_> {
             .metrics
             .dispatch
             .message(MessageOutcome::Dropped);
+        self.message_failed(
+            message,
+            (partition, offset),
+            attempts,
+            trace::MessageEnd::Failed(reason),
+        );
         self.finish(
             partition,
             offset,
@@ -262,6 +310,84 @@ impl Scope<'_> {
             )),
         )
         .await
+    }
+
+    /// The span and log line of a message that failed for good (its last Job, if any, from the
+    /// cache: the span starts at the message's timestamp, else at that Job's creation).
+    fn message_failed(
+        &self,
+        message: Option<&Message>,
+        (partition, offset): (i32, i64),
+        attempts: u32,
+        how: trace::MessageEnd<'_>,
+    ) {
+        let job = self.cached_job(&self.name(partition, offset, attempts));
+        let trace = trace::message_trace(self, partition, offset, message, job.as_ref());
+        let now = SystemTime::now();
+        let times = job.as_ref().map(|job| {
+            let pods = self.context.pods.of(&Context::owner(self.scaled_job));
+            crate::job_metrics::JobTimes::of(job, &pods, now)
+        });
+        let (outcome, reason) = match how {
+            trace::MessageEnd::Succeeded => (RecordedOutcome::Succeeded, None),
+            trace::MessageEnd::DeadLettered(reason) => {
+                (RecordedOutcome::DeadLettered, Some(reason))
+            }
+            trace::MessageEnd::Failed(reason) => (RecordedOutcome::Failed, Some(reason)),
+        };
+        let name = job.as_ref().map(ResourceExt::name_any);
+        self.results.push(
+            self,
+            OutcomeRecord::new(
+                self,
+                &trace,
+                &Ending {
+                    partition,
+                    offset,
+                    attempts,
+                    outcome,
+                    reason,
+                    message_timestamp: message.and_then(|m| m.timestamp_ms),
+                    job: name.as_deref().zip(times.as_ref()),
+                    finished: now,
+                },
+            ),
+        );
+        // The span holds its Jobs' spans: from the message's timestamp or its first Job's
+        // creation, whichever is earlier (Kubernetes' times are whole seconds), to now or the
+        // last Job's end.
+        let first_created = (1..=attempts)
+            .find_map(|attempt| self.cached_job(&self.name(partition, offset, attempt)))
+            .and_then(|job| job.metadata.creation_timestamp)
+            .map(|created| SystemTime::from(created.0));
+        let start = message
+            .and_then(|m| m.timestamp_ms)
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+            .into_iter()
+            .chain(first_created)
+            .min()
+            .unwrap_or(now);
+        let end = times.map_or(now, |t| t.finished.max(now));
+        trace::message_finished(
+            self,
+            &trace,
+            (partition, offset),
+            attempts,
+            (start, end),
+            how,
+        );
+        tracing::warn!(
+            trace_id = %trace::trace_id_text(&trace),
+            scaled_job = %self.scaled_job.name_any(),
+            namespace = %self.scaled_job.namespace().unwrap_or_default(),
+            topic = %self.trigger.topic,
+            partition,
+            offset,
+            attempts,
+            outcome = ?how,
+            "message failed for good"
+        );
     }
 
     /// The warning event, and the annotation on the message's last Job that tells a restarted

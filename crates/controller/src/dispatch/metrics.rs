@@ -1,6 +1,7 @@
-//! Dispatch mode's series: messages by outcome, messages in flight, and the time from a
-//! message's timestamp to its Job's creation. Labels are bounded: the outcome, and for the gauge
-//! the ScaledJob (removed when its dispatcher stops).
+//! Dispatch mode's series: messages by outcome, messages in flight, the time from a message's
+//! timestamp to its Job's creation (its age when dispatched), retries and dead letters. Labels
+//! are bounded: the outcome, and the ScaledJob (the gauge removed when its dispatcher stops, the
+//! counters when the ScaledJob goes).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -62,6 +63,8 @@ pub struct DispatchMetrics {
     in_flight: Family<ScaledJobLabels, Gauge>,
     latency: Histogram,
     errors: Family<CategoryLabels, Counter>,
+    retries: Family<ScaledJobLabels, Counter>,
+    dead_letters: Family<ScaledJobLabels, Counter>,
 }
 
 impl DispatchMetrics {
@@ -73,6 +76,8 @@ impl DispatchMetrics {
             // 1 ms to about 9 hours: a message may wait in a backlog long before its Job.
             latency: Histogram::new(exponential_buckets(0.001, 2.0, 25)),
             errors: Family::default(),
+            retries: Family::default(),
+            dead_letters: Family::default(),
         };
         registry.register(
             "jobtide_dispatch_messages",
@@ -94,7 +99,33 @@ impl DispatchMetrics {
             "Dispatch mode: failed steps by category (config, metadata, positions, receive, commit, dead_letter, api)",
             metrics.errors.clone(),
         );
+        registry.register(
+            "jobtide_dispatch_retries",
+            "Dispatch mode: Jobs created for a message's second or later attempt, per ScaledJob",
+            metrics.retries.clone(),
+        );
+        registry.register(
+            "jobtide_dispatch_dead_letters",
+            "Dispatch mode: messages produced to the dead-letter topic, per ScaledJob",
+            metrics.dead_letters.clone(),
+        );
         metrics
+    }
+
+    /// A Job for a message's `attempt` (2 or more: a retry) was created.
+    pub fn retried(&self, owner: &OwnerKey) {
+        self.retries.get_or_create(&labels(owner)).inc();
+    }
+
+    /// A message of `owner` went to the dead-letter topic.
+    pub fn dead_lettered(&self, owner: &OwnerKey) {
+        self.dead_letters.get_or_create(&labels(owner)).inc();
+    }
+
+    /// The ScaledJob went: its counters go (its gauge went with its dispatcher).
+    pub fn forget_scaled_job(&self, owner: &OwnerKey) {
+        self.retries.remove(&labels(owner));
+        self.dead_letters.remove(&labels(owner));
     }
 
     /// A message reached `outcome`.

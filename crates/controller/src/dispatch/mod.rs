@@ -18,7 +18,9 @@
 mod act;
 mod metrics;
 mod observe;
+mod results;
 mod run;
+mod trace;
 
 use std::sync::{Arc, Mutex};
 

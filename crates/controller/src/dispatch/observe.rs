@@ -18,6 +18,8 @@ pub(crate) struct DispatchedJob {
     pub name: String,
     /// What the ledger is told.
     pub observed: ObservedJob,
+    /// The Job as the cache holds it (its times, for the spans and metrics of its end).
+    pub job: Arc<Job>,
 }
 
 /// The Jobs among `jobs` that `hash` dispatched.
@@ -44,6 +46,7 @@ pub(crate) fn dispatched(jobs: &[Arc<Job>], hash: DispatchHash) -> Vec<Dispatche
                     outcome: outcome(job),
                     dead_lettered,
                 },
+                job: Arc::clone(job),
             })
         })
         .collect()

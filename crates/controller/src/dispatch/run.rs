@@ -5,14 +5,14 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jobtide_api::ScaledJob;
 use jobtide_api::delivery::{Delivery, message_job, owned_by};
 use jobtide_api::facts::jobs_facts;
 use jobtide_api::trigger::{CommitOn as TriggerCommitOn, KafkaDispatchTrigger};
 use jobtide_core::dispatch::{
-    Action, CommitOn, DispatchHash, DispatchPolicy, JobCoordinates, Ledger, Outcome,
+    Action, CommitOn, DispatchHash, DispatchPolicy, JobCoordinates, Ledger, ObservedJob, Outcome,
 };
 use jobtide_core::jobs::history_to_delete;
 use jobtide_kafka::dispatch::DispatchConsumer;
@@ -23,7 +23,8 @@ use tokio::sync::{Notify, watch};
 
 use super::act::{Scope, StepError};
 use super::observe::{Changes, DispatchedJob, dispatched};
-use super::{MessageOutcome, Snapshot};
+use super::results::{Ending, OutcomeRecord, RecordedOutcome, Results};
+use super::{MessageOutcome, Snapshot, trace};
 use crate::context::Context;
 
 /// How often a dispatcher looks at its Jobs without being woken (a missed wake-up costs this
@@ -144,6 +145,21 @@ async fn session(task: &Task) -> StepError {
     if let Err(error) = consumer.assign(&start) {
         return consumer_error(&error);
     }
+    let results = Results::default();
+    let created = std::sync::atomic::AtomicU64::new(0);
+    record_again(
+        &Scope {
+            context,
+            scaled_job: &first,
+            trigger,
+            consumer: &consumer,
+            hash,
+            created: &created,
+            results: &results,
+        },
+        &found,
+        &positions,
+    );
     // Jobs running at the restart may lack their message Secret (a crash between the two
     // creations): it is made again when their message is read again.
     let mut unverified: BTreeMap<(i32, i64), DispatchedJob> = found
@@ -159,7 +175,6 @@ async fn session(task: &Task) -> StepError {
     // What the ScaledJob's status was last asked to show, and when.
     let mut reported: Option<jobtide_core::dispatch::LedgerStatus> = None;
     let mut reported_at = Instant::now();
-    let created = std::sync::atomic::AtomicU64::new(0);
     let mut tick = tokio::time::interval(OBSERVE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut observed_at = tokio::time::Instant::now();
@@ -182,6 +197,7 @@ async fn session(task: &Task) -> StepError {
             consumer: &consumer,
             hash,
             created: &created,
+            results: &results,
         };
         let mut failed = false;
         if quota_hold && gates.has_changed().unwrap_or(false) {
@@ -219,7 +235,12 @@ async fn session(task: &Task) -> StepError {
                     attempts,
                     reason,
                 } => scope
-                    .record_failure(*partition, *offset, *attempts, reason)
+                    .record_failure(
+                        ledger.message(*partition, *offset),
+                        (*partition, *offset),
+                        *attempts,
+                        reason,
+                    )
                     .await
                     .map(|()| Vec::new()),
             };
@@ -250,7 +271,17 @@ async fn session(task: &Task) -> StepError {
         }
         // A recorded failure counts as done in the ledger: it must be recorded before the
         // commit can pass its offset, so nothing is committed while actions wait.
-        if pending.is_empty() {
+        // Likewise every outcome record is written before the commit passes its message.
+        let written = if pending.is_empty() {
+            results.write(&consumer).await
+        } else {
+            Ok(())
+        };
+        if let Err(error) = &written {
+            task.report(error);
+            failed = true;
+        }
+        if pending.is_empty() && written.is_ok() {
             let commits = ledger.commits();
             if !commits.is_empty() {
                 match consumer.commit(&commits).await {
@@ -349,6 +380,58 @@ async fn session(task: &Task) -> StepError {
     }
 }
 
+/// A restarted dispatcher's outcome records for the finished messages above the commit (their
+/// records may have been lost with the previous session: at least once).
+fn record_again(scope: &Scope<'_>, found: &[DispatchedJob], committed: &BTreeMap<i32, i64>) {
+    if scope.trigger.results_topic.is_none() {
+        return;
+    }
+    let pods = scope.context.pods.of(&Context::owner(scope.scaled_job));
+    for job in found {
+        let ObservedJob {
+            partition,
+            offset,
+            attempt,
+            ref outcome,
+            dead_lettered,
+        } = job.observed;
+        if committed.get(&partition).is_some_and(|&c| offset < c) {
+            continue;
+        }
+        let (outcome, reason) = match outcome {
+            Outcome::Succeeded => (RecordedOutcome::Succeeded, None),
+            Outcome::Failed { reason } if dead_lettered => (
+                if scope.trigger.dead_letter_topic.is_some() {
+                    RecordedOutcome::DeadLettered
+                } else {
+                    RecordedOutcome::Failed
+                },
+                Some(reason.as_str()),
+            ),
+            Outcome::Failed { .. } | Outcome::Running => continue,
+        };
+        let trace = trace::message_trace(scope, partition, offset, None, Some(&job.job));
+        let times = crate::job_metrics::JobTimes::of(&job.job, &pods, SystemTime::now());
+        scope.results.push(
+            scope,
+            OutcomeRecord::new(
+                scope,
+                &trace,
+                &Ending {
+                    partition,
+                    offset,
+                    attempts: attempt,
+                    outcome,
+                    reason,
+                    message_timestamp: None,
+                    job: Some((&job.name, &times)),
+                    finished: times.finished,
+                },
+            ),
+        );
+    }
+}
+
 fn finished_names(jobs: &[Arc<Job>], hash: DispatchHash) -> HashSet<String> {
     dispatched(jobs, hash)
         .into_iter()
@@ -370,6 +453,7 @@ fn observe(
         &task.context.jobs.of(&Context::owner(scope.scaled_job)),
         scope.hash,
     );
+    let mut pods = None;
     for job in jobs {
         let outcome = match job.observed.outcome {
             Outcome::Running => None,
@@ -380,8 +464,91 @@ fn observe(
             && counted.insert(job.name.clone())
         {
             task.context.metrics.dispatch.message(outcome);
+            let pods =
+                pods.get_or_insert_with(|| task.context.pods.of(&Context::owner(scope.scaled_job)));
+            finished(scope, ledger, &job, pods);
         }
         pending.extend(ledger.observed(job.observed));
+    }
+}
+
+/// A Job of this session's seen finished for the first time: its span, its message's span when
+/// it succeeded, the log line.
+fn finished(
+    scope: &Scope<'_>,
+    ledger: &Ledger,
+    job: &DispatchedJob,
+    pods: &[Arc<k8s_openapi::api::core::v1::Pod>],
+) {
+    let ObservedJob {
+        partition,
+        offset,
+        attempt,
+        ref outcome,
+        ..
+    } = job.observed;
+    let message = ledger.message(partition, offset);
+    let trace = trace::message_trace(scope, partition, offset, message, Some(&job.job));
+    let times = crate::job_metrics::JobTimes::of(&job.job, pods, SystemTime::now());
+    trace::attempt_finished(
+        scope,
+        &trace,
+        &job.job,
+        (partition, offset, attempt),
+        outcome,
+        &times,
+    );
+    tracing::info!(
+        trace_id = %trace::trace_id_text(&trace),
+        scaled_job = %scope.scaled_job.name_any(),
+        namespace = %scope.scaled_job.namespace().unwrap_or_default(),
+        job = %job.name,
+        topic = %scope.trigger.topic,
+        partition,
+        offset,
+        attempt,
+        outcome = ?outcome,
+        "dispatched Job finished"
+    );
+    if matches!(outcome, Outcome::Succeeded) {
+        scope.results.push(
+            scope,
+            OutcomeRecord::new(
+                scope,
+                &trace,
+                &Ending {
+                    partition,
+                    offset,
+                    attempts: attempt,
+                    outcome: RecordedOutcome::Succeeded,
+                    reason: None,
+                    message_timestamp: message.and_then(|m| m.timestamp_ms),
+                    job: Some((&job.name, &times)),
+                    finished: times.finished,
+                },
+            ),
+        );
+        // From the message's timestamp or its first Job's creation, whichever is earlier
+        // (Kubernetes' times are whole seconds).
+        let first_created = (attempt > 1)
+            .then(|| scope.cached_job(&scope.name(partition, offset, 1)))
+            .flatten()
+            .and_then(|job| job.metadata.creation_timestamp)
+            .map_or(times.created, |created| SystemTime::from(created.0));
+        let start = message
+            .and_then(|m| m.timestamp_ms)
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map_or(first_created, |ms| {
+                (UNIX_EPOCH + Duration::from_millis(ms)).min(first_created)
+            });
+        trace::message_finished(
+            scope,
+            &trace,
+            (partition, offset),
+            attempt,
+            (start, times.finished),
+            trace::MessageEnd::Succeeded,
+        );
     }
 }
 
@@ -467,6 +634,8 @@ async fn restore_secret(
         value: message.value.as_deref(),
         headers: &message.headers,
         payload: scope.trigger.payload,
+        // Only the Secret is made here: the Job's environment is not.
+        traceparent: None,
     };
     let Ok((_, Some(secret))) = message_job(
         scope.scaled_job,

@@ -40,6 +40,7 @@ mod entry;
 mod facts;
 mod ledger;
 pub(crate) mod name;
+mod trace;
 
 pub use facts::{Action, CommitOn, DispatchPolicy, Message, ObservedJob, Outcome};
 pub use ledger::{Ledger, LedgerStatus};
@@ -47,3 +48,4 @@ pub use name::{
     ATTEMPT_LABEL, DEAD_LETTERED_ANNOTATION, DISPATCH_LABEL, DispatchHash, InvalidDispatchHash,
     JobCoordinates, MAX_NAME_LEN, OFFSET_LABEL, PARTITION_LABEL, TOPIC_ANNOTATION, job_name,
 };
+pub use trace::{MessageTrace, TraceParent, traceparent_header};
