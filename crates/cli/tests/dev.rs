@@ -6,154 +6,20 @@
 
 mod common;
 
-use common::kubectl;
+use common::dev::{Dev, completed, eventually, example, start_dev};
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jobtide_api::ScaledJob;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{ListParams, LogParams, PostParams};
-use kube::{Api, Client, ResourceExt};
-
-/// A running `jobtide dev`, stopped with SIGTERM on drop.
-struct Dev {
-    child: Option<Child>,
-    api: String,
-    kafka: String,
-    kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn start_dev(extra: &[&str]) -> Dev {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("jobtide"))
-        .args([
-            "dev",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--kubeconfig-out",
-        ])
-        .arg(&kubeconfig)
-        .args(extra)
-        .env("JOBTIDE_LOG_LEVEL", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut api, mut kafka) = (String::new(), String::new());
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        eprintln!("dev: {line}");
-        if let Some(rest) = line.strip_prefix("api-server: ") {
-            rest.clone_into(&mut api);
-        }
-        if let Some(rest) = line.strip_prefix("kafka: ") {
-            rest.split_whitespace()
-                .next()
-                .unwrap()
-                .clone_into(&mut kafka);
-        }
-        if line.starts_with("metrics: ") {
-            break;
-        }
-    }
-    assert!(
-        !api.is_empty() && !kafka.is_empty(),
-        "dev printed no addresses"
-    );
-    // Keep draining stdout so the process never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Dev {
-        child: Some(child),
-        api,
-        kafka,
-        kubeconfig,
-        _dir: dir,
-    }
-}
-
-impl Dev {
-    fn client(&self) -> Client {
-        Client::try_from(kube::Config::new(self.api.parse().unwrap())).unwrap()
-    }
-
-    /// SIGTERM, then the exit status.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "jobtide dev did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Option<String> {
-        let binary = kubectl()?;
-        let output = Command::new(binary)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "kubectl {args:?} failed: {}{stdout}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Some(stdout)
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-    }
-}
-
-async fn eventually<T>(what: &str, seconds: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn example() -> ScaledJob {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/dev-scaledjob.yaml"),
-    )
-    .unwrap();
-    serde_saphyr::from_str(&text).unwrap()
-}
+use kube::{Api, ResourceExt};
 
 fn condition(sj: &ScaledJob, type_: &str) -> Option<(String, String)> {
     let c = sj
@@ -164,15 +30,6 @@ fn condition(sj: &ScaledJob, type_: &str) -> Option<(String, String)> {
         .iter()
         .find(|c| c.type_ == type_)?;
     Some((c.status.clone(), c.reason.clone().unwrap_or_default()))
-}
-
-fn completed(job: &Job) -> bool {
-    job.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|c| c.type_ == "Complete" && c.status == "True")
 }
 
 /// Processes whose command line is `marker`.
@@ -474,4 +331,80 @@ fn an_occupied_port_is_a_clear_error() {
         stderr.contains(&format!("--api-addr {addr}")) && stderr.contains("in use"),
         "{stderr}"
     );
+}
+
+/// `jobtide dev --bootstrap-servers` against Apache Kafka (KRaft, `JOBTIDE_KAFKA_HOME`): the
+/// walkthrough in lag mode, then dispatch mode (examples/dev-dispatch.yaml), each checked
+/// against Kafka's own view of the group (`kafka-consumer-groups --describe`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_walkthrough_and_dispatch_on_dev_with_apache_kafka() {
+    let Some(kafka) = jobtide_testpeers::kafka::Broker::shared() else {
+        return;
+    };
+    kafka.create_topic("test-topic", 1).await;
+    kafka.create_topic("orders", 2).await;
+    kafka.create_topic("orders-dlq", 1).await;
+    let servers = kafka.listeners.plaintext.clone();
+    let mut dev = start_dev(&["--bootstrap-servers", &servers]);
+    assert_eq!(dev.kafka, servers);
+    walkthrough(&mut dev).await;
+    // The Jobs' consumers committed every message of the walkthrough: Kafka sees no lag.
+    let rows = kafka.describe_group("my-group");
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r.lag == Some(0)),
+        "{rows:?}"
+    );
+
+    // Dispatch mode: one Job per message, the group committed by the operator once each is done.
+    let client = dev.client();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/dev-dispatch.yaml");
+    let dispatch: ScaledJob =
+        serde_saphyr::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+    Api::<ScaledJob>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &dispatch)
+        .await
+        .unwrap();
+    let messages: Vec<(Option<String>, String)> = (0..6)
+        .map(|i| (Some(format!("order-{i}")), format!("{{\"order\":{i}}}")))
+        .collect();
+    jobtide_kafka::tools::produce(&servers, "orders", &messages, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let selector = ListParams::default().labels("scaledjob.keda.sh/name=orders-dispatch");
+    let done = eventually("six completed dispatch Jobs", 90, async || {
+        let listed = jobs.list(&selector).await.ok()?.items;
+        (listed.len() == 6 && listed.iter().all(completed)).then_some(listed)
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let mut values = BTreeSet::new();
+    for job in &done {
+        let listed = pods
+            .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(listed.len(), 1, "one pod per Job");
+        let log = pods
+            .logs(&listed[0].name_any(), &LogParams::default())
+            .await
+            .unwrap();
+        let value = log
+            .lines()
+            .find_map(|l| l.strip_prefix("value: "))
+            .unwrap_or_else(|| panic!("no value in {log}"));
+        assert!(values.insert(value.to_owned()), "dispatched twice: {value}");
+    }
+    let expected: BTreeSet<String> = messages.iter().map(|(_, v)| v.clone()).collect();
+    assert_eq!(values, expected);
+    // Kafka's own view: the operator's group committed all six, without ever joining it.
+    let committed = eventually("the dispatch group's commits", 30, async || {
+        let rows = kafka.describe_group("orders-dispatch");
+        let sum: i64 = rows.iter().filter_map(|r| r.current).sum();
+        (sum == 6 && rows.iter().all(|r| r.lag == Some(0))).then_some(rows)
+    })
+    .await;
+    assert_eq!(committed.len(), 2, "{committed:?}");
+    assert!(dev.stop().success());
 }

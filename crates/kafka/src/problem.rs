@@ -35,7 +35,13 @@ impl BrokerProblem {
             Some(Self::ConnectionRefused)
         } else if has("failed to resolve") {
             Some(Self::UnknownHost)
-        } else if has("ssl handshake failed") || has("ssl_handshake") {
+        } else if has("ssl handshake failed")
+            || has("ssl_handshake")
+            // The broker refused our certificate (or its absence) after the handshake:
+            // TLS 1.2 and TLS 1.3 alerts.
+            || has("alert bad certificate")
+            || has("alert certificate required")
+        {
             Some(Self::Tls)
         } else if has("sasl authentication error") || has("authentication failed") {
             Some(Self::Authentication)
@@ -52,6 +58,12 @@ impl BrokerProblem {
         } else {
             None
         }
+    }
+
+    /// Whether the cluster refused this client: authentication or TLS failed. Unlike a broker
+    /// that is down or unknown, retrying with the same settings fails the same way.
+    pub fn is_refusal(self) -> bool {
+        matches!(self, Self::Tls | Self::Authentication)
     }
 
     /// A bounded label for metrics.
@@ -116,6 +128,16 @@ mod tests {
             (
                 "b:9093/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate \
                  verify failed",
+                Some(BrokerProblem::Tls),
+            ),
+            (
+                "b:9093/1: Receive failed: SSL transport error: error:0A000412:SSL \
+                 routines::sslv3 alert bad certificate: SSL alert number 42",
+                Some(BrokerProblem::Tls),
+            ),
+            (
+                "b:9093/1: Receive failed: SSL transport error: error:0A00045C:SSL \
+                 routines::tlsv13 alert certificate required: SSL alert number 116",
                 Some(BrokerProblem::Tls),
             ),
             (

@@ -180,7 +180,9 @@ pub struct Measurement {
 /// failure, so a problem older than that plus the measurement's own time is not the current one.
 const PROBLEM_RELEVANCE: Duration = Duration::from_secs(10);
 
-/// Measures `target`'s lag, within `timeout`. When it times out (or librdkafka's own request
+/// Measures `target`'s lag, within `timeout`. When librdkafka logs that the cluster refused the
+/// client (authentication or TLS failed), it fails at once with [`ScalerError::Unreachable`].
+/// When it times out (or librdkafka's own request
 /// does), a connection problem librdkafka logged meanwhile becomes
 /// [`ScalerError::Unreachable`]: connection refused, not a Kafka broker, …
 pub async fn measure(
@@ -191,9 +193,18 @@ pub async fn measure(
 ) -> Result<Measurement, ScalerError> {
     let started = Instant::now();
     let source = pool.source(&target.connection, target.isolation)?;
-    let result = tokio::time::timeout(timeout, measure_inner(&source, target, previous, timeout))
-        .await
-        .unwrap_or(Err(ScalerError::Timeout(timeout)));
+    let measured = tokio::time::timeout(timeout, measure_inner(&source, target, previous, timeout));
+    let result = tokio::select! {
+        result = measured => result.unwrap_or(Err(ScalerError::Timeout(timeout))),
+        // Authentication or TLS refused: fail now, not at the timeout.
+        problem = source.refused_since(started) => Err(ScalerError::Unreachable {
+            problem,
+            // Whole milliseconds: "(gave up after 12ms)".
+            after: Duration::from_millis(
+                u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ),
+        }),
+    };
     result.map_err(|error| {
         if !unanswered(&error) {
             return error;

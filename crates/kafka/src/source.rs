@@ -57,6 +57,8 @@ impl From<KafkaError> for SourceError {
 pub struct StatsContext {
     latest: Mutex<Option<Statistics>>,
     problem: Mutex<Option<(Instant, BrokerProblem)>>,
+    /// Woken when a problem is recorded (a measurement fails at once on a refusal).
+    problem_reported: tokio::sync::Notify,
 }
 
 impl ClientContext for StatsContext {
@@ -67,6 +69,8 @@ impl ClientContext for StatsContext {
             && let Ok(mut latest) = self.problem.lock()
         {
             *latest = Some((Instant::now(), problem));
+            drop(latest);
+            self.problem_reported.notify_waiters();
         }
         match level {
             RDKafkaLogLevel::Emerg
@@ -203,6 +207,22 @@ impl OffsetsSource {
         latest
             .filter(|(at, _)| *at >= since)
             .map(|(_, problem)| problem)
+    }
+
+    /// Waits until librdkafka logs, at or after `since`, that the cluster refused this client
+    /// ([`BrokerProblem::is_refusal`]: authentication or TLS failed); retrying with the same
+    /// settings fails the same way, so a measurement needn't wait for its timeout.
+    pub async fn refused_since(&self, since: Instant) -> BrokerProblem {
+        let context = self.client.context();
+        loop {
+            let reported = context.problem_reported.notified();
+            tokio::pin!(reported);
+            reported.as_mut().enable();
+            if let Some(problem) = self.problem_since(since).filter(|p| p.is_refusal()) {
+                return problem;
+            }
+            reported.await;
+        }
     }
 
     /// Requests sent so far by type (`Metadata`, `OffsetFetch`, `ListOffsets`, …), summed over
@@ -390,6 +410,10 @@ impl OffsetsSource {
 /// are off. Unserved events would pile up in memory.
 pub const EVENT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How many events (log lines, errors, statistics) a source serves per [`EVENT_INTERVAL`] at
+/// most; polling an empty queue costs next to nothing.
+const EVENTS_PER_TICK: usize = 64;
+
 /// Serves the client's events until the source is dropped.
 async fn serve_events(client: std::sync::Weak<Client>, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
@@ -401,10 +425,12 @@ async fn serve_events(client: std::sync::Weak<Client>, interval: Duration) {
         };
         let served = tokio::task::spawn_blocking(move || {
             // A non-subscribed consumer yields no messages; polling runs the callbacks.
-            for _ in 0..64 {
-                if client.poll(Duration::ZERO).is_none() {
-                    break;
-                }
+            // `poll` answers `None` for an empty queue and also after serving a log line or
+            // statistics, so it runs a fixed number of times: stopping at the first `None`
+            // served one event a tick, and the events queued behind it seconds later (found
+            // against Apache Kafka).
+            for _ in 0..EVENTS_PER_TICK {
+                let _ = client.poll(Duration::ZERO);
             }
         })
         .await;

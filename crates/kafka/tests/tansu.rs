@@ -49,7 +49,7 @@ fn start_tansu() -> Option<Tansu> {
         .port();
     let dir = tempfile::tempdir().expect("tmp");
     let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(binary)
+    let child = Command::new(&binary)
         .current_dir(dir.path())
         .args([
             "broker",
@@ -64,6 +64,11 @@ fn start_tansu() -> Option<Tansu> {
         .stderr(Stdio::null())
         .spawn()
         .expect("start tansu");
+    let version = Command::new(&binary)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
     let tansu = Tansu {
         child,
         servers: format!("127.0.0.1:{port}"),
@@ -77,6 +82,11 @@ fn start_tansu() -> Option<Tansu> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    jobtide_testpeers::peers::record(if version.is_empty() {
+        "tansu"
+    } else {
+        &version
+    });
     Some(tansu)
 }
 

@@ -1,7 +1,6 @@
 //! The binaries `scripts/install-kube-peers` builds, found through `JOBTIDE_KUBE_BIN`.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::{PeerError, run, under_ci};
@@ -94,30 +93,12 @@ impl KubeInstall {
         Ok(out.trim().to_owned())
     }
 
-    /// Appends `kube-apiserver <apiserver_version>`, `etcd <v>` and `helm <v>` to the file
-    /// `JOBTIDE_PEERS_FILE` names, if it is set (scripts/test prints them as `real peers: …`).
+    /// Records `kube-apiserver <apiserver_version>`, `etcd <v>` and `helm <v>` as peers of this
+    /// run ([`crate::peers::record`]: scripts/test prints them as `real peers: …`).
     pub fn record_versions(&self, apiserver_version: &str) -> Result<(), PeerError> {
-        let Some(file) = std::env::var_os("JOBTIDE_PEERS_FILE") else {
-            return Ok(());
-        };
-        let lines = format!(
-            "kube-apiserver {apiserver_version}\netcd {}\nhelm {}\n",
-            self.etcd_version()?,
-            self.helm_version()?
-        );
-        append(Path::new(&file), &lines)
+        crate::peers::record(&format!("kube-apiserver {apiserver_version}"));
+        crate::peers::record(&format!("etcd {}", self.etcd_version()?));
+        crate::peers::record(&format!("helm {}", self.helm_version()?));
+        Ok(())
     }
-}
-
-fn append(file: &Path, text: &str) -> Result<(), PeerError> {
-    let what = || format!("appending to JOBTIDE_PEERS_FILE={}", file.display());
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(file)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .map_err(|source| PeerError::Io {
-            what: what(),
-            source,
-        })
 }

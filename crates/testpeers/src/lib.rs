@@ -1,26 +1,34 @@
-//! Real peers for jobtide's tests — never shipped, a dev-dependency of the crates whose tests use
-//! them.
+//! Real peers for the tests: programs the project does not write, installed by the repo's scripts
+//! and started by the tests on loopback. Never shipped: a dev-dependency of the crates whose tests
+//! use them.
 //!
-//! Today: a Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-//! kube-scheduler) built from its Go modules by `scripts/install-kube-peers`, with the kubectl
-//! and helm built alongside as the outside clients. See `docs/peers.md`.
+//! - [`kafka`]: Apache Kafka (KRaft), from the jars `scripts/install-peers` installs
+//!   (`JOBTIDE_KAFKA_HOME`).
+//! - [`peers`]: which real peers a test run used (`scripts/test` prints them).
+//! - A Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler)
+//!   and the kubectl and helm built alongside, by `scripts/install-kube-peers`
+//!   (`JOBTIDE_KUBE_BIN`), docs/peers.md:
+//!   - [`install`]: finding the binaries, skipping or failing (under CI) without them, recording
+//!     their versions;
+//!   - [`pki`]: the certificates and the service-account key, made by the `openssl` CLI;
+//!   - [`kubeconfig`]: the kubeconfig files (client certificate or bearer token);
+//!   - [`supervise`]: child processes that die with the test process, even on SIGKILL;
+//!   - [`control_plane`]: starting the control plane, waiting for it, clients for it.
 //!
-//! # Layout
-//! - [`install`]: finding the binaries (`JOBTIDE_KUBE_BIN`), skipping or failing (under CI)
-//!   without them, recording their versions (`JOBTIDE_PEERS_FILE`).
-//! - [`pki`]: the certificates and the service-account key, made by the `openssl` CLI.
-//! - [`kubeconfig`]: the kubeconfig files (client certificate or bearer token).
-//! - [`supervise`]: child processes that die with the test process, even on SIGKILL.
-//! - [`control_plane`]: starting the control plane, waiting for it, clients for it.
+//! Without its install a peer's tests skip with a printed reason; under `CI=true` they fail.
 //!
-//! # Guarantees
-//! - Every process started here is killed when its owner is dropped or the test process exits or
+//! # Guarantees (the control plane)
+//! - Every process started is killed when its owner is dropped or the test process exits or
 //!   dies (SIGKILL included), and its temporary directory removed.
 //! - Everything listens on 127.0.0.1 only, on free ports.
 
+#![allow(clippy::expect_used, clippy::panic, clippy::missing_panics_doc)] // test harness: a failure is the test failing
+
 pub mod control_plane;
 pub mod install;
+pub mod kafka;
 pub mod kubeconfig;
+pub mod peers;
 pub mod pki;
 pub mod supervise;
 

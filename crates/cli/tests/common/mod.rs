@@ -1,5 +1,7 @@
 //! Helpers shared by the CLI's integration tests.
 
+pub mod dev;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
