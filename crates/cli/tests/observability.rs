@@ -3,7 +3,8 @@
 //! their unit tests (`alerts_test.yaml`) and lints the live exposition.
 //!
 //! The live operator is `jobtide dev`'s, driven through a run that makes every referenced series
-//! appear: Jobs created and cleaned up, a measurement that fails,
+//! appear: Jobs created, finished and cleaned up, a Job that fits no node, Job creations a
+//! ResourceQuota refuses, a measurement that fails,
 //! messages dispatched and a dispatch step that fails. promtool comes from
 //! `scripts/install-promtool` (`JOBTIDE_PROMTOOL`); without it the promtool checks skip with a
 //! printed reason, and fail under `CI=true`.
@@ -20,6 +21,8 @@ use std::time::Duration;
 
 use common::dev::{example, start_dev};
 use jobtide_api::ScaledJob;
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::Value;
@@ -236,6 +239,44 @@ async fn every_series_the_dashboard_and_alerts_name_is_exported_by_a_live_operat
             .metadata
             .insert("topic".into(), "no-such-topic".into());
     });
+    // A Job that fits no node (it stays Unschedulable, waiting for capacity).
+    let huge = scaled_job("huge-job", |sj| {
+        sj.spec.min_replica_count = Some(1);
+        let spec = sj.spec.job_target_ref.template.spec.as_mut().unwrap();
+        spec.containers[0].resources = Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([("cpu".to_owned(), Quantity("1000".into()))])),
+            ..ResourceRequirements::default()
+        });
+    });
+    // Job creations a ResourceQuota refuses (403 exceeded quota), in a namespace of their own.
+    let quota_namespace = "quota-full";
+    Api::<Namespace>::all(dev.client())
+        .create(
+            &post,
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": quota_namespace}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<ResourceQuota>::namespaced(dev.client(), quota_namespace)
+        .create(
+            &post,
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "no-jobs"},
+                "spec": {"hard": {"count/jobs.batch": "0"}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut quota_bound = scaled_job("quota-bound", |sj| {
+        sj.spec.min_replica_count = Some(1);
+    });
+    quota_bound.metadata.namespace = Some(quota_namespace.into());
+    Api::<ScaledJob>::namespaced(dev.client(), quota_namespace)
+        .create(&post, &quota_bound)
+        .await
+        .unwrap();
     let dispatch: ScaledJob = serde_saphyr::from_str(
         &std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/dev-dispatch.yaml"),
@@ -249,7 +290,7 @@ async fn every_series_the_dashboard_and_alerts_name_is_exported_by_a_live_operat
     dispatch_missing.spec.triggers[0]
         .metadata
         .insert("topic".into(), "no-such-orders".into());
-    for sj in [&lag, &missing, &dispatch, &dispatch_missing] {
+    for sj in [&lag, &missing, &huge, &dispatch, &dispatch_missing] {
         scaled_jobs.create(&post, sj).await.unwrap();
     }
     let messages: Vec<(Option<String>, String)> = (0..3)
