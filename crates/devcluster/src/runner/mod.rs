@@ -16,8 +16,8 @@
 //!
 //! # Layout
 //! - this file: the runner's loop (a pass over every Job and pod on each change);
-//! - [`job_controller`]: the Job controller part (pods for Jobs, Job status, TTL);
-//! - [`scheduler`]: binding pods to nodes, first fit by requests against allocatable.
+//! - `job_controller`: the Job controller part (pods for Jobs, Job status, TTL);
+//! - `scheduler`: binding pods to nodes, first fit by requests against allocatable.
 
 mod job_controller;
 mod scheduler;
