@@ -26,7 +26,7 @@
 //!   the embedded and a real apiserver): Node and Lease (`node::register`), the pod loop
 //!   (`node::pods`), node resources (`node::resources`).
 //! - [`process`]: a pod's first container as a local process and the pod status it reports;
-//!   [`env`]: its environment; [`volumes`]: its Secret and ConfigMap volumes as local
+//!   [`env`](mod@env): its environment; [`volumes`]: its Secret and ConfigMap volumes as local
 //!   directories.
 //!
 //! # Status
