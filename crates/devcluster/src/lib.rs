@@ -5,7 +5,8 @@
 //! # Layout (a newcomer's map)
 //! A request goes: [`server`] (auth, faults, request log, discovery) → `server::route` (path →
 //! type, namespace, name) → `server::dispatch` → a verb (`server::read` / `write` / `delete`,
-//! watches in `server::watch`) → [`store`]. The runner works on the store beside the server.
+//! watches in `server::watch`) → [`store`]. The runner's Job controller and scheduler work on the
+//! store beside the server; its kubelet, the [`node`] agent, is a client of the server over HTTP.
 //!
 //! - [`store`]: objects and resourceVersions (`store/mod.rs`), the watch history
 //!   (`store::history`), writes to existing objects (`store::modify`), deletion and garbage
@@ -14,14 +15,20 @@
 //! - [`resources`]: the served types and discovery documents; [`schema`]: custom resources
 //!   checked against their CRD's schema.
 //! - [`server`]: routing, verbs, patches, list/watch, `pods/log`; Table output ([`table`]).
-//! - [`selectors`]: label and field selectors; [`params`]: query parameters; [`decode`]: the JSON
+//! - [`selectors`]: label and field selectors; `params`: query parameters; [`decode`]: the JSON
 //!   types the real server's decoder insists on; [`validation`]: the server's validation;
 //!   [`status`]: `metav1.Status` errors; [`events`]: core/v1 events as a view of events.k8s.io.
 //! - `quota`: ResourceQuota admission of Job counts (`count/jobs.batch`).
 //! - [`faults`]: fault injection and the request log for tests.
-//! - [`runner`]: the local job runner — its Job controller (`runner::job_controller`) and its
-//!   kubelet (`runner::kubelet`, `runner::env`; [`volumes`]: Secret and ConfigMap volumes as
-//!   local directories).
+//! - [`runner`]: the local job runner of the embedded server — its loop (`runner/mod.rs`), Job
+//!   controller (`runner::job_controller`) and scheduler (`runner::scheduler`: pods bound to
+//!   nodes by requests against allocatable).
+//! - [`node`]: the node agent, jobtide's kubelet through the Kubernetes API (the same code for
+//!   the embedded and a real apiserver): Node and Lease (`node::register`), the pod loop
+//!   (`node::pods`), node resources (`node::resources`).
+//! - [`process`]: a pod's first container as a local process and the pod status it reports;
+//!   [`env`](mod@env): its environment; [`volumes`]: its Secret and ConfigMap volumes as local
+//!   directories.
 //!
 //! # Status
 //! Not emulated yet (refused with 501/415): strategic merge

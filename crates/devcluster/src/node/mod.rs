@@ -1,7 +1,7 @@
 //! The node agent: jobtide's kubelet, speaking only the Kubernetes API (a [`kube::Client`]), so
 //! the same code serves the embedded server and a real kube-apiserver. It
 //! - registers a Node (name configurable; capacity and allocatable cpu, memory, pods; a Ready
-//!   condition) and keeps it Ready as a kubelet does ([`register`]): the node's Lease in
+//!   condition) and keeps it Ready as a kubelet does (`register`): the node's Lease in
 //!   `kube-node-lease` renewed every heartbeat, the node status' `lastHeartbeatTime` every
 //!   minute — the real node-lifecycle controller marks a node whose Lease and status both go
 //!   stale for its grace period (50 s) `Unknown` and taints it;
@@ -9,7 +9,7 @@
 //!   `command` + `args` as a local process ([`crate::process`], the runner's code), with its env
 //!   (`value`, `secretKeyRef`, `configMapKeyRef`, `fieldRef`, `envFrom`) and its Secret and
 //!   ConfigMap volumes as local directories ([`crate::volumes`], the same path checks), and
-//!   reports its status through `pods/status` ([`pods`]);
+//!   reports its status through `pods/status` (`pods`);
 //! - kills a pod's processes when the pod is deleted (and, on a real server where deletion is
 //!   graceful, then deletes it for good as a kubelet does), removing its output and volume
 //!   directory with it.

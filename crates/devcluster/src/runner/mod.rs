@@ -1,5 +1,5 @@
 //! The local job runner of the embedded server: the Job controller and scheduler of one
-//! machine, with a [`NodeAgent`](crate::node::NodeAgent) as its kubelet. It creates a Job's pod
+//! machine, with a [`NodeAgent`] as its kubelet. It creates a Job's pod
 //! (`<job>-<5 chars>`, with the labels and ownerReference the real Job controller sets), binds
 //! pods to the agent's node within its resources, and keeps Job status as Kubernetes does; the
 //! agent — the same code that serves a real apiserver, speaking to this one over HTTP — runs the
@@ -16,8 +16,8 @@
 //!
 //! # Layout
 //! - this file: the runner's loop (a pass over every Job and pod on each change);
-//! - [`job_controller`]: the Job controller part (pods for Jobs, Job status, TTL);
-//! - [`scheduler`]: binding pods to nodes, first fit by requests against allocatable.
+//! - `job_controller`: the Job controller part (pods for Jobs, Job status, TTL);
+//! - `scheduler`: binding pods to nodes, first fit by requests against allocatable.
 
 mod job_controller;
 mod scheduler;

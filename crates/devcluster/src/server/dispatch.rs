@@ -1,6 +1,6 @@
 //! One API request after routing: the target resolved (subresource, the storage type behind a
-//! view such as core/v1 events), then handed to its verb ([`super::read`], [`super::write`],
-//! [`super::delete`]).
+//! view such as core/v1 events), then handed to its verb (`super::read`, `super::write`,
+//! `super::delete`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

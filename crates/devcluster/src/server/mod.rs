@@ -2,10 +2,10 @@
 //! at a time.
 //!
 //! - this file: the handler, discovery, media types;
-//! - [`route`]: the path → type, namespace, name, subresource;
-//! - [`dispatch`]: a request resolved and handed to its verb: [`read`] (get, list, watch),
-//!   [`write`] (create, update, patch), [`delete`];
-//! - [`body`]: request bodies; [`watch`]: watch streams; [`pod_log`]: `pods/log`.
+//! - `route`: the path → type, namespace, name, subresource;
+//! - `dispatch`: a request resolved and handed to its verb: `read` (get, list, watch),
+//!   `write` (create, update, patch), `delete`;
+//! - `body`: request bodies; `watch`: watch streams; `pod_log`: `pods/log`.
 
 mod body;
 mod delete;

@@ -2,11 +2,11 @@
 //! (group, plural, namespace, name).
 //!
 //! - this file: the store, create / get / list;
-//! - [`history`]: the bounded watch history (older is 410 Expired) and live change feed;
-//! - [`modify`]: writes to an existing object (PUT, patches, `/status`);
-//! - [`gc`]: deletion, finalizers and garbage collection of dependents;
-//! - [`defaulting`]: the server's defaulting of Secrets and Jobs;
-//! - [`crds`]: the CRD registry (a CRD's types are served while it exists).
+//! - `history`: the bounded watch history (older is 410 Expired) and live change feed;
+//! - `modify`: writes to an existing object (PUT, patches, `/status`);
+//! - `gc`: deletion, finalizers and garbage collection of dependents;
+//! - `defaulting`: the server's defaulting of Secrets and Jobs;
+//! - `crds`: the CRD registry (a CRD's types are served while it exists).
 
 mod crds;
 mod defaulting;
