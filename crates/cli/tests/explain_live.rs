@@ -63,6 +63,7 @@ async fn explain_shows_live_jobs_and_the_next_decision() {
         "apiVersion: keda.sh/v1alpha1\nkind: ScaledJob\nmetadata: {name: live, namespace: default}\nspec:\n  jobTargetRef: {template: {spec: {containers: [{name: main, image: busybox}], restartPolicy: Never}}}\n  maxReplicaCount: 30\n  triggers:\n    - type: kafka\n      metadata: {bootstrapServers: 'kafka:9092', consumerGroup: g, topic: orders, lagThreshold: '1', offsetResetPolicy: earliest, allowIdleConsumers: 'true'}\n",
     )
     .unwrap();
+    let manifest_again = manifest.clone();
     let (url, servers) = (cluster.url(), kafka.bootstrap_servers());
     let run = move |output: &str| {
         let output = std::process::Command::new(assert_cmd::cargo::cargo_bin!("jobtide"))
@@ -86,6 +87,7 @@ async fn explain_shows_live_jobs_and_the_next_decision() {
         );
         String::from_utf8(output.stdout).unwrap()
     };
+    let run_again = run.clone();
     let json_text = tokio::task::spawn_blocking(move || (run("json"), run("text")))
         .await
         .unwrap();
@@ -111,6 +113,51 @@ async fn explain_shows_live_jobs_and_the_next_decision() {
     );
     assert!(
         text_out.contains("create = min(scaleTo, max(effectiveMaxScale, 0)) = min(5, 4) = 4"),
+        "{text_out}"
+    );
+    assert_eq!(live["capacity"], Value::Null, "nothing waits");
+
+    // The running Job's pod waits for capacity: with a pending budget of 2, one more Job may
+    // wait, and explain says why no more is created.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "live-running-x", "labels": {"scaledjob.keda.sh/name": "live", "job-name": "live-running"}},
+            "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    pods.patch_status(
+        "live-running-x",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Pending", "conditions": [{"type": "PodScheduled",
+            "status": "False", "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient cpu."}]}})),
+    )
+    .await
+    .unwrap();
+    let text = std::fs::read_to_string(&manifest_again).unwrap().replace(
+        "metadata: {name: live, namespace: default}",
+        "metadata: {name: live, namespace: default, annotations: {jobtide.io/pending-budget: '2'}}",
+    );
+    std::fs::write(&manifest_again, text).unwrap();
+    let (json_out, text_out) =
+        tokio::task::spawn_blocking(move || (run_again("json"), run_again("text")))
+            .await
+            .unwrap();
+    let parsed: Value = serde_json::from_str(&json_out).unwrap();
+    let live = &parsed["scaledJobs"][0]["live"];
+    assert_eq!(live["create"], json!(1), "budget 2 − 1 waiting: {live}");
+    let capacity = live["capacity"].as_str().unwrap_or_default();
+    assert!(
+        capacity.starts_with("CapacityAvailable False (Unschedulable)")
+            && capacity.contains("1 Insufficient cpu"),
+        "{capacity}"
+    );
+    assert!(
+        text_out.contains("capacity: CapacityAvailable False (Unschedulable)"),
         "{text_out}"
     );
 }

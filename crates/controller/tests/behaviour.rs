@@ -981,7 +981,21 @@ async fn rbac_rules_are_exactly_what_the_operator_uses() {
         .await
         .unwrap();
     // Capacity: a Job Kueue holds (suspended, with a queue name) makes a creating poll read the
-    // Workloads (404 here: no Kueue CRD, which leaves admission unknown).
+    // Workloads (Kueue's CRD, so that the embedded server serves them).
+    Api::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>::all(h.client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "workloads.kueue.x-k8s.io"},
+                "spec": {"group": "kueue.x-k8s.io", "scope": "Namespaced",
+                    "names": {"plural": "workloads", "singular": "workload", "kind": "Workload", "listKind": "WorkloadList"},
+                    "versions": [{"name": "v1beta1", "served": true, "storage": true,
+                        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
     let mut queued = scaled_job(
         "rbac-kueue",
         &h.kafka.bootstrap_servers(),

@@ -372,3 +372,104 @@ async fn dispatch_pauses_at_a_quota_and_still_creates_exactly_one_job_per_messag
     .await;
     operator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_kueue_holds_are_queued_backlog_and_an_inadmissible_workload_stops_creation() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let h = harness(8).await;
+    // Kueue's Workload type (its schema kept open: only status.conditions is read).
+    let crds: Api<CustomResourceDefinition> = Api::all(h.client.clone());
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "workloads.kueue.x-k8s.io"},
+            "spec": {"group": "kueue.x-k8s.io", "scope": "Namespaced",
+                "names": {"plural": "workloads", "singular": "workload", "kind": "Workload", "listKind": "WorkloadList"},
+                "versions": [{"name": "v1beta1", "served": true, "storage": true, "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]},
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    h.kafka.create_topic("t", 1).unwrap();
+    produce(&h.kafka, "t", 3).await;
+    let operator = start_operator(&h, "capacity", Leadership::Always);
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    let mut sj = scaled_job(
+        "queued",
+        &h.kafka.bootstrap_servers(),
+        "t",
+        "true",
+        json!({}),
+    );
+    sj.metadata.labels = Some([("kueue.x-k8s.io/queue-name".into(), "team-a".into())].into());
+    sj.spec.job_target_ref.suspend = Some(true);
+    api.create(&PostParams::default(), &sj).await.unwrap();
+    eventually("QueuedByKueue", 30, async || {
+        (capacity_reason(&api, "queued").await.as_deref() == Some("QueuedByKueue")).then_some(())
+    })
+    .await;
+    assert_eq!(metric(&operator, "queued", "kueue_queued"), 3);
+    let jobs = jobs_of(&h.client, "queued").await;
+    assert_eq!(
+        jobs.len(),
+        3,
+        "suspended Jobs count as in flight: one per message"
+    );
+    // Kueue can't admit the first Job's Workload.
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kueue.x-k8s.io", "v1beta1", "Workload"),
+        "workloads",
+    );
+    let workloads: Api<DynamicObject> =
+        Api::namespaced_with(h.client.clone(), "default", &resource);
+    let owner = &jobs[0];
+    let mut workload = DynamicObject::new(&format!("job-{}", owner.name_any()), &resource);
+    workload.metadata.owner_references = Some(vec![
+        serde_json::from_value(json!({"apiVersion": "batch/v1", "kind": "Job",
+            "name": owner.name_any(), "uid": owner.uid().unwrap(), "controller": true}))
+        .unwrap(),
+    ]);
+    workload.data = json!({"spec": {"queueName": "team-a"}});
+    workloads
+        .create(&PostParams::default(), &workload)
+        .await
+        .unwrap();
+    workloads
+        .patch_status(
+            &workload.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"conditions": [{"type": "QuotaReserved", "status": "False",
+                "reason": "Inadmissible", "message": "LocalQueue team-a doesn't exist",
+                "lastTransitionTime": "2026-12-02T10:00:00Z"}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("KueueInadmissible", 30, async || {
+        (capacity_reason(&api, "queued").await.as_deref() == Some("KueueInadmissible"))
+            .then_some(())
+    })
+    .await;
+    produce(&h.kafka, "t", 5).await;
+    polls_pass(&operator, 3).await;
+    assert_eq!(
+        jobs_of(&h.client, "queued").await.len(),
+        3,
+        "creation stopped"
+    );
+    let events = events_of(&h.client, "queued").await;
+    let warning = events
+        .iter()
+        .find(|(r, _)| r == "KueueInadmissible")
+        .expect("a KueueInadmissible event");
+    assert!(
+        warning.1.contains("LocalQueue team-a doesn't exist"),
+        "{}",
+        warning.1
+    );
+    operator.stop().await;
+}
