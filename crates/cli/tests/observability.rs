@@ -244,7 +244,10 @@ async fn every_series_the_dashboard_and_alerts_name_is_exported_by_a_live_operat
         sj.spec.min_replica_count = Some(1);
         let spec = sj.spec.job_target_ref.template.spec.as_mut().unwrap();
         spec.containers[0].resources = Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([("cpu".to_owned(), Quantity("1000".into()))])),
+            requests: Some(BTreeMap::from([(
+                "cpu".to_owned(),
+                Quantity("1000".into()),
+            )])),
             ..ResourceRequirements::default()
         });
     });
