@@ -120,7 +120,7 @@ pub struct DispatchConsumer {
     dead_letter_topic: Option<String>,
     results_topic: Option<String>,
     reset: OffsetResetPolicy,
-    _files: ConfigFiles,
+    _files: (ConfigFiles, Option<ConfigFiles>),
 }
 
 impl std::fmt::Debug for DispatchConsumer {
@@ -160,17 +160,25 @@ impl DispatchConsumer {
         let consumer: StreamConsumer = config
             .create()
             .map_err(|e| DispatchError::Config(format!("creating the Kafka consumer: {e}")))?;
-        let producer = match (&trigger.dead_letter_topic, &trigger.results_topic) {
+        let (producer, producer_files) = match (&trigger.dead_letter_topic, &trigger.results_topic)
+        {
             (Some(_), _) | (_, Some(_)) => {
-                let (mut config, _) = client_config(&connection, trigger.isolation_level, gssapi)?;
+                // Its own files (a keytab, a krb5.conf) live as long as the producer.
+                let (mut config, files) =
+                    client_config(&connection, trigger.isolation_level, gssapi)?;
                 config
+                    // A consumer property: librdkafka warns about it on a producer.
+                    .remove("isolation.level")
                     .set("enable.idempotence", "true")
                     .set("message.timeout.ms", "30000");
-                Some(config.create().map_err(|e| {
-                    DispatchError::Config(format!("creating the dead-letter producer: {e}"))
-                })?)
+                let producer = config.create().map_err(|e| {
+                    DispatchError::Config(format!(
+                        "creating the producer for dead letters and outcome records: {e}"
+                    ))
+                })?;
+                (Some(producer), Some(files))
             }
-            (None, None) => None,
+            (None, None) => (None, None),
         };
         Ok(Self {
             consumer: Arc::new(consumer),
@@ -180,7 +188,7 @@ impl DispatchConsumer {
             dead_letter_topic: trigger.dead_letter_topic.clone(),
             results_topic: trigger.results_topic.clone(),
             reset: trigger.backlog.offset_reset_policy,
-            _files: files,
+            _files: (files, producer_files),
         })
     }
 
