@@ -288,3 +288,36 @@ fn errors_in_secret_documents_never_echo_their_data() {
     );
     assert!(!all.contains("hunter2"), "{all}");
 }
+
+#[test]
+fn a_pending_budget_that_is_not_a_count_is_a_warning_naming_the_annotation() {
+    let seed = std::fs::read_to_string(repo().join("examples/seed-scaledjob.yaml")).expect("seed");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (value, warned) in [("\"many\"", true), ("\"-1\"", true), ("\"3\"", false)] {
+        let manifest = seed.replacen(
+            "metadata:\n",
+            &format!("metadata:\n  annotations:\n    jobtide.io/pending-budget: {value}\n"),
+            1,
+        );
+        let path = dir.path().join("budget.yaml");
+        std::fs::write(&path, manifest).expect("write");
+        let output = jobtide()
+            .args(["validate", "-f"])
+            .arg(&path)
+            .args(["-o", "json"])
+            .output()
+            .expect("run");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            text.contains("jobtide.io/pending-budget"),
+            warned,
+            "{value}: {text}"
+        );
+        if warned {
+            assert!(
+                text.contains("the default pending budget (10) applies"),
+                "{value}: {text}"
+            );
+        }
+    }
+}

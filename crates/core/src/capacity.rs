@@ -166,10 +166,29 @@ impl CapacityPolicy {
     pub fn from_annotation(value: Option<&str>) -> Self {
         Self {
             pending_budget: value
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .filter(|n| *n >= 0)
+                .and_then(|v| Self::parse_budget(v).ok())
                 .unwrap_or(DEFAULT_PENDING_BUDGET),
         }
+    }
+
+    /// The [`PENDING_BUDGET_ANNOTATION`] value as a budget, or why it is none (the value itself
+    /// is the manifest's own text, shown as written).
+    ///
+    /// # Errors
+    /// Anything but a non-negative integer.
+    pub fn parse_budget(value: &str) -> Result<i64, String> {
+        value
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                format!(
+                    "metadata.annotations[{PENDING_BUDGET_ANNOTATION}]: {value:?} is not a \
+                     non-negative integer: the default pending budget ({DEFAULT_PENDING_BUDGET}) \
+                     applies"
+                )
+            })
     }
 }
 
