@@ -511,9 +511,14 @@ impl Broker {
 
     /// Creates `topic` through the plaintext listener, retrying while the broker settles.
     pub async fn create_topic(&self, topic: &str, partitions: i32) {
+        self.create_topic_with(topic, partitions, &[]).await;
+    }
+
+    /// Creates `topic` with topic-level `config` (e.g. `cleanup.policy=compact`).
+    pub async fn create_topic_with(&self, topic: &str, partitions: i32, config: &[(&str, &str)]) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match create_topic(&self.listeners.plaintext, topic, partitions).await {
+            match create_topic(&self.listeners.plaintext, topic, partitions, config).await {
                 Ok(()) => return,
                 Err(error) if Instant::now() < deadline => {
                     eprintln!("creating {topic}: {error}; retrying");
@@ -630,7 +635,11 @@ num.network.threads=2
 num.io.threads=2
 background.threads=2
 num.recovery.threads.per.data.dir=1
-log.cleaner.enable=false
+log.cleaner.enable=true
+log.cleaner.threads=1
+log.cleaner.dedupe.buffer.size=4194304
+log.cleaner.io.buffer.size=65536
+log.cleaner.backoff.ms=200
 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 {sasl}ssl.keystore.type=PEM
 ssl.keystore.location={dir}/server-keystore.pem
@@ -789,7 +798,12 @@ fn make_certificates(dir: &Path) -> TlsMaterial {
 }
 
 /// Creates `topic` (replication 1) with rdkafka's AdminClient.
-async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(), String> {
+async fn create_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    config: &[(&str, &str)],
+) -> Result<(), String> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -799,7 +813,10 @@ async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &[config.iter().fold(
+                NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+                |new, (key, value)| new.set(key, value),
+            )],
             &options,
         )
         .await
