@@ -91,7 +91,9 @@ fn node(plane: &ControlPlane, kafka: &Broker) -> &'static NodeAgent {
                 std::future::pending::<()>().await;
             });
         });
+        let started = std::time::Instant::now();
         let agent = receiver.recv().unwrap().unwrap();
+        let registered = started.elapsed();
         // The node lifecycle controller lifts the not-ready taint once the node is Ready.
         wait_for(
             "the node Ready and untainted",
@@ -105,6 +107,10 @@ fn node(plane: &ControlPlane, kafka: &Broker) -> &'static NodeAgent {
                 (ready && node["spec"]["taints"].as_array().is_none_or(Vec::is_empty)).then_some(())
             },
             || format!("{:#}", get_json(plane, &["node", NODE])),
+        );
+        eprintln!(
+            "node {NODE}: registered in {registered:?}, Ready and untainted after {:?}",
+            started.elapsed()
         );
         agent
     })
