@@ -25,7 +25,8 @@
 //!   nodes by requests against allocatable).
 //! - [`node`]: the node agent, jobtide's kubelet through the Kubernetes API (the same code for
 //!   the embedded and a real apiserver): Node and Lease (`node::register`), the pod loop
-//!   (`node::pods`), node resources (`node::resources`).
+//!   (`node::pods`), node resources (`node::resources`), a pod's output bounded to its newest
+//!   10 MiB (`node::output`).
 //! - [`process`]: a pod's first container as a local process and the pod status it reports;
 //!   [`env`](mod@env): its environment; [`volumes`]: its Secret and ConfigMap volumes as local
 //!   directories.

@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-/// A pod's output so far.
-pub type LogBuffer = Arc<Mutex<Vec<u8>>>;
+pub use crate::node::PodOutput;
+
+/// A pod's output so far (its newest 10 MiB: [`PodOutput`]).
+pub type LogBuffer = Arc<Mutex<PodOutput>>;
 
 /// What runs for a pod.
 #[derive(Debug, Clone)]
@@ -124,7 +126,7 @@ pub async fn run(
             Ok(spawned) => spawned,
             Err(error) => {
                 if let Ok(mut log) = log.lock() {
-                    log.extend_from_slice(format!("{error}\n").as_bytes());
+                    log.append(format!("{error}\n").as_bytes());
                 }
                 set_status(terminated(
                     &container_name,
@@ -152,7 +154,7 @@ pub async fn run(
                         break;
                     }
                     if let Ok(mut log) = log.lock() {
-                        log.extend_from_slice(&buffer[..n]);
+                        log.append(&buffer[..n]);
                     }
                 }
             })

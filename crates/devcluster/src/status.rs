@@ -25,8 +25,23 @@ impl ApiError {
         Self { code, body }
     }
 
+    /// `metav1.StatusDetails`: `group` is left out for the core group (`omitempty`), and `kind`
+    /// is the resource's plural, as the real server writes it.
     fn details(name: &str, resource: &ResourceType) -> Value {
-        json!({"name": name, "group": resource.group, "kind": resource.plural})
+        let mut details = json!({"name": name, "kind": resource.plural});
+        if !resource.group.is_empty() {
+            details["group"] = json!(resource.group);
+        }
+        details
+    }
+
+    /// 200 Success for a delete that removed the object at once (a type whose registry doesn't
+    /// return the deleted object): `details` name the object, with its uid.
+    pub fn deleted(resource: &ResourceType, name: &str, uid: &str) -> Value {
+        let mut details = Self::details(name, resource);
+        details["uid"] = json!(uid);
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": details})
     }
 
     /// 404 NotFound for an object.
@@ -87,7 +102,7 @@ impl ApiError {
         let text: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
         let causes: Vec<Value> = causes
             .iter()
-            .map(|(field, message)| json!({"reason": "FieldValueInvalid", "message": message, "field": field}))
+            .map(|(field, message)| json!({"reason": cause_reason(message), "message": message, "field": field}))
             .collect();
         let mut details = Self::details(name, resource);
         details["kind"] = json!(resource.kind);
@@ -95,9 +110,12 @@ impl ApiError {
         Self::new(
             422,
             "Invalid",
+            // `Kind.group` (the real server's qualified kind; the core group adds nothing).
             format!(
-                "{} \"{name}\" is invalid: {}",
+                "{}{}{} \"{name}\" is invalid: {}",
                 resource.kind,
+                if resource.group.is_empty() { "" } else { "." },
+                resource.group,
                 text.join(", ")
             ),
             details,
@@ -164,5 +182,55 @@ impl ApiError {
     /// 500 InternalError.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message.into(), Value::Null)
+    }
+}
+
+/// A cause's `reason` (apimachinery's `field.ErrorType`), from the message it begins with: the
+/// messages here are written as the real server's `field.Error`s print (`Required value`,
+/// `Unsupported value: …`, `Invalid value: …`, a type mismatch `… must be of type …`).
+fn cause_reason(message: &str) -> &'static str {
+    const BY_PREFIX: &[(&str, &str)] = &[
+        ("Required value", "FieldValueRequired"),
+        ("Unsupported value", "FieldValueNotSupported"),
+        ("Duplicate value", "FieldValueDuplicate"),
+        ("Forbidden", "FieldValueForbidden"),
+        ("Too long", "FieldValueTooLong"),
+        ("Too many", "FieldValueTooMany"),
+        ("Not found", "FieldValueNotFound"),
+    ];
+    if let Some((_, reason)) = BY_PREFIX.iter().find(|(p, _)| message.starts_with(p)) {
+        return reason;
+    }
+    if message.starts_with("Invalid value") && message.contains(" must be of type ") {
+        return "FieldValueTypeInvalid";
+    }
+    "FieldValueInvalid"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cause_reason;
+
+    #[test]
+    fn a_cause_reason_follows_from_its_message_as_in_apimachinery() {
+        assert_eq!(cause_reason("Required value"), "FieldValueRequired");
+        assert_eq!(
+            cause_reason(
+                r#"Unsupported value: "fastest": supported values: "default", "custom", "accurate", "eager""#
+            ),
+            "FieldValueNotSupported"
+        );
+        assert_eq!(
+            cause_reason(
+                r#"Invalid value: "string": spec.pollingInterval in body must be of type integer: "string""#
+            ),
+            "FieldValueTypeInvalid"
+        );
+        assert_eq!(
+            cause_reason(
+                "Invalid value: 0: spec.pollingInterval in body should be greater than or equal to 1"
+            ),
+            "FieldValueInvalid"
+        );
     }
 }

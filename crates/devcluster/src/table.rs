@@ -125,42 +125,139 @@ fn age(value: &Value) -> Value {
     }
 }
 
-/// Column (name, type) definitions and the function computing a row's cells.
-type BuiltinColumns = (Vec<(&'static str, &'static str)>, fn(&Value) -> Vec<Value>);
+/// Column (name, type, priority) definitions after Name, and the function computing a row's
+/// cells after the name.
+type BuiltinColumns = (
+    Vec<(&'static str, &'static str, u8)>,
+    fn(&Value) -> Vec<Value>,
+);
 
-/// Columns and cells for the built-in types kubectl shows (kubectl's own printers).
+/// Columns and cells for the built-in types kubectl shows: the real server's printers
+/// (kubernetes v1.37 `pkg/printers/internalversion/printers.go`), wide columns (priority 1)
+/// included, as the server always renders them.
 fn builtin_columns(resource: &ResourceType) -> Option<BuiltinColumns> {
     match (resource.group.as_str(), resource.plural.as_str()) {
         ("batch", "jobs") => Some((
             vec![
-                ("Status", "string"),
-                ("Completions", "string"),
-                ("Duration", "string"),
-                ("Age", "string"),
+                ("Status", "string", 0),
+                ("Completions", "string", 0),
+                ("Duration", "string", 0),
+                ("Age", "string", 0),
+                ("Containers", "string", 1),
+                ("Images", "string", 1),
+                ("Selector", "string", 1),
             ],
             job_cells,
         )),
         ("", "pods") => Some((
             vec![
-                ("Ready", "string"),
-                ("Status", "string"),
-                ("Restarts", "string"),
-                ("Age", "string"),
+                ("Ready", "string", 0),
+                ("Status", "string", 0),
+                ("Restarts", "string", 0),
+                ("Age", "string", 0),
+                ("IP", "string", 1),
+                ("Node", "string", 1),
+                ("Nominated Node", "string", 1),
+                ("Readiness Gates", "string", 1),
             ],
             pod_cells,
         )),
+        ("", "configmaps") => Some((
+            vec![("Data", "string", 0), ("Age", "string", 0)],
+            config_map_cells,
+        )),
+        ("", "secrets") => Some((
+            vec![
+                ("Type", "string", 0),
+                ("Data", "string", 0),
+                ("Age", "string", 0),
+            ],
+            secret_cells,
+        )),
         ("" | "events.k8s.io", "events") => Some((
             vec![
-                ("Last Seen", "string"),
-                ("Type", "string"),
-                ("Reason", "string"),
-                ("Object", "string"),
-                ("Message", "string"),
+                ("Last Seen", "string", 0),
+                ("Type", "string", 0),
+                ("Reason", "string", 0),
+                ("Object", "string", 0),
+                ("Message", "string", 0),
             ],
             event_cells,
         )),
         _ => None,
     }
+}
+
+/// How many keys an object's maps at `pointers` hold together.
+fn keys(object: &Value, pointers: &[&str]) -> Value {
+    let count: usize = pointers
+        .iter()
+        .filter_map(|p| object.pointer(p).and_then(Value::as_object))
+        .map(serde_json::Map::len)
+        .sum();
+    Value::from(count)
+}
+
+fn config_map_cells(config_map: &Value) -> Vec<Value> {
+    vec![
+        keys(config_map, &["/data", "/binaryData"]),
+        creation_age(config_map),
+    ]
+}
+
+fn secret_cells(secret: &Value) -> Vec<Value> {
+    vec![
+        secret
+            .get("type")
+            .cloned()
+            .unwrap_or_else(|| Value::from("")),
+        keys(secret, &["/data"]),
+        creation_age(secret),
+    ]
+}
+
+/// `<none>` for an empty cell, as the printers write it.
+fn or_none(text: &str) -> Value {
+    Value::from(if text.is_empty() { "<none>" } else { text })
+}
+
+/// A label selector as `metav1.FormatLabelSelector` prints it (keys sorted; set-based
+/// requirements as `key in (a,b)`, `key notin (a)`, `key`, `!key`).
+fn format_selector(selector: Option<&Value>) -> Value {
+    let Some(selector) = selector.filter(|s| s.is_object()) else {
+        return Value::from("<none>");
+    };
+    let mut parts: Vec<(String, String)> = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), format!("{k}={}", v.as_str().unwrap_or_default())))
+        .collect();
+    for expression in selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let key = expression["key"].as_str().unwrap_or_default();
+        let mut values: Vec<&str> = expression["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        values.sort_unstable();
+        let text = match expression["operator"].as_str().unwrap_or_default() {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "Exists" => key.to_owned(),
+            "DoesNotExist" => format!("!{key}"),
+            other => format!("{key} {other}"),
+        };
+        parts.push((key.to_owned(), text));
+    }
+    parts.sort();
+    let text: Vec<String> = parts.into_iter().map(|(_, t)| t).collect();
+    or_none(&text.join(","))
 }
 
 fn seconds_since(value: Option<&Value>) -> Option<i64> {
@@ -215,11 +312,27 @@ fn job_cells(job: &Value) -> Vec<Value> {
         (Some(started), None) => human_duration(started),
         _ => String::new(),
     };
+    let containers: Vec<&Value> = job
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    let field = |name: &str| {
+        containers
+            .iter()
+            .map(|c| c[name].as_str().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     vec![
         Value::from(status),
         Value::from(completions),
         Value::from(duration),
         creation_age(job),
+        Value::from(field("name")),
+        Value::from(field("image")),
+        format_selector(job.pointer("/spec/selector")),
     ]
 }
 
@@ -260,11 +373,47 @@ fn pod_cells(pod: &Value) -> Vec<Value> {
     if pod.pointer("/metadata/deletionTimestamp").is_some() {
         status = "Terminating".into();
     }
+    let ip = pod
+        .pointer("/status/podIPs/0/ip")
+        .or_else(|| pod.pointer("/status/podIP"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let text = |pointer: &str| {
+        pod.pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let gates: Vec<&str> = pod
+        .pointer("/spec/readinessGates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g["conditionType"].as_str())
+        .collect();
+    let readiness_gates = if gates.is_empty() {
+        Value::from("<none>")
+    } else {
+        let met = gates
+            .iter()
+            .filter(|gate| {
+                pod.pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == **gate && c["status"] == "True")
+            })
+            .count();
+        Value::from(format!("{met}/{}", gates.len()))
+    };
     vec![
         Value::from(format!("{ready}/{total}")),
         Value::from(status),
         Value::from(restarts.to_string()),
         creation_age(pod),
+        or_none(ip),
+        or_none(text("/spec/nodeName")),
+        or_none(text("/status/nominatedNodeName")),
+        readiness_gates,
     ]
 }
 
@@ -308,7 +457,7 @@ pub fn table(resource: &ResourceType, items: &[Value], resource_version: u64) ->
         let mut definitions = vec![
             json!({"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}),
         ];
-        definitions.extend(columns.iter().map(|(name, type_)| json!({"name": name, "type": type_, "format": "", "description": "", "priority": 0})));
+        definitions.extend(columns.iter().map(|(name, type_, priority)| json!({"name": name, "type": type_, "format": "", "description": "", "priority": priority})));
         let rows: Vec<Value> = items
             .iter()
             .map(|item| {

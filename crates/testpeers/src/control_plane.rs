@@ -1,6 +1,8 @@
 //! A Kubernetes control plane on loopback: etcd, kube-apiserver (client certificates, service
-//! account tokens, `Node,RBAC` authorization), kube-controller-manager and kube-scheduler under
-//! their own identities. No node: pods stay Pending.
+//! account tokens, `Node,RBAC` authorization, the NodeRestriction admission plugin),
+//! kube-controller-manager and kube-scheduler under their own identities. No node of its own:
+//! pods stay Pending unless a test runs a node agent (`jobtide_devcluster::node`) with the
+//! credentials of [`ControlPlane::node_kubeconfig`].
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -19,11 +21,14 @@ const READY_TIMEOUT: Duration = Duration::from_mins(3);
 /// The Service CIDR (no Service is used; the apiserver needs one).
 const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// The controllers kube-controller-manager runs: Jobs and their pods, garbage collection,
-/// ServiceAccounts and their tokens, quotas, namespace deletion, Job TTLs, the root CA ConfigMap.
+/// ServiceAccounts and their tokens, quotas, namespace deletion, Job TTLs, the root CA ConfigMap,
+/// and node lifecycle (it lifts the `node.kubernetes.io/not-ready` taint a new Node gets from the
+/// TaintNodesByCondition admission plugin once the node reports Ready, and taints a node whose
+/// Lease and status go stale; its taint-based eviction is a separate controller, not run).
 const CONTROLLERS: &str = "job-controller,garbage-collector-controller,serviceaccount-controller,\
                            serviceaccount-token-controller,resourcequota-controller,\
                            namespace-controller,ttl-after-finished-controller,\
-                           root-ca-certificate-publisher-controller";
+                           root-ca-certificate-publisher-controller,node-lifecycle-controller";
 
 /// How long each part of starting took.
 #[derive(Debug, Clone, Copy, Default)]
@@ -59,6 +64,9 @@ pub struct ControlPlane {
     pub version: String,
     /// How long starting took.
     pub start_times: StartTimes,
+    pki: Pki,
+    /// Node certificates made so far (their serial numbers follow the components').
+    nodes_made: std::sync::atomic::AtomicU32,
     processes: Vec<Supervised>,
     _janitor: Janitor,
 }
@@ -144,6 +152,8 @@ impl ControlPlane {
             admin_kubeconfig,
             version: String::new(),
             start_times: times,
+            pki: pki.clone(),
+            nodes_made: std::sync::atomic::AtomicU32::new(0),
             processes: Vec::new(),
             _janitor: janitor,
         };
@@ -196,6 +206,9 @@ impl ControlPlane {
                 ),
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
                 "--authorization-mode=Node,RBAC".into(),
+                // A node agent's client certificate (`system:node:<name>`) may then change only
+                // its own Node and Lease and the pods bound to it, as a kubelet.
+                "--enable-admission-plugins=NodeRestriction".into(),
                 format!("--service-cluster-ip-range={SERVICE_CIDR}"),
                 // The `kubernetes` Service's endpoints would be 127.0.0.1, which Endpoints
                 // validation refuses (loopback): no reconciler.
@@ -375,6 +388,27 @@ impl ControlPlane {
             &self.server,
             Some(&self.ca),
             Credentials::Token(token.trim()),
+        )?;
+        Ok(path)
+    }
+
+    /// A kubeconfig authenticating as node `node` (`system:node:<node>` in `system:nodes`, a
+    /// client certificate from the control plane's CA), for a node agent.
+    ///
+    /// # Panics
+    /// When `node` isn't a DNS subdomain.
+    pub fn node_kubeconfig(&self, node: &str) -> Result<PathBuf, PeerError> {
+        let serial = 100
+            + self
+                .nodes_made
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let pair = self.pki.node(node, serial)?;
+        let path = self.dir.join(format!("node-{node}.kubeconfig"));
+        kubeconfig::write(
+            &path,
+            &self.server,
+            Some(&self.ca),
+            Credentials::Certificate(&pair),
         )?;
         Ok(path)
     }

@@ -442,6 +442,13 @@ impl Broker {
     /// `kafka-consumer-groups --describe --group <group>`: one row per partition the group has
     /// committed (CURRENT-OFFSET, LOG-END-OFFSET and LAG as the tool prints them; `None` for `-`).
     pub fn describe_group(&self, group: &str) -> Vec<GroupRow> {
+        self.describe_group_if_known(group)
+            .unwrap_or_else(|| panic!("kafka-consumer-groups: group {group} not found"))
+    }
+
+    /// [`Self::describe_group`], or `None` while the group doesn't exist (nothing committed
+    /// yet): for polling until a group's members commit.
+    pub fn describe_group_if_known(&self, group: &str) -> Option<Vec<GroupRow>> {
         let output = self.java(
             None,
             "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
@@ -454,12 +461,15 @@ impl Broker {
             ],
         );
         let stdout = String::from_utf8_lossy(&output.stdout);
+        if stdout.contains("GroupIdNotFoundException") {
+            return None;
+        }
         assert!(
             output.status.success(),
             "kafka-consumer-groups failed:\n{stdout}{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        parse_describe_group(&stdout)
+        Some(parse_describe_group(&stdout))
     }
 
     /// The Java AdminClient's view of `group` on `topic`: per partition `committed` (or null),

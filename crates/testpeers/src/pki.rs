@@ -36,6 +36,10 @@ pub struct Pki {
     pub service_account_key: PathBuf,
     /// … and its public half (`--service-account-key-file`).
     pub service_account_public: PathBuf,
+    /// The extensions file the certificates are signed with (`[server]`, `[client]`).
+    extensions: PathBuf,
+    /// The directory everything is in.
+    dir: PathBuf,
 }
 
 impl Pki {
@@ -107,7 +111,37 @@ impl Pki {
             scheduler,
             service_account_key,
             service_account_public,
+            extensions,
+            dir: dir.to_path_buf(),
         })
+    }
+
+    /// A client certificate for node `node`: `CN=system:node:<node>`, `O=system:nodes` — the
+    /// identity a kubelet has, which the Node authorizer and the NodeRestriction admission
+    /// plugin confine to its own Node, Lease and the pods bound to it.
+    ///
+    /// # Panics
+    /// When `node` isn't a DNS subdomain (it names files and goes into the subject).
+    pub fn node(&self, node: &str, serial: u32) -> Result<KeyPair, PeerError> {
+        assert!(
+            !node.is_empty()
+                && node.bytes().all(|b| b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || b == b'-'
+                    || b == b'.'),
+            "not a node name: {node:?}"
+        );
+        Signer {
+            dir: &self.dir,
+            ca: &self.ca,
+            extensions: &self.extensions,
+        }
+        .sign(
+            &format!("node-{node}"),
+            &format!("/O=system:nodes/CN=system:node:{node}"),
+            "client",
+            serial,
+        )
     }
 }
 

@@ -79,16 +79,28 @@ pub fn install_crds(plane: &ControlPlane) {
             plane.kubectl().args(["apply", "--server-side", "-f", "-"]),
             Some(&crds),
         );
-        ok(
-            plane.kubectl().args([
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/scaledjobs.keda.sh",
-                "crd/triggerauthentications.keda.sh",
-                "crd/clustertriggerauthentications.keda.sh",
-            ]),
-            None,
+        // `kubectl wait` fails at once ("accessor error") on a CRD whose status has no
+        // conditions yet, just after the apply: it is asked again until it waits.
+        wait_for(
+            "the CRDs Established",
+            Duration::from_mins(1),
+            || {
+                output(
+                    plane.kubectl().args([
+                        "wait",
+                        "--for=condition=Established",
+                        "--timeout=60s",
+                        "crd/scaledjobs.keda.sh",
+                        "crd/triggerauthentications.keda.sh",
+                        "crd/clustertriggerauthentications.keda.sh",
+                    ]),
+                    None,
+                )
+                .status
+                .success()
+                .then_some(())
+            },
+            String::new,
         );
     });
 }

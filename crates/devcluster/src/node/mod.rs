@@ -15,15 +15,18 @@
 //!   directory with it.
 //!
 //! # Logs
-//! A pod's output is kept by the agent ([`NodeAgent::logs`]) while the pod exists. A real
+//! A pod's output is kept by the agent ([`NodeAgent::logs`]) while the pod exists, its newest
+//! 10 MiB ([`PodOutput`]: a kubelet rotates a container's log at 10 MiB). A real
 //! apiserver fetches `pods/log` from the kubelet's own HTTPS endpoint (port 10250, with its
 //! client certificates); the agent doesn't serve one, so `kubectl logs` against a real
 //! apiserver fails for its pods — the agent's record is where tests read them.
 
+mod output;
 mod pods;
 mod register;
 mod resources;
 
+pub use output::PodOutput;
 pub use resources::Resources;
 
 use std::collections::{BTreeMap, HashMap};
@@ -170,8 +173,16 @@ impl NodeAgent {
         &self.agent.config.name
     }
 
-    /// The output of a pod's process so far (while the pod exists).
+    /// The output of a pod's process so far (while the pod exists): its newest
+    /// [`PodOutput::LIMIT`] bytes.
     pub fn logs(&self, namespace: &str, pod: &str) -> Option<Vec<u8>> {
+        self.output(namespace, pod)
+            .map(|output| output.bytes().to_vec())
+    }
+
+    /// A copy of what the agent keeps of a pod's output (while the pod exists), with the count
+    /// of bytes dropped before it (for a follower that knows how much it has read).
+    pub fn output(&self, namespace: &str, pod: &str) -> Option<PodOutput> {
         let pods = self.agent.pods();
         let state = pods.get(&(namespace.to_owned(), pod.to_owned()))?;
         state.log.lock().ok().map(|log| log.clone())

@@ -124,6 +124,11 @@ impl Runner {
         self.agent.lock().ok()?.as_ref()?.logs(namespace, pod)
     }
 
+    /// What the node agent keeps of a pod's output, with the bytes dropped before it.
+    pub fn output(&self, namespace: &str, pod: &str) -> Option<crate::node::PodOutput> {
+        self.agent.lock().ok()?.as_ref()?.output(namespace, pod)
+    }
+
     /// Stops the node agent (killing every process, removing the pods' volumes) and removes the
     /// volume directory the runner made.
     pub fn stop_all(&self) {

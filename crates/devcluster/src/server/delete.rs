@@ -1,5 +1,10 @@
 //! `delete` with DeleteOptions (preconditions, propagation policy); `deletecollection` is
 //! refused.
+//!
+//! The answer is the real server's: the object while it stays (finalizers, foreground or orphan
+//! deletion waiting), and for the types whose registry returns the deleted object
+//! ([`RETURNS_DELETED_OBJECT`]); otherwise — ConfigMaps, Secrets, Jobs, custom resources … —
+//! a `Status` of `Success` naming it.
 
 use axum::body::Bytes;
 use axum::response::Response;
@@ -10,6 +15,19 @@ use super::dispatch::Request;
 use super::json_response;
 use crate::status::ApiError;
 use crate::store::{DeleteOptions, Part, Propagation};
+
+/// The core types whose registry sets `ReturnDeletedObject` (kubernetes v1.37
+/// `pkg/registry/core/*/storage`): deleting one answers the object even when it is gone.
+const RETURNS_DELETED_OBJECT: &[&str] = &[
+    "pods",
+    "namespaces",
+    "resourcequotas",
+    "serviceaccounts",
+    "services",
+    "persistentvolumeclaims",
+    "persistentvolumes",
+    "podtemplates",
+];
 
 /// `DELETE` on an object.
 pub(super) fn delete(
@@ -56,5 +74,19 @@ pub(super) fn delete(
             propagation,
         },
     )?;
-    Ok(json_response(200, &(request.to_client)(deleted)))
+    let uid = deleted
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let still_there = request
+        .store
+        .get(&request.storage, &request.namespace, name)
+        .is_ok_and(|now| now.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid));
+    let resource = request.resource();
+    if still_there
+        || (resource.group.is_empty() && RETURNS_DELETED_OBJECT.contains(&resource.plural.as_str()))
+    {
+        return Ok(json_response(200, &(request.to_client)(deleted)));
+    }
+    Ok(json_response(200, &ApiError::deleted(resource, name, uid)))
 }

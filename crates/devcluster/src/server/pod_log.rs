@@ -33,23 +33,27 @@ pub(super) fn pod_log(
     let (runner, store, pods) = (Arc::clone(runner), Arc::clone(store), pods.clone());
     let (namespace, name) = (namespace.to_owned(), name.to_owned());
     tokio::spawn(async move {
-        let mut sent = 0;
+        let mut sent: u64 = 0;
         loop {
             let phase = store.get(&pods, &namespace, &name).ok().and_then(|p| {
                 p.pointer("/status/phase")
                     .and_then(Value::as_str)
                     .map(str::to_owned)
             });
-            let logs = runner.logs(&namespace, &name).unwrap_or_default();
-            if logs.len() > sent {
+            // `sent` counts every byte written, dropped ones too: the agent keeps only the
+            // newest 10 MiB, and what was dropped before it was read is skipped.
+            let output = runner.output(&namespace, &name).unwrap_or_default();
+            let end = output.dropped() + output.bytes().len() as u64;
+            if end > sent {
+                let from = usize::try_from(sent.saturating_sub(output.dropped())).unwrap_or(0);
                 if sender
-                    .send(Ok(Bytes::copy_from_slice(&logs[sent..])))
+                    .send(Ok(Bytes::copy_from_slice(&output.bytes()[from..])))
                     .await
                     .is_err()
                 {
                     return;
                 }
-                sent = logs.len();
+                sent = end;
             }
             if !matches!(phase.as_deref(), Some("Pending" | "Running")) {
                 return;

@@ -1,5 +1,6 @@
 //! The defaulting the real API server does on write, for the types whose defaults jobtide's
-//! tests see: a Secret's `stringData`, a Job's spec and pod-template labels.
+//! tests see: a Secret's `stringData`, a Job's spec and pod-template labels, a Namespace's and a
+//! Pod's initial status.
 
 use serde_json::{Value, json};
 
@@ -22,6 +23,64 @@ pub(super) fn merge_string_data(secret: &mut Value) {
             &base64::engine::general_purpose::STANDARD,
             text
         ));
+    }
+}
+
+/// A new Namespace is `Active` (the real server's namespace strategy sets `status.phase` on
+/// create, whatever the client sent).
+pub(super) fn default_namespace(namespace: &mut Value) {
+    if let Some(map) = namespace.as_object_mut() {
+        map.insert("status".into(), json!({"phase": "Active"}));
+    }
+}
+
+/// A new Pod's status is the real server's (the pod strategy's `PrepareForCreate`): `Pending`
+/// and its QoS class, whatever the client sent.
+pub(super) fn default_pod(pod: &mut Value) {
+    let qos = qos_class(pod);
+    if let Some(map) = pod.as_object_mut() {
+        map.insert(
+            "status".into(),
+            json!({"phase": "Pending", "qosClass": qos}),
+        );
+    }
+}
+
+/// A pod's QoS class, as `k8s.io/kubernetes/pkg/apis/core/helper/qos` computes it for cpu and
+/// memory: BestEffort without requests or limits; Guaranteed when every container limits both
+/// and requests what it limits (an unset request defaults to the limit); Burstable otherwise.
+fn qos_class(pod: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["/spec/containers", "/spec/initContainers"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let amount = |container: &Value, kind: &str, resource: &str| {
+        container["resources"][kind][resource]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| {
+                container["resources"][kind][resource]
+                    .as_i64()
+                    .map(|n| n.to_string())
+            })
+    };
+    let mut any = false;
+    let mut guaranteed = true;
+    for container in &containers {
+        for resource in ["cpu", "memory"] {
+            let (request, limit) = (
+                amount(container, "requests", resource),
+                amount(container, "limits", resource),
+            );
+            any |= request.is_some() || limit.is_some();
+            guaranteed &= limit.is_some() && (request.is_none() || request == limit);
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
     }
 }
 

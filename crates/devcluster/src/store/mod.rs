@@ -27,7 +27,7 @@ use crate::resources::{Registry, ResourceType};
 use crate::status::ApiError;
 use crate::validation;
 use crds::register_crd;
-use defaulting::{default_job, merge_string_data};
+use defaulting::{default_job, default_namespace, default_pod, merge_string_data};
 
 /// (group, plural, namespace, name).
 type Key = (String, String, String, String);
@@ -203,6 +203,12 @@ impl Store {
         }
         if resource.group.is_empty() && resource.plural == "secrets" {
             merge_string_data(&mut object);
+        }
+        if resource.group.is_empty() && resource.plural == "namespaces" {
+            default_namespace(&mut object);
+        }
+        if resource.group.is_empty() && resource.plural == "pods" {
+            default_pod(&mut object);
         }
         if let Err(causes) = validation::validate(resource, &object, None) {
             inner.rv -= 1;
