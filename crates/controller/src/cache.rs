@@ -23,11 +23,12 @@ pub struct OwnedCache<K: Kept> {
 }
 
 struct State<S> {
-    by_owner: HashMap<OwnerKey, HashMap<String, S>>,
+    /// Boxed: a map keeps at least four slots, and a kept object is 570–760 bytes.
+    by_owner: HashMap<OwnerKey, HashMap<String, Box<S>>>,
     /// (namespace, name) → owner, to move an object whose label changed.
     owner_of: HashMap<(String, String), OwnerKey>,
     /// Objects of a re-list in progress; swapped in at its end.
-    relist: Option<Vec<S>>,
+    relist: Option<Vec<Box<S>>>,
 }
 
 impl<K: Kept> std::fmt::Debug for OwnedCache<K> {
@@ -68,7 +69,7 @@ impl<S> State<S> {
         }
     }
 
-    fn insert(&mut self, object: S, meta: fn(&S) -> &ObjectMeta) {
+    fn insert(&mut self, object: Box<S>, meta: fn(&S) -> &ObjectMeta) {
         let Some((key, owner)) = identity(meta(&object)) else {
             return;
         };
@@ -88,7 +89,7 @@ impl<K: Kept> OwnedCache<K> {
             return;
         };
         match event {
-            watcher::Event::Apply(object) => state.insert(K::keep(object), K::metadata),
+            watcher::Event::Apply(object) => state.insert(Box::new(K::keep(object)), K::metadata),
             watcher::Event::Delete(object) => {
                 if let Some((key, _)) = identity(object.meta()) {
                     state.remove(&key);
@@ -96,7 +97,7 @@ impl<K: Kept> OwnedCache<K> {
             }
             watcher::Event::Init => state.relist = Some(Vec::new()),
             watcher::Event::InitApply(object) => {
-                let object = K::keep(object);
+                let object = Box::new(K::keep(object));
                 match &mut state.relist {
                     Some(relist) => relist.push(object),
                     None => state.insert(object, K::metadata),
