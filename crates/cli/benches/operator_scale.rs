@@ -7,8 +7,9 @@
 //!
 //! Two modes (`BENCH_MODE`):
 //! - `idle` (default): nothing to consume; half the ScaledJobs read a TriggerAuthentication of
-//!   their own and its Secret. Reports API requests per poll round after every ScaledJob has
-//!   been polled once (the target is 0).
+//!   their own and its Secret, and each has `BENCH_JOBS` finished Jobs with one Succeeded pod
+//!   each (kept by the history limits, so they stay in the operator's caches). Reports API
+//!   requests per poll round after every ScaledJob has been polled once (the target is 0).
 //! - `active`: every trigger has lag; `maxReplicaCount` 1 and no job runner, so each ScaledJob
 //!   makes one Job. Reports API requests per created Job from the operator's start until every
 //!   Job exists.
@@ -17,7 +18,15 @@
 //! `BENCH_SCALED_JOBS` (1000), `BENCH_GROUPS` (scaled jobs / 10), `BENCH_TOPICS` (10),
 //! `BENCH_PARTITIONS` (10), `BENCH_ROUNDS` (2), `BENCH_INTERVAL` (30), `BENCH_QPS` (the
 //! operator's `--kube-api-qps`; unset: its default), `BENCH_START_MINUTES` (30: how long every
-//! ScaledJob may take to be polled once).
+//! ScaledJob may take to be polled once), `BENCH_JOBS` (idle: finished Jobs per ScaledJob, 1),
+//! `BENCH_OPERATOR` (the operator binary: this build's unless set, e.g. to an older build's
+//! copy to compare), `BENCH_OPERATOR_WRAPPER` (a command line to run the operator under, e.g.
+//! `env LD_PRELOAD=/usr/lib/heaptrack/libheaptrack_preload.so
+//! DUMP_HEAPTRACK_OUTPUT=/tmp/op.raw`: it must exec the operator; the operator is then
+//! SIGKILLed at the end, so that the profile's "leaked" memory is what it held at rest).
+//!
+//! The embedded API server runs in this process and the operator in its own: RSS and CPU are
+//! the operator's alone.
 
 #![allow(
     clippy::expect_used,
@@ -37,9 +46,9 @@ use jobtide_api::{ScaledJob, TriggerAuthentication};
 use jobtide_devcluster::DevCluster;
 use jobtide_kafka::ffi::MockKafka;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Config};
 use serde_json::json;
 
@@ -155,6 +164,58 @@ async fn polled(api: &Api<ScaledJob>, active: bool) -> usize {
         .count()
 }
 
+/// A finished Job of the ScaledJob `scaled_job` as the operator makes them (its labels, the
+/// ScaledJob's template), Complete, with one Succeeded pod.
+async fn finished_job(client: &Client, scaled_job: &str, index: usize) {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let name = format!("{scaled_job}-done-{index}");
+    let labels = json!({
+        "scaledjob.keda.sh/name": scaled_job,
+        "app.kubernetes.io/managed-by": "keda-operator",
+        "app.kubernetes.io/name": scaled_job,
+        "app.kubernetes.io/version": "bench",
+        "app.kubernetes.io/part-of": scaled_job,
+    });
+    let container = json!({"name": "main", "image": "busybox", "command": ["true"],
+        "env": [{"name": "KAFKA_TOPIC", "value": "topic"}],
+        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}});
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels,
+            "annotations": {"scaledjob.keda.sh/generation": "1"}},
+        "spec": {"template": {"metadata": {"labels": labels},
+            "spec": {"restartPolicy": "Never", "containers": [container]}}},
+    }))
+    .unwrap();
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let now = "2026-01-01T00:00:00Z";
+    let status = json!({"status": {"startTime": now, "completionTime": now, "succeeded": 1,
+        "conditions": [{"type": "Complete", "status": "True", "lastProbeTime": now,
+            "lastTransitionTime": now}]}});
+    jobs.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-pod"), "labels": labels},
+        "spec": {"restartPolicy": "Never", "containers": [container]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let status = json!({"status": {"phase": "Succeeded", "startTime": now,
+        "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted",
+            "lastTransitionTime": now}],
+        "containerStatuses": [{"name": "main", "image": "busybox", "imageID": "", "ready": false,
+            "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                "startedAt": now, "finishedAt": now}}}]}});
+    pods.patch_status(
+        &format!("{name}-pod"),
+        &PatchParams::default(),
+        &Patch::Merge(&status),
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let active = match std::env::var("BENCH_MODE").as_deref() {
@@ -168,10 +229,13 @@ async fn main() {
     let partitions = env("BENCH_PARTITIONS", 10);
     let rounds = env("BENCH_ROUNDS", 2);
     let interval = env("BENCH_INTERVAL", 30);
+    let jobs_per = if active { 0 } else { env("BENCH_JOBS", 1) };
 
     let cluster = DevCluster::start("127.0.0.1:0".parse().unwrap(), None)
         .await
         .unwrap();
+    // Every request of the run stays in the log (80,000 at the start of 10,000 ScaledJobs).
+    cluster.faults.set_request_log_capacity(4_000_000);
     let client = Client::try_from(Config::new(cluster.url().parse().unwrap())).unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in jobtide_api::crd::all() {
@@ -207,6 +271,7 @@ async fn main() {
     futures::stream::iter(0..scaled_jobs)
         .for_each_concurrent(32, |i| {
             let (api, secrets, tas) = (api.clone(), secrets.clone(), tas.clone());
+            let client = client.clone();
             let servers = servers.clone();
             async move {
                 let mut sj: ScaledJob = serde_json::from_value(json!({
@@ -242,11 +307,14 @@ async fn main() {
                         serde_json::from_value(json!({"name": format!("auth-{i}")})).unwrap();
                 }
                 api.create(&PostParams::default(), &sj).await.unwrap();
+                for j in 0..jobs_per {
+                    finished_job(&client, &format!("sj-{i}"), j).await;
+                }
             }
         })
         .await;
     eprintln!(
-        "created {scaled_jobs} ScaledJobs in {:.1} s",
+        "created {scaled_jobs} ScaledJobs ({jobs_per} finished Jobs and pods each) in {:.1} s",
         created.elapsed().as_secs_f64()
     );
     cluster.faults.clear_requests();
@@ -263,7 +331,19 @@ async fn main() {
     let started = Instant::now();
     // The default --kube-api-qps 20 / --kube-api-burst 30 unless BENCH_QPS says otherwise.
     let qps = std::env::var("BENCH_QPS").ok();
-    let mut operator = Command::new(env!("CARGO_BIN_EXE_jobtide"));
+    let binary = std::env::var("BENCH_OPERATOR")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_jobtide").to_owned());
+    let wrapper = std::env::var("BENCH_OPERATOR_WRAPPER").unwrap_or_default();
+    let profiled = !wrapper.trim().is_empty();
+    let mut wrapper = wrapper.split_whitespace();
+    let mut operator = match wrapper.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(wrapper).arg(&binary);
+            command
+        }
+        None => Command::new(&binary),
+    };
     operator
         .args(["operator", "--kubeconfig"])
         .arg(&kubeconfig)
@@ -318,13 +398,16 @@ async fn main() {
         .lines()
         .filter(|l| l.starts_with("jobtide_kafka_requests_total"))
         .collect();
+    // Under a profiler, SIGKILL: what is allocated then is what the operator holds at rest (a
+    // graceful shutdown would free it first).
+    let signal = if profiled { "-KILL" } else { "-TERM" };
     let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args([signal, &pid.to_string()])
         .status();
     let _ = operator.wait();
 
     println!(
-        "operator_scale ({}): {scaled_jobs} ScaledJobs ({} with a TriggerAuthentication and a Secret), {groups} groups, {topics} topics x {partitions} partitions, pollingInterval {interval} s, --kube-api-qps {}",
+        "operator_scale ({}): {scaled_jobs} ScaledJobs ({} with a TriggerAuthentication and a Secret, {jobs_per} finished Jobs and pods each), {groups} groups, {topics} topics x {partitions} partitions, pollingInterval {interval} s, --kube-api-qps {}",
         if active { "active" } else { "idle" },
         scaled_jobs / 2,
         qps.as_deref().unwrap_or("20 (default)")

@@ -236,9 +236,17 @@ pub async fn shutdown_signal() {
 }
 
 /// A kube client for `config`, rate limited.
-pub fn client(config: kube::Config, qps: u32, burst: u32) -> anyhow::Result<kube::Client> {
-    // The operator's User-Agent names it in the API server's audit log.
-    let config = Deadlines::LONG_RUNNING.apply(jobtide_controller::with_user_agent(config));
+pub fn client(
+    config: kube::Config,
+    instance: &str,
+    qps: u32,
+    burst: u32,
+) -> anyhow::Result<kube::Client> {
+    // The operator's User-Agent names it and its replica in the API server's audit log.
+    let config = Deadlines::LONG_RUNNING.apply(jobtide_controller::with_user_agent_of(
+        config,
+        Some(instance),
+    ));
     let builder =
         kube::client::ClientBuilder::try_from(config).context("building the Kubernetes client")?;
     Ok(match RateLimitLayer::new(qps, burst) {
@@ -311,9 +319,14 @@ async fn operate(args: OperatorArgs, traces: bool) -> anyhow::Result<()> {
     };
     let pod_namespace = kube_config.default_namespace.clone();
     // The elector gets its own client: leader election must not wait behind the rate limit.
-    let election_client = client(kube_config.clone(), 0, 0)?;
-    let client = client(kube_config, args.kube_api_qps, args.kube_api_burst)?;
     let instance = instance_name();
+    let election_client = client(kube_config.clone(), &instance, 0, 0)?;
+    let client = client(
+        kube_config,
+        &instance,
+        args.kube_api_qps,
+        args.kube_api_burst,
+    )?;
     let mut config = args
         .controller
         .config(&instance, args.bootstrap_servers_override.clone())?;

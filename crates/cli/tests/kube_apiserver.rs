@@ -667,3 +667,100 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_no_job_is_duplicated()
         );
     }
 }
+
+/// The Deployment `helm template` renders with `set`.
+fn rendered_deployment(plane: &ControlPlane, release: &str, set: &str) -> Value {
+    let rendered = ok(
+        plane.helm().args([
+            "template",
+            release,
+            "charts/jobtide",
+            "--namespace",
+            "chart-sharded",
+            "--set",
+            set,
+        ]),
+        None,
+    );
+    rendered
+        .split("\n---")
+        .filter_map(|d| serde_saphyr::from_str::<Value>(d).ok())
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap_or_else(|| panic!("no Deployment in:\n{rendered}"))
+}
+
+#[test]
+fn the_helm_chart_with_several_replicas_shards_and_may_use_the_member_leases() {
+    let Some(plane) = ControlPlane::shared() else {
+        return;
+    };
+    let args = |deployment: &Value| -> Vec<String> {
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let one = rendered_deployment(plane, "sharded", "replicaCount=1");
+    assert!(
+        args(&one).contains(&"--leader-elect".into()) && !args(&one).contains(&"--sharded".into()),
+        "one replica elects a leader: {:?}",
+        args(&one)
+    );
+    let three = rendered_deployment(plane, "sharded", "replicaCount=3");
+    assert_eq!(three["spec"]["replicas"], 3);
+    assert!(
+        args(&three).contains(&"--sharded".into())
+            && !args(&three).contains(&"--leader-elect".into()),
+        "three replicas share the ScaledJobs: {:?}",
+        args(&three)
+    );
+    // Installed with three replicas: its ServiceAccount may do with Leases what `--sharded`
+    // does (list the group's member Leases, get/create/update its own, delete a dead member's
+    // and its own on shutdown), as the apiserver's authorizer evaluates the installed RBAC.
+    install_crds(plane);
+    ok(
+        plane.helm().args([
+            "install",
+            "sharded",
+            "charts/jobtide",
+            "--namespace",
+            "chart-sharded",
+            "--create-namespace",
+            "--set",
+            "replicaCount=3",
+            "--wait=false",
+        ]),
+        None,
+    );
+    let account = three["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let installed = get_json(
+        plane,
+        &[
+            "deployment",
+            three["metadata"]["name"].as_str().unwrap(),
+            "-n",
+            "chart-sharded",
+        ],
+    );
+    assert_eq!(installed["spec"]["replicas"], 3);
+    for verb in ["get", "list", "create", "update", "delete"] {
+        let answer = ok(
+            plane.kubectl().args([
+                "auth",
+                "can-i",
+                verb,
+                "leases.coordination.k8s.io",
+                &format!("--as=system:serviceaccount:chart-sharded:{account}"),
+                "-n",
+                "chart-sharded",
+            ]),
+            None,
+        );
+        assert_eq!(answer.trim(), "yes", "{verb} leases");
+    }
+}

@@ -6,36 +6,38 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use jobtide_api::job::SCALED_JOB_NAME_LABEL;
-use kube::Resource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::watcher;
 use tokio::sync::watch;
+
+use crate::kept::Kept;
 
 /// A ScaledJob as (namespace, name).
 pub type OwnerKey = (String, String);
 
-/// Objects labelled `scaledjob.keda.sh/name`, indexed by their ScaledJob.
-pub struct OwnedCache<K> {
-    state: RwLock<State<K>>,
+/// Objects labelled `scaledjob.keda.sh/name`, indexed by their ScaledJob, kept in their small
+/// form ([`crate::kept`]: only what the polls read).
+pub struct OwnedCache<K: Kept> {
+    state: RwLock<State<K::Slim>>,
     ready: watch::Sender<bool>,
-    /// Drops what the polls never read before an object is stored (memory at scale).
-    trim: fn(&mut K),
 }
 
-struct State<K> {
-    by_owner: HashMap<OwnerKey, HashMap<String, Arc<K>>>,
+struct State<S> {
+    /// Boxed: a map keeps at least four slots, and a kept object is 570–760 bytes.
+    by_owner: HashMap<OwnerKey, HashMap<String, Box<S>>>,
     /// (namespace, name) → owner, to move an object whose label changed.
     owner_of: HashMap<(String, String), OwnerKey>,
     /// Objects of a re-list in progress; swapped in at its end.
-    relist: Option<Vec<Arc<K>>>,
+    relist: Option<Vec<Box<S>>>,
 }
 
-impl<K> std::fmt::Debug for OwnedCache<K> {
+impl<K: Kept> std::fmt::Debug for OwnedCache<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OwnedCache").finish_non_exhaustive()
     }
 }
 
-impl<K> Default for OwnedCache<K> {
+impl<K: Kept> Default for OwnedCache<K> {
     fn default() -> Self {
         Self {
             state: RwLock::new(State {
@@ -44,20 +46,18 @@ impl<K> Default for OwnedCache<K> {
                 relist: None,
             }),
             ready: watch::Sender::new(false),
-            trim: |_| {},
         }
     }
 }
 
-fn identity<K: Resource>(object: &K) -> Option<((String, String), OwnerKey)> {
-    let meta = object.meta();
+fn identity(meta: &ObjectMeta) -> Option<((String, String), OwnerKey)> {
     let namespace = meta.namespace.clone()?;
     let name = meta.name.clone()?;
     let owner = meta.labels.as_ref()?.get(SCALED_JOB_NAME_LABEL)?.clone();
     Some(((namespace.clone(), name), (namespace, owner)))
 }
 
-impl<K: Resource> State<K> {
+impl<S> State<S> {
     fn remove(&mut self, key: &(String, String)) {
         if let Some(owner) = self.owner_of.remove(key)
             && let Some(objects) = self.by_owner.get_mut(&owner)
@@ -69,8 +69,8 @@ impl<K: Resource> State<K> {
         }
     }
 
-    fn insert(&mut self, object: Arc<K>) {
-        let Some((key, owner)) = identity(object.as_ref()) else {
+    fn insert(&mut self, object: Box<S>, meta: fn(&S) -> &ObjectMeta) {
+        let Some((key, owner)) = identity(meta(&object)) else {
             return;
         };
         self.remove(&key);
@@ -82,40 +82,25 @@ impl<K: Resource> State<K> {
     }
 }
 
-impl<K: Resource + Clone> OwnedCache<K> {
-    /// A cache that stores objects trimmed by `trim`.
-    pub fn with_trim(trim: fn(&mut K)) -> Self {
-        Self {
-            trim,
-            ..Self::default()
-        }
-    }
-
-    fn stored(&self, object: &K) -> Arc<K> {
-        let mut object = object.clone();
-        object.meta_mut().managed_fields = None;
-        (self.trim)(&mut object);
-        Arc::new(object)
-    }
-
+impl<K: Kept> OwnedCache<K> {
     /// Applies one watch event (a re-list replaces the whole state when it ends).
     pub fn apply(&self, event: &watcher::Event<K>) {
         let Ok(mut state) = self.state.write() else {
             return;
         };
         match event {
-            watcher::Event::Apply(object) => state.insert(self.stored(object)),
+            watcher::Event::Apply(object) => state.insert(Box::new(K::keep(object)), K::metadata),
             watcher::Event::Delete(object) => {
-                if let Some((key, _)) = identity(object) {
+                if let Some((key, _)) = identity(object.meta()) {
                     state.remove(&key);
                 }
             }
             watcher::Event::Init => state.relist = Some(Vec::new()),
             watcher::Event::InitApply(object) => {
-                let object = self.stored(object);
+                let object = Box::new(K::keep(object));
                 match &mut state.relist {
                     Some(relist) => relist.push(object),
-                    None => state.insert(object),
+                    None => state.insert(object, K::metadata),
                 }
             }
             watcher::Event::InitDone => {
@@ -123,7 +108,7 @@ impl<K: Resource + Clone> OwnedCache<K> {
                 state.by_owner.clear();
                 state.owner_of.clear();
                 for object in relist {
-                    state.insert(object);
+                    state.insert(object, K::metadata);
                 }
                 drop(state);
                 self.ready.send_replace(true);
@@ -131,16 +116,21 @@ impl<K: Resource + Clone> OwnedCache<K> {
         }
     }
 
-    /// The object `name` in `namespace`, as stored.
+    /// The object `name` in `namespace`, as kept.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
         let state = self.state.read().ok()?;
         let owner = state
             .owner_of
             .get(&(namespace.to_owned(), name.to_owned()))?;
-        state.by_owner.get(owner)?.get(name).cloned()
+        state
+            .by_owner
+            .get(owner)?
+            .get(name)
+            .map(|kept| Arc::new(K::restore(kept)))
     }
 
-    /// The objects of one ScaledJob.
+    /// The objects of one ScaledJob, as kept (a poll reads a ScaledJob's few objects; the
+    /// restored copies live as long as it does).
     pub fn of(&self, owner: &OwnerKey) -> Vec<Arc<K>> {
         self.state
             .read()
@@ -149,7 +139,7 @@ impl<K: Resource + Clone> OwnedCache<K> {
                 state
                     .by_owner
                     .get(owner)
-                    .map(|m| m.values().cloned().collect())
+                    .map(|m| m.values().map(|kept| Arc::new(K::restore(kept))).collect())
             })
             .unwrap_or_default()
     }

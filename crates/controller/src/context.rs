@@ -110,27 +110,10 @@ impl Context {
             client,
             config,
             pool,
-            // A poll reads a Job's metadata and status and a pod's phase and conditions.
-            // Of the spec, `suspend` only (Kueue holds suspended Jobs).
-            jobs: OwnedCache::with_trim(|job| {
-                job.spec = job.spec.take().and_then(|spec| {
-                    spec.suspend
-                        .map(|suspend| k8s_openapi::api::batch::v1::JobSpec {
-                            suspend: Some(suspend),
-                            ..Default::default()
-                        })
-                });
-                job.metadata.owner_references = None;
-            }),
-            pods: OwnedCache::with_trim(|pod| {
-                pod.spec = None;
-                pod.metadata.owner_references = None;
-                if let Some(status) = &mut pod.status {
-                    status.container_statuses = None;
-                    status.init_container_statuses = None;
-                    status.ephemeral_container_statuses = None;
-                }
-            }),
+            // A poll reads a Job's metadata and status and a pod's phase and conditions:
+            // the caches keep only those (`crate::kept`).
+            jobs: OwnedCache::default(),
+            pods: OwnedCache::default(),
             expectations: Expectations::default(),
             objects: AuthObjects::default(),
             autoscaler_events: crate::capacity::watch::AutoscalerEvents::default(),

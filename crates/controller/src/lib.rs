@@ -20,6 +20,7 @@ mod events;
 mod facts;
 pub mod http;
 mod job_metrics;
+pub mod kept;
 pub mod leader;
 pub mod metrics;
 mod objects;
@@ -38,11 +39,18 @@ pub use context::{Config, Context};
 pub const USER_AGENT: &str = concat!("jobtide-operator/", env!("CARGO_PKG_VERSION"));
 
 /// Sets [`USER_AGENT`] on a client configuration.
-pub fn with_user_agent(mut config: kube::Config) -> kube::Config {
-    config.headers.push((
-        ::http::header::USER_AGENT,
-        ::http::HeaderValue::from_static(USER_AGENT),
-    ));
+pub fn with_user_agent(config: kube::Config) -> kube::Config {
+    with_user_agent_of(config, None)
+}
+
+/// Sets [`USER_AGENT`] followed by the replica's name (`jobtide-operator/0.1.0 pod-a`), so that
+/// an API server's audit or request log tells the replicas apart; the name is left out when it
+/// can't be a header value.
+pub fn with_user_agent_of(mut config: kube::Config, instance: Option<&str>) -> kube::Config {
+    let value = instance
+        .and_then(|name| ::http::HeaderValue::from_str(&format!("{USER_AGENT} {name}")).ok())
+        .unwrap_or(::http::HeaderValue::from_static(USER_AGENT));
+    config.headers.push((::http::header::USER_AGENT, value));
     config
 }
 pub use reconcile::{Error, FINALIZER};

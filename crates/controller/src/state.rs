@@ -52,8 +52,10 @@ pub(crate) struct ScaledJobState {
     pub crash_loop: CrashLoopState,
     /// The last quota refusal of a Job creation, until a Job is created again.
     pub quota_block: Option<crate::capacity::QuotaBlock>,
-    /// Dispatch mode: the running dispatcher (dropping it stops it).
-    pub dispatcher: Option<crate::dispatch::Dispatcher>,
+    /// Dispatch mode: the running dispatcher (dropping it stops it). Boxed: 472 bytes that a
+    /// lag-mode ScaledJob, most of them, would carry empty (the state was 816 bytes, 352 now;
+    /// at 10,000 ScaledJobs the map's 16,384 slots are 13 MiB at 816).
+    pub dispatcher: Option<Box<crate::dispatch::Dispatcher>>,
 }
 
 impl Seen {

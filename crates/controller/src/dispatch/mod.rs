@@ -169,8 +169,11 @@ pub(crate) async fn poll(
                 .as_ref()
                 .is_some_and(|dispatcher| dispatcher.runs(&trigger));
             if !keep {
-                state.dispatcher =
-                    Some(Dispatcher::start(context, Arc::clone(scaled_job), trigger));
+                state.dispatcher = Some(Box::new(Dispatcher::start(
+                    context,
+                    Arc::clone(scaled_job),
+                    trigger,
+                )));
             }
             let dispatcher = state.dispatcher.as_ref()?;
             dispatcher.update(Arc::clone(scaled_job), assessment.gate);
