@@ -24,7 +24,7 @@ mod pods;
 mod register;
 mod resources;
 
-pub use resources::Resources;
+pub use resources::{Resources, bytes, cpu_millis};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
