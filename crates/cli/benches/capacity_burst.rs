@@ -51,6 +51,7 @@ const POOL: &str = "min=0,max=4,cpu=4,memory=8Gi,pods=4,delay=10s";
 
 struct Outcome {
     jobs: usize,
+    succeeded: usize,
     drained: Option<Duration>,
     most_waiting: usize,
 }
@@ -170,11 +171,13 @@ async fn run(mode: &str, timeout: Duration) -> Outcome {
     let jobs_api: Api<Job> = Api::namespaced(client.clone(), "default");
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), "default");
     let mut most_waiting = 0;
+    let mut done;
     let drained = loop {
         let jobs = jobs_api.list(&ListParams::default()).await.unwrap().items;
         let pods = pods_api.list(&ListParams::default()).await.unwrap().items;
         most_waiting = most_waiting.max(pods.iter().filter(|p| waiting(p)).count());
-        if jobs.iter().filter(|j| succeeded(j)).count() >= MESSAGES {
+        done = jobs.iter().filter(|j| succeeded(j)).count();
+        if done >= MESSAGES {
             break Some(started.elapsed());
         }
         if started.elapsed() > timeout {
@@ -202,6 +205,7 @@ async fn run(mode: &str, timeout: Duration) -> Outcome {
     drop(kafka);
     Outcome {
         jobs,
+        succeeded: done,
         drained,
         most_waiting,
     }
@@ -247,6 +251,14 @@ fn main() {
         for run_index in 0..runs {
             eprintln!("{mode}: run {}", run_index + 1);
             let outcome = runtime.block_on(run(mode, timeout));
+            eprintln!(
+                "{mode}: run {}: {} Jobs, {} succeeded, drained: {:?}, most pods waiting: {}",
+                run_index + 1,
+                outcome.jobs,
+                outcome.succeeded,
+                outcome.drained,
+                outcome.most_waiting
+            );
             jobs.push(outcome.jobs as f64);
             waiting.push(outcome.most_waiting as f64);
             match outcome.drained {
