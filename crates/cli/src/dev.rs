@@ -17,6 +17,7 @@ use futures::FutureExt;
 use jobtide_controller::operator::{self, Leadership};
 use jobtide_controller::{Config, Context};
 use jobtide_devcluster::DevCluster;
+use jobtide_devcluster::autoscaler::{self, Autoscaler, NodePool};
 use jobtide_devcluster::runner::RunnerConfig;
 use jobtide_kafka::ffi::MockKafka;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -51,6 +52,12 @@ pub struct DevArgs {
     /// Pods the local runner runs at once; more stay Pending (Unschedulable).
     #[arg(long, default_value_t = 8, value_name = "N")]
     max_parallel_pods: usize,
+    /// Simulate a node pool that grows when pods are Unschedulable (a stand-in for the Cluster
+    /// Autoscaler, with its event reasons; see docs/dev.md):
+    /// `max=N[,min=N][,cpu=Q][,memory=Q][,pods=N][,delay=DURATION][,scale-down-after=DURATION][,name=NAME]`,
+    /// e.g. `min=0,max=4,cpu=4,memory=8Gi,pods=4,delay=10s`.
+    #[arg(long, value_name = "SPEC", env = "JOBTIDE_DEV_NODE_POOL")]
+    node_pool: Option<NodePool>,
     /// Create a topic at start (repeatable), `NAME` or `NAME:PARTITIONS`.
     #[arg(long = "create-topic", value_name = "NAME[:PARTITIONS]", value_parser = topic_spec)]
     create_topics: Vec<(String, i32)>,
@@ -245,6 +252,15 @@ async fn dev(args: DevArgs, traces: bool) -> anyhow::Result<()> {
         )),
     ))?;
     install_crds(&client).await?;
+    let pool = match (&args.node_pool, &cluster.runner) {
+        (Some(pool), Some(runner)) => Some(Autoscaler::start(
+            client.clone(),
+            Arc::clone(runner),
+            pool.clone(),
+            autoscaler::DEFAULT_INTERVAL,
+        )),
+        _ => None,
+    };
 
     let mut config = Config::new(env!("CARGO_PKG_VERSION"), "jobtide-dev");
     config.traces = traces;
@@ -287,6 +303,18 @@ async fn dev(args: DevArgs, traces: bool) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    let pool_line = args.node_pool.as_ref().map_or_else(String::new, |pool| {
+        format!(
+            "node pool (simulated): {} nodes of {}m cpu, {} MiB, {} pods; {} to {}, {:?} to add one\n",
+            pool.name,
+            pool.shape.cpu_millis,
+            pool.shape.memory_bytes >> 20,
+            pool.shape.pods,
+            pool.min,
+            pool.max,
+            pool.delay,
+        )
+    });
     let kafka_kind = if kafka.is_some() {
         "embedded: librdkafka mock cluster, in memory"
     } else {
@@ -304,7 +332,7 @@ async fn dev(args: DevArgs, traces: bool) -> anyhow::Result<()> {
 api-server: {server}
 kubeconfig: {}
 kafka: {bootstrap} ({kafka_kind})
-{operator_line}
+{pool_line}{operator_line}
 
 Try:
   export KUBECONFIG={}
@@ -323,6 +351,7 @@ Ctrl-C stops everything.",
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         let _ = metrics_task.await;
     }
+    drop(pool);
     // Dropping the cluster stops the runner, which kills every pod's process group.
     drop(cluster);
     if let Some(forwarder) = forwarder {

@@ -36,6 +36,7 @@
 //! patch, server-side apply, `deletecollection`, dry runs, protobuf bodies, OpenAPI documents
 //! (use `kubectl --validate=false`).
 
+pub mod autoscaler;
 pub mod decode;
 pub mod env;
 pub mod events;

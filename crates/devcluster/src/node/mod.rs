@@ -27,7 +27,7 @@ mod register;
 mod resources;
 
 pub use output::PodOutput;
-pub use resources::Resources;
+pub use resources::{Resources, bytes, cpu_millis};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

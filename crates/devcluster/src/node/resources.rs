@@ -137,13 +137,13 @@ fn quantity(text: &str) -> Option<f64> {
 
 /// A cpu quantity in millicores (rounded up, as the API server does).
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // finite, ≥ 0, saturating
-fn cpu_millis(text: &str) -> Option<u64> {
+pub fn cpu_millis(text: &str) -> Option<u64> {
     quantity(text).map(|cores| (cores * 1000.0).ceil() as u64)
 }
 
 /// A memory quantity in bytes (rounded up).
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // finite, ≥ 0, saturating
-fn bytes(text: &str) -> Option<u64> {
+pub fn bytes(text: &str) -> Option<u64> {
     quantity(text).map(|b| b.ceil() as u64)
 }
 

@@ -65,10 +65,24 @@ impl Default for RunnerConfig {
 /// The runner's state, shared with the API server for `pods/log`.
 #[derive(Default)]
 pub struct Runner {
-    /// The kubelet: set once the server listens.
-    agent: Mutex<Option<NodeAgent>>,
+    /// The kubelets: the runner's own node's, set once the server listens, then those of nodes
+    /// added later ([`Runner::start_node`], the simulated node pool's).
+    agents: Mutex<Vec<NodeAgent>>,
+    /// What a node added later is started with: the API client and the runner's node settings.
+    node_template: Mutex<Option<(kube::Client, NodeConfig)>>,
     /// A volume directory the runner made (and so removes).
     owned_volumes: Mutex<Option<std::path::PathBuf>>,
+}
+
+/// Why [`Runner::start_node`] started no node.
+#[derive(Debug, thiserror::Error)]
+pub enum StartNodeError {
+    /// The runner's own node agent has not started (no API server to speak to yet).
+    #[error("the runner's own node has not started")]
+    NotStarted,
+    /// The node agent failed to register.
+    #[error(transparent)]
+    Agent(#[from] crate::node::StartError),
 }
 
 impl std::fmt::Debug for Runner {
@@ -112,28 +126,68 @@ impl Runner {
         };
         node.path_prepend.clone_from(&config.path_prepend);
         node.default_env.clone_from(&config.default_env);
+        if let Ok(mut template) = self.node_template.lock() {
+            *template = Some((client.clone(), node.clone()));
+        }
         let agent = NodeAgent::start(client, node).await?;
-        if let Ok(mut slot) = self.agent.lock() {
-            *slot = Some(agent);
+        if let Ok(mut agents) = self.agents.lock() {
+            agents.push(agent);
         }
         Ok(())
     }
 
-    /// The output of a pod's process so far.
+    /// Starts another node, `name` offering `resources`, its pods run like the runner's own
+    /// (same `PATH`, environment and volume directory): how the simulated node pool grows.
+    pub async fn start_node(&self, name: &str, resources: Resources) -> Result<(), StartNodeError> {
+        let (client, mut node) = self
+            .node_template
+            .lock()
+            .ok()
+            .and_then(|t| t.clone())
+            .ok_or(StartNodeError::NotStarted)?;
+        name.clone_into(&mut node.name);
+        node.resources = resources;
+        let agent = NodeAgent::start(client, node).await?;
+        if let Ok(mut agents) = self.agents.lock() {
+            agents.push(agent);
+        }
+        Ok(())
+    }
+
+    /// Stops the agent of node `name` (its pods' processes are killed); the Node object stays
+    /// for the caller to delete. Whether such a node ran.
+    pub fn stop_node(&self, name: &str) -> bool {
+        let Ok(mut agents) = self.agents.lock() else {
+            return false;
+        };
+        let before = agents.len();
+        agents.retain(|agent| agent.node_name() != name);
+        agents.len() < before
+    }
+
+    /// The output of a pod's process so far (the newest part the agent keeps).
     pub fn logs(&self, namespace: &str, pod: &str) -> Option<Vec<u8>> {
-        self.agent.lock().ok()?.as_ref()?.logs(namespace, pod)
+        self.agents
+            .lock()
+            .ok()?
+            .iter()
+            .find_map(|agent| agent.logs(namespace, pod))
     }
 
-    /// What the node agent keeps of a pod's output, with the bytes dropped before it.
+    /// What the node agent running `pod` keeps of its output, with the bytes dropped before it.
     pub fn output(&self, namespace: &str, pod: &str) -> Option<crate::node::PodOutput> {
-        self.agent.lock().ok()?.as_ref()?.output(namespace, pod)
+        self.agents
+            .lock()
+            .ok()?
+            .iter()
+            .find_map(|agent| agent.output(namespace, pod))
     }
 
-    /// Stops the node agent (killing every process, removing the pods' volumes) and removes the
+    /// Stops every node agent (killing every process, removing the pods' volumes) and removes the
     /// volume directory the runner made.
     pub fn stop_all(&self) {
-        if let Ok(mut agent) = self.agent.lock() {
-            agent.take();
+        if let Ok(mut agents) = self.agents.lock() {
+            agents.clear();
         }
         if let Some(dir) = self.owned_volumes.lock().ok().and_then(|mut d| d.take()) {
             let _ = std::fs::remove_dir_all(dir);
