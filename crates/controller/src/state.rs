@@ -54,6 +54,9 @@ pub(crate) struct ScaledJobState {
     pub quota_block: Option<crate::capacity::QuotaBlock>,
     /// Dispatch mode: the running dispatcher (dropping it stops it).
     pub dispatcher: Option<crate::dispatch::Dispatcher>,
+    /// Lag per partition over the last minutes (only with [`crate::Config::lag_history`]),
+    /// and whose it is (namespace, name).
+    pub lag: Option<(crate::cache::OwnerKey, crate::lag_history::LagHistory)>,
 }
 
 impl Seen {
