@@ -7,7 +7,9 @@
 //! `BENCH_MESSAGES` messages (with a `traceparent` header) on one partition, Jobs that run `true`
 //! (`maxReplicaCount` 20, dev's `--max-parallel-pods 8`), measured from the first produce to the
 //! ScaledJob's status showing every offset committed (every Job finished, every span emitted):
-//! the operator process's CPU seconds (user + system, /proc) and the wall time.
+//! the wall time, and the operator process's CPU seconds (user + system, /proc) until then plus
+//! its shutdown (SIGTERM), which exports the spans still batched — so every span's export is
+//! counted.
 //!
 //! `cargo bench -p jobtide-cli --bench dispatch_tracing` — environment: `BENCH_RUNS` (3),
 //! `BENCH_MESSAGES` (1000), `JOBTIDE_OTELCOL` (required: scripts/install-otelcol prints it).
@@ -72,8 +74,8 @@ fn wait_listening(port: u16, what: &str) {
     }
 }
 
-/// CPU seconds (user + system) of a process.
-fn cpu_seconds(pid: u32) -> f64 {
+/// The state letter and CPU seconds (user + system) of a process, from `/proc/PID/stat`.
+fn stat(pid: u32) -> (char, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -81,9 +83,37 @@ fn cpu_seconds(pid: u32) -> f64 {
         .1
         .split_whitespace()
         .collect();
-    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after the command.
+    // state, utime and stime are fields 3, 14 and 15 (1-based), i.e. 0, 11 and 12 after the
+    // command.
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
+    (fields[0].chars().next().unwrap(), ticks as f64 / 100.0)
+}
+
+/// CPU seconds (user + system) of a running process.
+fn cpu_seconds(pid: u32) -> f64 {
+    stat(pid).1
+}
+
+/// SIGTERMs the operator and waits for it to exit, so that the spans still batched are
+/// exported (traces on) and counted; its CPU seconds then, read while it is a zombie (exited,
+/// not yet reaped: /proc still holds its final times).
+fn stop_and_cpu_seconds(pid: u32) -> f64 {
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let began = Instant::now();
+    loop {
+        let (state, cpu) = stat(pid);
+        if state == 'Z' {
+            return cpu;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "the operator did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn start_collector(binary: &str, dir: &Path) -> (Process, u16) {
@@ -250,7 +280,8 @@ async fn run(dir: &Path, messages: usize, traced: Option<&str>) -> (f64, f64) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let result = (cpu_seconds(pid) - cpu_before, began.elapsed().as_secs_f64());
+    let wall = began.elapsed().as_secs_f64();
+    let result = (stop_and_cpu_seconds(pid) - cpu_before, wall);
     drop(operator);
     result
 }

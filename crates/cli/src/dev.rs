@@ -25,8 +25,10 @@ use kube::Api;
 use kube::api::PostParams;
 use tokio::net::TcpListener;
 
+use crate::dev_otel::{Collector, DevOtel};
 use crate::kube_client::Deadlines;
 use crate::operator::{LogArgs, bind_address, shutdown_signal};
+use crate::telemetry::SpanSink;
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
@@ -65,6 +67,12 @@ pub struct DevArgs {
     /// against this API server and broker yourself (to stop, kill and restart it at will).
     #[arg(long, env = "JOBTIDE_DEV_NO_OPERATOR")]
     no_operator: bool,
+    /// Show the operator's traces with nothing to set up: `file:PATH` writes its spans as OTLP
+    /// JSON lines to PATH; `collector` starts an OpenTelemetry Collector (`$JOBTIDE_OTELCOL`,
+    /// else the one scripts/install-otelcol caches) writing to `<state dir>/otel/spans.jsonl`.
+    /// Takes the place of `--traces-exporter`.
+    #[arg(long, value_name = "file:PATH|collector", value_parser = crate::dev_otel::parse, env = "JOBTIDE_DEV_OTEL")]
+    otel: Option<DevOtel>,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -141,8 +149,42 @@ async fn embedded_kafka(
     Ok((kafka, bound.to_string(), task))
 }
 
+/// Where `--otel` sends spans: the sink, the collector (when one runs) and the line that says
+/// where the spans go.
+fn otel(args: &DevArgs) -> anyhow::Result<Option<(SpanSink, Option<Collector>, String)>> {
+    Ok(match &args.otel {
+        None => None,
+        Some(DevOtel::File(path)) => Some((
+            SpanSink::File(path.clone()),
+            None,
+            format!("traces: {} (OTLP JSON, a line per batch)", path.display()),
+        )),
+        Some(DevOtel::Collector) => {
+            let collector = Collector::start(&state_dir(args).join("otel"))?;
+            let line = format!(
+                "traces: OpenTelemetry Collector receiving OTLP/HTTP at {} (OTEL_EXPORTER_OTLP_ENDPOINT), writing {} (log: {})",
+                collector.endpoint,
+                collector.spans.display(),
+                collector.log.display()
+            );
+            Some((collector.sink(), Some(collector), line))
+        }
+    })
+}
+
 pub fn run(args: DevArgs) -> ExitCode {
-    let telemetry = match args.log.init() {
+    let otel = match otel(&args) {
+        Ok(otel) => otel,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let (sink, collector, traces_line) = match otel {
+        Some((sink, collector, line)) => (Some(sink), collector, Some(line)),
+        None => (None, None, None),
+    };
+    let telemetry = match args.log.init_with(sink.as_ref()) {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -153,7 +195,7 @@ pub fn run(args: DevArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let code = match runtime.block_on(dev(args, telemetry.traces())) {
+    let code = match runtime.block_on(dev(args, telemetry.traces(), traces_line)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -162,7 +204,9 @@ pub fn run(args: DevArgs) -> ExitCode {
     };
     // Pod processes are killed with the runner; don't wait for stray blocking tasks.
     runtime.shutdown_timeout(Duration::from_secs(2));
+    // Flush the last spans, then stop the collector (which flushes its file).
     drop(telemetry);
+    drop(collector);
     code
 }
 
@@ -193,7 +237,7 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-async fn dev(args: DevArgs, traces: bool) -> anyhow::Result<()> {
+async fn dev(args: DevArgs, traces: bool, traces_line: Option<String>) -> anyhow::Result<()> {
     let began = Instant::now();
     let shutdown = shutdown_signal().shared();
 
@@ -264,18 +308,21 @@ async fn dev(args: DevArgs, traces: bool) -> anyhow::Result<()> {
 
     let mut config = Config::new(env!("CARGO_PKG_VERSION"), "jobtide-dev");
     config.traces = traces;
+    // The live page draws each ScaledJob's lag per partition over the last minutes.
+    config.lag_history = true;
     // Manifests name in-cluster brokers; on one machine every trigger reads dev's Kafka.
     config.bootstrap_servers_override = Some(bootstrap.split(',').map(str::to_owned).collect());
-    let context = Arc::new(Context::new(client, config));
+    let context = Arc::new(Context::new(client.clone(), config));
     let operator = if args.no_operator {
         None
     } else {
         let (health, task) =
             operator::spawn(Arc::clone(&context), Leadership::Always, shutdown.clone());
-        let (metrics_at, metrics_task) = jobtide_controller::http::serve(
+        let (metrics_at, metrics_task) = jobtide_controller::http::serve_with(
             args.metrics_addr,
             context.metrics(),
             health.clone(),
+            crate::live::router(client.clone(), Arc::clone(&context)),
             shutdown.clone(),
         )
         .await
@@ -321,15 +368,18 @@ async fn dev(args: DevArgs, traces: bool) -> anyhow::Result<()> {
         "external"
     };
     let operator_line = match &operator {
-        Some((_, _, metrics_at, _)) => format!("metrics: http://{metrics_at}/metrics"),
+        Some((_, _, metrics_at, _)) => {
+            format!("live: http://{metrics_at}/\nmetrics: http://{metrics_at}/metrics")
+        }
         None => format!(
             "operator: not started (--no-operator); start one with\n  jobtide operator --kubeconfig {} --bootstrap-servers-override {bootstrap}",
             kubeconfig_path.display()
         ),
     };
+    let traces_line = traces_line.map(|line| line + "\n").unwrap_or_default();
     println!(
         "jobtide dev is ready in {:.2} s
-api-server: {server}
+{traces_line}api-server: {server}
 kubeconfig: {}
 kafka: {bootstrap} ({kafka_kind})
 {pool_line}{operator_line}

@@ -3,10 +3,13 @@
 mod cli;
 mod crd;
 mod dev;
+mod dev_otel;
 mod explain;
 mod kafka;
 mod kube_client;
+mod live;
 mod operator;
+mod otlp_file;
 mod telemetry;
 mod text;
 mod validate;

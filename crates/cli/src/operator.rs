@@ -44,19 +44,37 @@ impl LogArgs {
     /// OpenTelemetry tracer provider (keep the returned guard for as long as the process runs:
     /// dropping it flushes the last spans).
     pub fn init(&self) -> anyhow::Result<crate::telemetry::Telemetry> {
+        self.init_with(None)
+    }
+
+    /// [`Self::init`], sending spans to `sink` when given (`jobtide dev --otel`).
+    pub fn init_with(
+        &self,
+        sink: Option<&crate::telemetry::SpanSink>,
+    ) -> anyhow::Result<crate::telemetry::Telemetry> {
+        use tracing_subscriber::Layer as _;
         use tracing_subscriber::layer::SubscriberExt as _;
         use tracing_subscriber::util::SubscriberInitExt as _;
 
         let filter = tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .with_context(|| format!("--log-level {:?} is not a valid filter", self.log_level))?;
-        let (telemetry, spans) = self.traces.init()?;
+        let (telemetry, spans) = self.traces.init_with(sink)?;
+        // Each layer filters for itself: `--log-level warn` quiets the logs, not the traces,
+        // which get jobtide's own info spans (each poll's) whatever the log level.
+        let traced = tracing_subscriber::filter::Targets::new()
+            .with_target("jobtide", tracing::Level::INFO)
+            .with_target("jobtide_controller", tracing::Level::INFO)
+            .with_target("jobtide_kafka", tracing::Level::INFO);
+        let spans = spans.map(|layer| layer.with_filter(traced));
         let fmt = tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr);
-        let registry = tracing_subscriber::registry().with(filter).with(spans);
+        let registry = tracing_subscriber::registry().with(spans);
         let installed = match self.log_format {
-            LogFormat::Text => registry.with(fmt).try_init(),
-            LogFormat::Json => registry.with(fmt.json().flatten_event(true)).try_init(),
+            LogFormat::Text => registry.with(fmt.with_filter(filter)).try_init(),
+            LogFormat::Json => registry
+                .with(fmt.json().flatten_event(true).with_filter(filter))
+                .try_init(),
         };
         installed.map_err(|e| anyhow::anyhow!("installing the logger: {e}"))?;
         Ok(telemetry)

@@ -61,47 +61,72 @@ impl Drop for Telemetry {
     }
 }
 
+/// Where `jobtide dev --otel` sends spans instead of what `--traces-exporter` says.
+#[derive(Debug, Clone)]
+pub enum SpanSink {
+    /// OTLP/HTTP to this traces URL (`http://127.0.0.1:PORT/v1/traces`).
+    Otlp(String),
+    /// OTLP JSON lines in this file ([`crate::otlp_file::OtlpJsonFile`]).
+    File(std::path::PathBuf),
+}
+
 impl TraceArgs {
-    /// Builds and installs the global tracer provider when traces are exported; the layer
-    /// that hands `tracing` spans to it.
-    pub fn init<S>(&self) -> anyhow::Result<(Telemetry, Option<SpanLayer<S>>)>
+    /// Builds and installs the global tracer provider when traces are exported (to `sink`
+    /// when given, else where the flags say); the layer that hands `tracing` spans to it.
+    pub fn init_with<S>(
+        &self,
+        sink: Option<&SpanSink>,
+    ) -> anyhow::Result<(Telemetry, Option<SpanLayer<S>>)>
     where
         S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     {
+        use opentelemetry_otlp::WithExportConfig as _;
+
         let Self { traces_exporter } = self;
-        match traces_exporter {
-            TracesExporter::None => Ok((Telemetry { provider: None }, None)),
-            TracesExporter::Otlp => {
-                let exporter = opentelemetry_otlp::SpanExporter::builder()
+        let builder = SdkTracerProvider::builder();
+        let builder = match (sink, traces_exporter) {
+            (None, TracesExporter::None) => return Ok((Telemetry { provider: None }, None)),
+            (None, TracesExporter::Otlp) => builder.with_batch_exporter(
+                opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .build()
-                    .context("building the OTLP trace exporter (OTEL_EXPORTER_OTLP_*)")?;
-                let service = std::env::var("OTEL_SERVICE_NAME")
-                    .ok()
-                    .filter(|name| !name.is_empty())
-                    .unwrap_or_else(|| "jobtide".to_owned());
-                let provider = SdkTracerProvider::builder()
-                    .with_batch_exporter(exporter)
-                    .with_id_generator(jobtide_controller::trace_ids::FixedIds::default())
-                    .with_resource(
-                        Resource::builder()
-                            .with_service_name(service)
-                            .with_attribute(opentelemetry::KeyValue::new(
-                                "service.version",
-                                env!("CARGO_PKG_VERSION"),
-                            ))
-                            .build(),
-                    )
-                    .build();
-                opentelemetry::global::set_tracer_provider(provider.clone());
-                let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("jobtide"));
-                Ok((
-                    Telemetry {
-                        provider: Some(provider),
-                    },
-                    Some(layer),
-                ))
-            }
-        }
+                    .context("building the OTLP trace exporter (OTEL_EXPORTER_OTLP_*)")?,
+            ),
+            (Some(SpanSink::Otlp(url)), _) => builder.with_batch_exporter(
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_endpoint(url.clone())
+                    .build()
+                    .context("building the OTLP trace exporter")?,
+            ),
+            (Some(SpanSink::File(path)), _) => builder.with_batch_exporter(
+                crate::otlp_file::OtlpJsonFile::create(path)
+                    .with_context(|| format!("--otel file:{}", path.display()))?,
+            ),
+        };
+        let service = std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "jobtide".to_owned());
+        let provider = builder
+            .with_id_generator(jobtide_controller::trace_ids::FixedIds::default())
+            .with_resource(
+                Resource::builder()
+                    .with_service_name(service)
+                    .with_attribute(opentelemetry::KeyValue::new(
+                        "service.version",
+                        env!("CARGO_PKG_VERSION"),
+                    ))
+                    .build(),
+            )
+            .build();
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("jobtide"));
+        Ok((
+            Telemetry {
+                provider: Some(provider),
+            },
+            Some(layer),
+        ))
     }
 }

@@ -284,6 +284,7 @@ fn the_helm_chart_agrees_with_the_base_and_the_binary() {
         "WATCH_NAMESPACE",
         "KEDA_CLUSTER_OBJECT_NAMESPACE",
         "POD_NAMESPACE",
+        "OTEL_TRACES_EXPORTER",
     ] {
         assert!(help.contains(env), "{env} is read by no flag");
     }

@@ -21,6 +21,7 @@
 
 mod kube_peer;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -259,6 +260,61 @@ fn the_helm_chart_lints_renders_and_installs() {
         assert!(
             rendered.contains(&format!("\nkind: {kind}\n")),
             "helm template renders no {kind}:\n{rendered}"
+        );
+    }
+    assert!(
+        !rendered.contains("OTEL_TRACES_EXPORTER"),
+        "traces are off by default"
+    );
+    // traces.enabled sets the standard OTEL_* variables the operator's exporter reads.
+    let traced = ok(
+        plane.helm().args([
+            "template",
+            "jobtide",
+            "charts/jobtide",
+            "--namespace",
+            "chart",
+            "--set",
+            "traces.enabled=true",
+            "--set",
+            "traces.endpoint=http://otel.observability:4318",
+            "--set",
+            "traces.sampler=parentbased_traceidratio",
+            "--set",
+            "traces.samplerArg=0.25",
+        ]),
+        None,
+    );
+    let deployment = traced
+        .split("\n---")
+        .map(|doc| serde_saphyr::from_str::<Value>(doc).unwrap_or(Value::Null))
+        .find(|doc| doc["kind"] == "Deployment")
+        .expect("a Deployment");
+    let env: BTreeMap<String, String> =
+        deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e["name"].as_str()?.to_owned(),
+                    e["value"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+    for (name, value) in [
+        ("OTEL_TRACES_EXPORTER", "otlp"),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://otel.observability:4318",
+        ),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+    ] {
+        assert_eq!(
+            env.get(name).map(String::as_str),
+            Some(value),
+            "{name}: {env:?}"
         );
     }
     // The CRDs first (other tests may be applying them now): helm keeps existing CRDs.

@@ -46,6 +46,10 @@ pub struct Config {
     /// provider with [`crate::trace_ids::FixedIds`]): then a dispatched Job's `TRACEPARENT` names
     /// its own span (docs/observability.md); else it is the message's header, passed on.
     pub traces: bool,
+    /// Keep each ScaledJob's lag per partition over the last minutes
+    /// ([`crate::lag_history`], [`Context::lag_history`]): `jobtide dev`'s live page. A
+    /// dispatch ScaledJob's backlog is then measured once per `pollingInterval` as well.
+    pub lag_history: bool,
 }
 
 impl Config {
@@ -62,6 +66,7 @@ impl Config {
             bootstrap_servers_override: None,
             gssapi: GssapiSupport::Disabled,
             traces: false,
+            lag_history: false,
         }
     }
 }
@@ -261,6 +266,49 @@ impl Context {
         if closed > 0 {
             tracing::debug!(closed, "closed unused Kafka clients");
         }
+    }
+
+    /// Records trigger `trigger`'s measurement of the ScaledJob `uid` at `now`, when
+    /// [`Config::lag_history`] is on: `(topic, partition, lag)` each.
+    pub(crate) fn record_lag<'a>(
+        &self,
+        scaled_job: &ScaledJob,
+        trigger: usize,
+        now: std::time::SystemTime,
+        partitions: impl IntoIterator<Item = (&'a str, i32, i64)>,
+    ) {
+        if !self.config.lag_history {
+            return;
+        }
+        let owner = Self::owner(scaled_job);
+        let uid = scaled_job.meta().uid.clone().unwrap_or_default();
+        self.with_existing_state(&uid, |state| {
+            let (key, history) = &mut **state.lag.get_or_insert_with(Default::default);
+            key.clone_from(&owner);
+            history.record(trigger, now, partitions);
+        });
+    }
+
+    /// Every ScaledJob's lag per partition over the last minutes (empty unless
+    /// [`Config::lag_history`]), by namespace and name.
+    pub fn lag_history(&self) -> Vec<crate::lag_history::ScaledJobLag> {
+        let states = self
+            .states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all: Vec<_> = states
+            .values()
+            .filter_map(|state| state.lag.as_deref())
+            .map(
+                |((namespace, name), history)| crate::lag_history::ScaledJobLag {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    partitions: history.series(),
+                },
+            )
+            .collect();
+        all.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        all
     }
 
     /// The metrics this operator exports.

@@ -6,6 +6,7 @@
 //!   corrected by the Jobs this operator created or deleted that the cache hasn't shown yet
 //!   ([`cache::Expectations`], KEDA #2488).
 //! - [`http::serve`] serves `/metrics`, `/healthz` and `/readyz`.
+//! - [`lag_history`]: lag per partition over the last minutes (`jobtide dev`'s live page).
 //! - [`leader::Elector`] is Lease-based leader election; [`shards::Sharding`] shares the
 //!   ScaledJobs among replicas, each holding a member Lease.
 
@@ -21,6 +22,7 @@ mod facts;
 pub mod http;
 mod job_metrics;
 pub mod kept;
+pub mod lag_history;
 pub mod leader;
 pub mod metrics;
 mod objects;

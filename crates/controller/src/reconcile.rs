@@ -467,6 +467,15 @@ async fn poll(
                         context.with_state(&uid, |state| {
                             state.memories.insert(index, measured.memory.clone());
                         });
+                        context.record_lag(
+                            scaled_job,
+                            index,
+                            SystemTime::now(),
+                            measured
+                                .partitions
+                                .iter()
+                                .map(|p| (p.topic.as_str(), p.partition, p.lag)),
+                        );
                         Ok(measured.to_scaling(config.lag()))
                     }
                     Err(error) => Err((error.category(), error.to_string())),

@@ -56,6 +56,10 @@ pub(crate) struct ScaledJobState {
     /// lag-mode ScaledJob, most of them, would carry empty (the state was 816 bytes, 352 now;
     /// at 10,000 ScaledJobs the map's 16,384 slots are 13 MiB at 816).
     pub dispatcher: Option<Box<crate::dispatch::Dispatcher>>,
+    /// Lag per partition over the last minutes (only with [`crate::Config::lag_history`]),
+    /// and whose it is (namespace, name). Boxed for the same reason as the dispatcher: only
+    /// `jobtide dev` keeps it.
+    pub lag: Option<Box<(crate::cache::OwnerKey, crate::lag_history::LagHistory)>>,
 }
 
 impl Seen {

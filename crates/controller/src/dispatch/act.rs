@@ -355,28 +355,30 @@ impl Scope<'_> {
         );
         // The span holds its Jobs' spans: from the message's timestamp or its first Job's
         // creation, whichever is earlier (Kubernetes' times are whole seconds), to now or the
-        // last Job's end.
-        let first_created = (1..=attempts)
-            .find_map(|attempt| self.cached_job(&self.name(partition, offset, attempt)))
-            .and_then(|job| job.metadata.creation_timestamp)
-            .map(|created| SystemTime::from(created.0));
-        let start = message
-            .and_then(|m| m.timestamp_ms)
-            .and_then(|ms| u64::try_from(ms).ok())
-            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
-            .into_iter()
-            .chain(first_created)
-            .min()
-            .unwrap_or(now);
-        let end = times.map_or(now, |t| t.finished.max(now));
-        trace::message_finished(
-            self,
-            &trace,
-            (partition, offset),
-            attempts,
-            (start, end),
-            how,
-        );
+        // last Job's end. (Only worked out when spans are made.)
+        if trace::enabled(self) {
+            let first_created = (1..=attempts)
+                .find_map(|attempt| self.cached_job(&self.name(partition, offset, attempt)))
+                .and_then(|job| job.metadata.creation_timestamp)
+                .map(|created| SystemTime::from(created.0));
+            let start = message
+                .and_then(|m| m.timestamp_ms)
+                .and_then(|ms| u64::try_from(ms).ok())
+                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+                .into_iter()
+                .chain(first_created)
+                .min()
+                .unwrap_or(now);
+            let end = times.map_or(now, |t| t.finished.max(now));
+            trace::message_finished(
+                self,
+                &trace,
+                (partition, offset),
+                attempts,
+                (start, end),
+                how,
+            );
+        }
         tracing::warn!(
             trace_id = %trace::trace_id_text(&trace),
             scaled_job = %self.scaled_job.name_any(),

@@ -130,6 +130,33 @@ impl Dispatcher {
     }
 }
 
+/// Measures the dispatch group's backlog per partition (the lag scaler's measurement of its
+/// committed offsets against the log end) for [`Context::lag_history`]: dev mode only, once
+/// per `pollingInterval`. A failure only leaves a gap in the history.
+async fn record_backlog(context: &Context, scaled_job: &ScaledJob, trigger: &KafkaDispatchTrigger) {
+    let config = jobtide_api::trigger::TriggerConfig::KafkaDispatch(trigger.clone());
+    let measured = jobtide_kafka::scaler::measure_trigger(
+        &context.pool,
+        &config,
+        context.config.bootstrap_servers_override.as_deref(),
+        &jobtide_core::lag::PersistentLagMemory::new(),
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    match measured {
+        Ok(measured) => context.record_lag(
+            scaled_job,
+            0,
+            std::time::SystemTime::now(),
+            measured
+                .partitions
+                .iter()
+                .map(|p| (p.topic.as_str(), p.partition, p.lag)),
+        ),
+        Err(error) => tracing::debug!(%error, "measuring a dispatch backlog for the lag history"),
+    }
+}
+
 /// The reconcile's part for a dispatch ScaledJob (instead of a lag poll): resolve and parse the
 /// trigger, make sure a dispatcher runs it, and turn its snapshot into conditions, events and
 /// status. `creating` (the first reconcile of a `pollingInterval`) gates `lastActiveTime`.
@@ -162,6 +189,12 @@ pub(crate) async fn poll(
         },
         None => Err("no triggers defined in the ScaledObject/ScaledJob".to_owned()),
     };
+    if context.config.lag_history
+        && creating
+        && let Ok(trigger) = &trigger
+    {
+        record_backlog(context, scaled_job, trigger).await;
+    }
     let snapshot = match trigger {
         Ok(trigger) => context.with_state(&uid, |state| {
             let keep = state

@@ -528,6 +528,9 @@ fn finished(
                 },
             ),
         );
+        if !trace::enabled(scope) {
+            return;
+        }
         // From the message's timestamp or its first Job's creation, whichever is earlier
         // (Kubernetes' times are whole seconds).
         let first_created = (attempt > 1)

@@ -42,6 +42,13 @@ pub(crate) enum MessageEnd<'a> {
     Failed(&'a str),
 }
 
+/// Whether spans are made at all (the operator exports traces). When not, the span functions
+/// return at once and their callers skip what only a span needs: with traces off no per-message
+/// work is spent on spans that would be dropped.
+pub(crate) fn enabled(scope: &Scope<'_>) -> bool {
+    scope.context.config.traces
+}
+
 /// The trace of the message at (`partition`, `offset`): its `traceparent` header from the
 /// message when the dispatcher holds it, else from the annotation on its Job.
 pub(crate) fn message_trace(
@@ -112,6 +119,9 @@ pub(crate) fn attempt_finished(
     outcome: &Outcome,
     times: &JobTimes,
 ) {
+    if !enabled(scope) {
+        return;
+    }
     let tracer = global::tracer(TRACER);
     let mut attributes = common(scope, partition, offset);
     attributes.push(KeyValue::new(
@@ -160,6 +170,9 @@ pub(crate) fn message_finished(
     (start, end): (SystemTime, SystemTime),
     how: MessageEnd<'_>,
 ) {
+    if !enabled(scope) {
+        return;
+    }
     let tracer = global::tracer(TRACER);
     let mut attributes = common(scope, partition, offset);
     attributes.push(KeyValue::new("jobtide.attempts", i64::from(attempts)));
