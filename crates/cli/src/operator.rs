@@ -339,6 +339,15 @@ async fn operate(args: OperatorArgs, traces: bool) -> anyhow::Result<()> {
     // The elector gets its own client: leader election must not wait behind the rate limit.
     let instance = instance_name();
     let election_client = client(kube_config.clone(), &instance, 0, 0)?;
+    // Events get a client with the same QPS/burst but a budget of its own, as KEDA's event
+    // recorder (controller-runtime builds it its own clientset): a start publishes several
+    // Events per ScaledJob, which would otherwise hold back every poll's writes.
+    let event_client = client(
+        kube_config.clone(),
+        &instance,
+        args.kube_api_qps,
+        args.kube_api_burst,
+    )?;
     let client = client(
         kube_config,
         &instance,
@@ -349,7 +358,7 @@ async fn operate(args: OperatorArgs, traces: bool) -> anyhow::Result<()> {
         .controller
         .config(&instance, args.bootstrap_servers_override.clone())?;
     config.traces = traces;
-    let context = Arc::new(Context::new(client.clone(), config));
+    let context = Arc::new(Context::new(client.clone(), config).with_event_client(event_client));
     let shutdown = shutdown_signal().shared();
     let namespace = args
         .leader_election_namespace

@@ -128,6 +128,16 @@ impl Context {
         }
     }
 
+    /// Publishes Events through `client` instead of the context's own: the operator gives
+    /// Events a client with a rate limit of their own, as controller-runtime's event recorder
+    /// (KEDA's) has its own clientset, so that the Events of a start don't queue the polls'
+    /// status writes and Job creations behind them (docs/operator.md, "API rate limit").
+    #[must_use]
+    pub fn with_event_client(mut self, client: Client) -> Self {
+        self.events = Publisher::new(client, &self.config.instance);
+        self
+    }
+
     /// The Job watch shows `job` (before the cache stores it): a Job seen changing to finished
     /// counts in the Job series once ([`crate::job_metrics`]).
     pub(crate) fn job_changed(&self, job: &Job) {
