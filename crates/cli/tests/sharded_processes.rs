@@ -3,7 +3,7 @@
 //! ScaledJobs, and the replica owning the most is SIGKILLed mid-run (no Lease released, nothing
 //! finished). Each replica's requests carry its name in their User-Agent (`jobtide-operator/…
 //! a`), so the log says which replica wrote which ScaledJob when: every poll of an active
-//! ScaledJob writes its status (`lastActiveTime`).
+//! ScaledJob writes its status (`lastActiveTime`, with `--last-active-time-refresh-seconds 0`).
 //!
 //! Asserted from that log: no ScaledJob is written by two replicas at once (its writers follow
 //! each other, never back and forth); none goes unwritten longer than a takeover (a lease, two
@@ -61,6 +61,9 @@ impl Replica {
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .arg("--sharded")
+            // Every active poll writes `lastActiveTime` (KEDA's behaviour): the status writes
+            // in the request log are how this test sees which replica polls a ScaledJob.
+            .args(["--last-active-time-refresh-seconds", "0"])
             .args(LEASE)
             .args(["--leader-election-namespace", "default"])
             .args(["--metrics-bind-address", "127.0.0.1:0"])

@@ -50,6 +50,9 @@ pub struct Config {
     /// ([`crate::lag_history`], [`Context::lag_history`]): `jobtide dev`'s live page. A
     /// dispatch ScaledJob's backlog is then measured once per `pollingInterval` as well.
     pub lag_history: bool,
+    /// How old `status.lastActiveTime` must be before an active poll writes it again (D19;
+    /// zero: every active poll, KEDA's behaviour).
+    pub last_active_time_refresh: std::time::Duration,
 }
 
 impl Config {
@@ -67,6 +70,7 @@ impl Config {
             gssapi: GssapiSupport::Disabled,
             traces: false,
             lag_history: false,
+            last_active_time_refresh: jobtide_core::status::LAST_ACTIVE_REFRESH,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! A ScaledJob's status as the reconcile reads and writes it: conditions between the API's
 //! shape and `jobtide-core`'s, and one merge patch per reconcile, sent only when it would change
 //! something (KEDA: "the patch is skipped if nothing changed"). An idle, healthy ScaledJob costs
-//! no status write; an active one writes `lastActiveTime` each creating poll, as KEDA does.
+//! no status write; an active one writes `lastActiveTime` once the stored value is
+//! `Config::last_active_time_refresh` old (KEDA: every active poll; D19).
 
 use jobtide_api::ScaledJob;
 use jobtide_api::scaledjob::Condition as ApiCondition;

@@ -55,6 +55,55 @@ async fn an_idle_healthy_scaled_job_is_not_rewritten_by_its_polls() {
     );
 }
 
+/// D19: an active ScaledJob whose state doesn't change writes `lastActiveTime` once per refresh
+/// period (5 minutes by default), not at every poll as KEDA does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_scaled_job_refreshes_last_active_time_once_per_period_not_every_poll() {
+    let h = harness(4).await;
+    h.kafka.create_topic("waiting", 1).unwrap();
+    // Lag that stays (nobody commits) and one Job that runs for minutes: every poll is active
+    // and, past the first, finds nothing to do.
+    produce(&h.kafka, "waiting", 3).await;
+    let operator = start_operator(&h, "a", Leadership::Always);
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    let sj = scaled_job(
+        "busy",
+        &h.kafka.bootstrap_servers(),
+        "waiting",
+        "sleep 600",
+        json!({"maxReplicaCount": 1}),
+    );
+    api.create(&PostParams::default(), &sj).await.unwrap();
+    let first = eventually(
+        "Active True with a lastActiveTime and one Job",
+        20,
+        async || {
+            let sj = api.get("busy").await.ok()?;
+            (condition(&sj, "Active")?.0 == "True" && jobs_of(&h.client, "busy").await.len() == 1)
+                .then_some(())?;
+            sj.status?.last_active_time
+        },
+    )
+    .await;
+    let version = api.get("busy").await.unwrap().resource_version();
+    let unchanged = sample(&operator.metrics(), UNCHANGED);
+    // pollingInterval 1: five more creating polls, each through to its (skipped) status write.
+    eventually(
+        "five more active polls that wrote nothing",
+        30,
+        async || (sample(&operator.metrics(), UNCHANGED) >= unchanged + 5).then_some(()),
+    )
+    .await;
+    let sj = api.get("busy").await.unwrap();
+    assert_eq!(condition(&sj, "Active").unwrap().0, "True");
+    assert_eq!(sj.status.unwrap().last_active_time, Some(first));
+    assert_eq!(
+        version,
+        api.get("busy").await.unwrap().resource_version(),
+        "an active poll with nothing new rewrote the status"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_trigger_keeps_ready_false_without_flipping_or_re_announcing_ready() {
     let h = harness(4).await;

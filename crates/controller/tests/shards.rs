@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use jobtide_api::ScaledJob;
+use jobtide_controller::Config as OperatorConfig;
 use jobtide_controller::leader::Timing;
 use jobtide_controller::operator::Leadership;
 use jobtide_controller::shards::Sharding;
@@ -48,7 +49,11 @@ fn sharded(h: &Harness, name: &str) -> Operator {
     let config = client_config_named(h, name);
     let client = Client::try_from(config.clone()).unwrap();
     let sharding = Sharding::new(client, "default", "jobtide-operator", name, TIMING).unwrap();
-    start_operator_with(h, name, Leadership::Sharded(Box::new(sharding)), config)
+    // Every active poll writes `lastActiveTime` (KEDA's behaviour, refresh 0): the status
+    // writes in the request log are how this test sees which replica polls a ScaledJob.
+    let mut operator = OperatorConfig::new("test", name);
+    operator.last_active_time_refresh = Duration::ZERO;
+    start_operator_configured(h, Leadership::Sharded(Box::new(sharding)), config, operator)
 }
 
 fn lag_name(i: usize) -> String {

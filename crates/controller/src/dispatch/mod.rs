@@ -260,7 +260,19 @@ pub(crate) async fn poll(
             "failed": ledger.failed,
         });
     }
-    if active && creating {
+    let stored = scaled_job
+        .status
+        .as_ref()
+        .and_then(|s| s.last_active_time.as_ref())
+        .map(|t| std::time::SystemTime::from(t.0));
+    if active
+        && creating
+        && jobtide_core::status::last_active_due(
+            stored,
+            std::time::SystemTime::now(),
+            context.config.last_active_time_refresh,
+        )
+    {
         let now = jiff::Timestamp::now().round(jiff::Unit::Second).ok();
         status["lastActiveTime"] = json!(now.map(|t| t.to_string()));
     }

@@ -119,9 +119,19 @@ pub fn start_operator_with(
     leadership: Leadership,
     config: Config,
 ) -> Operator {
+    start_operator_configured(h, leadership, config, OperatorConfig::new("test", instance))
+}
+
+/// An operator on a client made from `config`, configured by `operator`.
+pub fn start_operator_configured(
+    h: &Harness,
+    leadership: Leadership,
+    config: Config,
+    operator: OperatorConfig,
+) -> Operator {
     let _ = h;
     let client = Client::try_from(config).unwrap();
-    let context = Arc::new(Context::new(client, OperatorConfig::new("test", instance)));
+    let context = Arc::new(Context::new(client, operator));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (health, task) = operator::spawn(Arc::clone(&context), leadership, async move {
         let _ = stopped.await;

@@ -4,6 +4,9 @@
 
 use std::fmt;
 
+mod last_active;
+pub use last_active::{DEFAULT_REFRESH as LAST_ACTIVE_REFRESH, last_active_due};
+
 /// A condition's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConditionStatus {
