@@ -1,0 +1,412 @@
+//! Kueue against a real control plane (issue 16): Kueue's manager v0.17.0 built from its Go
+//! module (`scripts/install-kueue`, `JOBTIDE_KUEUE`; `jobtide_testpeers::kueue` says how it runs
+//! without root), on the control plane of `scripts/install-kube-peers`, with jobtide's node agent
+//! as the kubelet (so admitted Jobs' pods run), librdkafka's mock cluster as the broker, and
+//! `jobtide operator` as the chart's ServiceAccount.
+//!
+//! No admission webhook of Kueue's is installed, so the ScaledJob's `jobTargetRef` says
+//! `suspend: true` (docs/capacity.md); Kueue's Job controller makes a Workload per Job, admits
+//! what the ClusterQueue's quota holds and unsuspends those Jobs.
+//!
+//! - A LocalQueue whose ClusterQueue has quota for 2 Jobs: 6 messages make 6 Jobs, Kueue admits
+//!   2 (their pods run), 4 wait as `QueuedByKueue` (Workload `QuotaReserved` False, reason
+//!   `Pending`); with `jobtide.io/pending-budget: "4"` 5 more messages make no Job. The queue's
+//!   `kueue.x-k8s.io/priority-class` reaches each Workload as its priority.
+//! - A LocalQueue that doesn't exist: Kueue says `Inadmissible`, the condition is
+//!   `KueueInadmissible` naming Kueue's words, a Warning event, and more messages make no Job
+//!   although the pending budget has room.
+//!
+//! Without `JOBTIDE_KUBE_BIN` or `JOBTIDE_KUEUE` the tests skip with a printed reason (under CI
+//! they fail).
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code
+
+#[allow(
+    dead_code,
+    reason = "helpers shared with kube_apiserver.rs; not all used here"
+)]
+mod kube_peer;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use jobtide_devcluster::node::{NodeAgent, NodeConfig};
+use jobtide_kafka::ffi::MockKafka;
+use jobtide_testpeers::{ControlPlane, Kueue};
+use kube_peer::{Operator, apply_chart_rbac, get_json, install_crds, ok, wait_for};
+use serde_json::{Value, json};
+
+/// The node the agent registers.
+const NODE: &str = "kueue-node";
+/// The ClusterQueue's cpu quota, and each Job's pod's request: room for 2 Jobs.
+const QUOTA_CPU: &str = "2";
+const JOB_CPU: &str = "1";
+
+/// The control plane and Kueue on it, or `None` (skip) when one isn't installed.
+fn peers() -> Option<(&'static ControlPlane, &'static Kueue)> {
+    let plane = ControlPlane::shared()?;
+    let kueue = Kueue::shared(plane)?;
+    Some((plane, kueue))
+}
+
+/// jobtide's node agent as this binary's kubelet (8 cpu), on a runtime of its own.
+fn node(plane: &ControlPlane) -> &'static NodeAgent {
+    static NODE_AGENT: OnceLock<NodeAgent> = OnceLock::new();
+    NODE_AGENT.get_or_init(|| {
+        let kubeconfig = plane.node_kubeconfig(NODE).unwrap();
+        let config = NodeConfig::new(NODE, plane.dir.join("node-volumes"));
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let kubeconfig = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+                let client_config = kube::Config::from_custom_kubeconfig(
+                    kubeconfig,
+                    &kube::config::KubeConfigOptions::default(),
+                )
+                .await
+                .unwrap();
+                let client = kube::Client::try_from(client_config).unwrap();
+                sender.send(NodeAgent::start(client, config).await).unwrap();
+                std::future::pending::<()>().await;
+            });
+        });
+        let agent = receiver.recv().unwrap().unwrap();
+        // The node lifecycle controller lifts the not-ready taint once the node is Ready.
+        wait_for(
+            "the node Ready and untainted",
+            Duration::from_mins(1),
+            || {
+                let node = get_json(plane, &["node", NODE]);
+                let ready = node["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                (ready && node["spec"]["taints"].as_array().is_none_or(Vec::is_empty)).then_some(())
+            },
+            || format!("{:#}", get_json(plane, &["node", NODE])),
+        );
+        agent
+    })
+}
+
+fn apply(plane: &ControlPlane, object: &Value) {
+    ok(
+        plane.kubectl().args(["apply", "-f", "-"]),
+        Some(&object.to_string()),
+    );
+}
+
+/// A ScaledJob on `topic` (one Job per message) whose Jobs go through Kueue's `queue`: created
+/// suspended, each pod asking for [`JOB_CPU`] and sleeping.
+fn scaled_job(
+    namespace: &str,
+    name: &str,
+    queue: &str,
+    labels: Value,
+    annotations: Value,
+) -> Value {
+    let mut labels = labels;
+    labels["kueue.x-k8s.io/queue-name"] = json!(queue);
+    json!({
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels,
+            "annotations": annotations},
+        "spec": {
+            "jobTargetRef": {"suspend": true, "backoffLimit": 0, "template": {"spec": {
+                "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "600"],
+                    "resources": {"requests": {"cpu": JOB_CPU}}}]}}},
+            "pollingInterval": 1, "maxReplicaCount": 10,
+            "triggers": [{"type": "kafka", "metadata": {"bootstrapServers": "kafka:9092",
+                "consumerGroup": name, "topic": name, "lagThreshold": "1",
+                "offsetResetPolicy": "earliest", "allowIdleConsumers": "true"}}],
+        },
+    })
+}
+
+/// The `CapacityAvailable` condition's (status, reason, message).
+fn capacity(plane: &ControlPlane, namespace: &str, name: &str) -> Option<(String, String, String)> {
+    let sj = get_json(plane, &["scaledjob", name, "-n", namespace]);
+    let c = sj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "CapacityAvailable")?
+        .clone();
+    let text = |key: &str| c[key].as_str().unwrap_or_default().to_owned();
+    Some((text("status"), text("reason"), text("message")))
+}
+
+fn items(plane: &ControlPlane, kind: &str, namespace: &str) -> Vec<Value> {
+    get_json(plane, &[kind, "-n", namespace])["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Each Workload's `QuotaReserved` (status, reason).
+fn reservations(plane: &ControlPlane, namespace: &str) -> Vec<(String, String)> {
+    items(plane, "workloads.kueue.x-k8s.io", namespace)
+        .iter()
+        .map(|w| {
+            let reserved = w["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "QuotaReserved"));
+            let text = |key: &str| {
+                reserved
+                    .and_then(|c| c[key].as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            (text("status"), text("reason"))
+        })
+        .collect()
+}
+
+/// The operator as the chart's ServiceAccount in `namespace`, reading `kafka`.
+fn start_operator(
+    plane: &ControlPlane,
+    namespace: &str,
+    kafka: &MockKafka,
+    dir: &std::path::Path,
+) -> Operator {
+    install_crds(plane);
+    plane.create_namespace(namespace).unwrap();
+    let account = apply_chart_rbac(plane, namespace, namespace);
+    let kubeconfig = plane
+        .service_account_kubeconfig(namespace, &account, Duration::from_hours(1))
+        .unwrap();
+    Operator::start(
+        &kubeconfig,
+        namespace,
+        &kafka.bootstrap_servers(),
+        &format!("{namespace}-operator"),
+        dir,
+        &[],
+    )
+}
+
+async fn produce(kafka: &MockKafka, topic: &str, count: usize) {
+    let records: Vec<_> = (0..count).map(|i| (None, format!("message-{i}"))).collect();
+    jobtide_kafka::tools::produce(
+        &kafka.bootstrap_servers(),
+        topic,
+        &records,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+}
+
+/// Waits until the operator has polled `count` more times.
+fn polls_pass(operator: &Operator, count: f64, log: impl Fn() -> String) {
+    let polls = operator.metric("jobtide_polls_total");
+    wait_for(
+        "more polls",
+        Duration::from_mins(1),
+        || (operator.metric("jobtide_polls_total") >= polls + count).then_some(()),
+        log,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kueue_admits_what_its_quota_holds_and_the_rest_wait_as_queued_backlog_within_the_budget() {
+    let Some((plane, kueue)) = peers() else {
+        return;
+    };
+    node(plane);
+    let namespace = "kueue-admit";
+    let kafka = MockKafka::start(1).unwrap();
+    kafka.create_topic("work", 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let operator = start_operator(plane, namespace, &kafka, dir.path());
+    let log = || {
+        format!(
+            "operator log:\n{}\nkueue log:\n{}",
+            operator.log_tail(),
+            kueue.log_tail()
+        )
+    };
+    apply(
+        plane,
+        &json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor",
+            "metadata": {"name": "default-flavor"}}),
+    );
+    apply(
+        plane,
+        &json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue",
+            "metadata": {"name": "jobtide-cq"},
+            "spec": {"namespaceSelector": {}, "resourceGroups": [{"coveredResources": ["cpu"],
+                "flavors": [{"name": "default-flavor",
+                    "resources": [{"name": "cpu", "nominalQuota": QUOTA_CPU}]}]}]}}),
+    );
+    apply(
+        plane,
+        &json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
+            "metadata": {"name": "jobtide-lq", "namespace": namespace},
+            "spec": {"clusterQueue": "jobtide-cq"}}),
+    );
+    apply(
+        plane,
+        &json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "WorkloadPriorityClass",
+            "metadata": {"name": "jobtide-batch"}, "value": 1000,
+            "description": "jobtide's test Jobs"}),
+    );
+    produce(&kafka, "work", 6).await;
+    apply(
+        plane,
+        &scaled_job(
+            namespace,
+            "work",
+            "jobtide-lq",
+            json!({"kueue.x-k8s.io/priority-class": "jobtide-batch"}),
+            json!({"jobtide.io/pending-budget": "4"}),
+        ),
+    );
+
+    // Kueue admits 2 Workloads and leaves 4 Pending for quota.
+    let reserved = wait_for(
+        "2 Workloads admitted, 4 pending",
+        Duration::from_mins(2),
+        || {
+            let mut r = reservations(plane, namespace);
+            r.sort();
+            let admitted = r.iter().filter(|(s, _)| s == "True").count();
+            let pending = r
+                .iter()
+                .filter(|(s, r)| s == "False" && r == "Pending")
+                .count();
+            (admitted == 2 && pending == 4).then_some(r)
+        },
+        || format!("{:?}\n{}", reservations(plane, namespace), log()),
+    );
+    assert_eq!(reserved.len(), 6, "one Workload per Job: {reserved:?}");
+    // The admitted Jobs are unsuspended and their pods run on the node; the rest stay suspended.
+    let jobs = items(plane, "jobs", namespace);
+    assert_eq!(jobs.len(), 6, "6 messages, 6 Jobs\n{}", log());
+    let suspended = jobs.iter().filter(|j| j["spec"]["suspend"] == true).count();
+    wait_for(
+        "2 pods running",
+        Duration::from_mins(1),
+        || {
+            let running = items(plane, "pods", namespace)
+                .iter()
+                .filter(|p| p["status"]["phase"] == "Running")
+                .count();
+            (running == 2).then_some(())
+        },
+        log,
+    );
+    assert_eq!(suspended, 4, "Kueue unsuspends only the admitted Jobs");
+    // jobtide counts the 4 as queued backlog.
+    let (status, _, message) = wait_for(
+        "CapacityAvailable False QueuedByKueue",
+        Duration::from_mins(1),
+        || capacity(plane, namespace, "work").filter(|(_, r, _)| r == "QueuedByKueue"),
+        log,
+    );
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("suspended by Kueue until admitted") && message.contains("insufficient"),
+        "the condition names Kueue's words: {message}"
+    );
+    wait_for(
+        "4 Jobs waiting as kueue_queued",
+        Duration::from_mins(1),
+        || {
+            let queued = operator.metric(
+                "jobtide_jobs_waiting_for_capacity{namespace=\"kueue-admit\",scaledJob=\"work\",reason=\"kueue_queued\"}",
+            );
+            ((queued - 4.0).abs() < 0.5).then_some(())
+        },
+        log,
+    );
+    // The priority class reached every Workload.
+    for workload in items(plane, "workloads.kueue.x-k8s.io", namespace) {
+        assert_eq!(
+            workload["spec"]["priorityClassRef"]["name"], "jobtide-batch",
+            "{workload:#}"
+        );
+        assert_eq!(workload["spec"]["priority"], 1000, "{workload:#}");
+    }
+
+    // The budget (4) is full: 5 more messages make no Job over several polls. Without the gate
+    // the default strategy would create min(11, 10) − 6 = 4 more.
+    produce(&kafka, "work", 5).await;
+    polls_pass(&operator, 5.0, log);
+    let jobs = items(plane, "jobs", namespace).len();
+    assert_eq!(jobs, 6, "11 messages, {jobs} Jobs\n{}", log());
+    assert!(jobs <= 11);
+    let created = operator.metric("jobtide_jobs_created_total");
+    assert!(
+        (created - 6.0).abs() < 0.5,
+        "{created} Jobs created\n{}",
+        log()
+    );
+    ok(
+        plane.kubectl().args([
+            "delete",
+            "scaledjob",
+            "work",
+            "-n",
+            namespace,
+            "--wait=false",
+        ]),
+        None,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_queue_that_does_not_exist_is_inadmissible_and_no_more_jobs_are_created() {
+    let Some((plane, kueue)) = peers() else {
+        return;
+    };
+    let namespace = "kueue-missing";
+    let kafka = MockKafka::start(1).unwrap();
+    kafka.create_topic("lost", 1).unwrap();
+    produce(&kafka, "lost", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let operator = start_operator(plane, namespace, &kafka, dir.path());
+    let log = || {
+        format!(
+            "operator log:\n{}\nkueue log:\n{}",
+            operator.log_tail(),
+            kueue.log_tail()
+        )
+    };
+    apply(
+        plane,
+        &scaled_job(namespace, "lost", "no-such-queue", json!({}), json!({})),
+    );
+    let (status, _, message) = wait_for(
+        "CapacityAvailable False KueueInadmissible",
+        Duration::from_mins(2),
+        || capacity(plane, namespace, "lost").filter(|(_, r, _)| r == "KueueInadmissible"),
+        || format!("{:?}\n{}", reservations(plane, namespace), log()),
+    );
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("LocalQueue no-such-queue doesn't exist"),
+        "Kueue's words: {message}"
+    );
+    assert_eq!(
+        reservations(plane, namespace),
+        vec![("False".to_owned(), "Inadmissible".to_owned()); 2]
+    );
+    // Room in the default budget (10), but creation stops: 3 more messages, no Job.
+    assert_eq!(items(plane, "jobs", namespace).len(), 2, "{}", log());
+    produce(&kafka, "lost", 3).await;
+    polls_pass(&operator, 5.0, log);
+    assert_eq!(items(plane, "jobs", namespace).len(), 2, "{}", log());
+    let events = items(plane, "events.events.k8s.io", namespace);
+    let warnings: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["reason"] == "KueueInadmissible")
+        .collect();
+    assert_eq!(warnings.len(), 1, "one event: {events:#?}");
+    assert_eq!(warnings[0]["type"], "Warning");
+}
