@@ -4,17 +4,22 @@
 //! # How it runs without root or a cluster network
 //! Kueue v0.17.0's `main.go` reads the metrics server's certificate from the hard-coded
 //! `/etc/kueue/metrics/certs` whenever its internal certificate management is off (before looking
-//! at `metrics.bindAddress`, so disabling the metrics server doesn't help). So it runs **with**
-//! internal certificate management, as a real install does: its rotator makes a CA and the webhook
-//! server's certificate (Secret `kueue-webhook-server-cert` in `kueue-system`, files in
-//! `webhook.certDir` under our directory) and injects the CA into
+//! at `metrics.bindAddress`, so disabling the metrics server doesn't help; no configuration field
+//! moves it). So it runs **with** internal certificate management, as a real install does: its
+//! rotator (open-policy-agent/cert-controller) makes a CA and the webhook server's certificate
+//! into the Secret `kueue-webhook-server-cert` in `kueue-system` (which must exist: we create it
+//! empty, as Kueue's kustomize install does), then waits for the files in `webhook.certDir`,
+//! which in a cluster the kubelet projects from that Secret — here `mount_certificates` copies
+//! them into our directory. Then it injects the CA into
 //! - the webhook configurations `kueue-{validating,mutating}-webhook-configuration` — none is
 //!   installed (the rotator logs "Webhook not found" and goes on), so no admission webhook of
 //!   Kueue's runs: Jobs must be created suspended (docs/capacity.md);
-//! - the conversion webhooks of five CRDs, which it requires to exist (without them it never
+//! - the conversion webhooks of five CRDs, which must exist (cert-controller v0.16.0 fails the
+//!   injection into a CRD without `spec.conversion.webhook.clientConfig`, and Kueue then never
 //!   becomes ready). Kueue's kustomize install points them at its Service; here they point at the
 //!   webhook server on `https://127.0.0.1:PORT/convert`. The apiserver can't verify that address
-//!   against the certificate (made for `kueue-webhook-service.kueue-system.svc`), so **a
+//!   against the certificate (made for `kueue-webhook-service.kueue-system.svc`: "x509: cannot
+//!   validate certificate for 127.0.0.1 because it doesn't contain any IP SANs"), so **a
 //!   conversion fails**: objects are stored and read as `v1beta2` (the storage version), and a
 //!   client asking for `v1beta1` gets an error from this peer where a real install converts.
 //!
