@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use jobtide_core::capacity::KueueAdmission;
 use jobtide_core::jobs::JobFacts;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
@@ -44,15 +45,16 @@ async fn list(client: &Client, namespace: &str) -> Option<Vec<DynamicObject>> {
     None
 }
 
-/// Fills in the admission of each Kueue-held Job in `facts` from its Workload.
+/// Kueue's admission of each Kueue-held Job in `facts` (by Job name), from its Workload; empty
+/// when the Workloads can't be read (admission unknown: the Jobs count as queued).
 pub(super) async fn admissions(
     context: &Context,
     namespace: &str,
     jobs: &[Arc<Job>],
-    facts: &mut [JobFacts],
-) {
+    facts: &[JobFacts],
+) -> HashMap<String, KueueAdmission> {
     let Some(listed) = list(&context.client, namespace).await else {
-        return;
+        return HashMap::new();
     };
     let by_owner: HashMap<&str, &DynamicObject> = listed
         .iter()
@@ -69,13 +71,20 @@ pub(super) async fn admissions(
         .iter()
         .filter_map(|j| Some((j.metadata.name.as_deref()?, j.metadata.uid.as_deref()?)))
         .collect();
-    for job in facts.iter_mut().filter(|j| j.kueue.is_some()) {
-        let workload = uid_of
-            .get(job.name.as_str())
-            .and_then(|uid| by_owner.get(uid));
-        let conditions = workload.and_then(|w| w.data["status"]["conditions"].as_array());
-        job.kueue = Some(super::admission(conditions.map(Vec::as_slice)));
-    }
+    facts
+        .iter()
+        .filter(|j| j.kueue.is_some())
+        .map(|job| {
+            let workload = uid_of
+                .get(job.name.as_str())
+                .and_then(|uid| by_owner.get(uid));
+            let conditions = workload.and_then(|w| w.data["status"]["conditions"].as_array());
+            (
+                job.name.clone(),
+                super::admission(conditions.map(Vec::as_slice)),
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
