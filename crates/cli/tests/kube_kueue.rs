@@ -302,17 +302,21 @@ async fn kueue_admits_what_its_quota_holds_and_the_rest_wait_as_queued_backlog_w
         log,
     );
     assert_eq!(suspended, 4, "Kueue unsuspends only the admitted Jobs");
-    // jobtide counts the 4 as queued backlog.
+    // jobtide counts the 4 as queued backlog, in Kueue's words once its creating poll has read
+    // the Workloads (the poll right after creating the Jobs saw none yet).
     let (status, _, message) = wait_for(
-        "CapacityAvailable False QueuedByKueue",
+        "CapacityAvailable False QueuedByKueue with Kueue's words",
         Duration::from_mins(1),
-        || capacity(plane, namespace, "work").filter(|(_, r, _)| r == "QueuedByKueue"),
+        || {
+            capacity(plane, namespace, "work")
+                .filter(|(_, r, m)| r == "QueuedByKueue" && m.contains("insufficient"))
+        },
         log,
     );
     assert_eq!(status, "False");
     assert!(
-        message.contains("suspended by Kueue until admitted") && message.contains("insufficient"),
-        "the condition names Kueue's words: {message}"
+        message.contains("suspended by Kueue until admitted"),
+        "{message}"
     );
     wait_for(
         "4 Jobs waiting as kueue_queued",
@@ -341,6 +345,12 @@ async fn kueue_admits_what_its_quota_holds_and_the_rest_wait_as_queued_backlog_w
     let jobs = items(plane, "jobs", namespace).len();
     assert_eq!(jobs, 6, "11 messages, {jobs} Jobs\n{}", log());
     assert!(jobs <= 11);
+    let (_, reason, message) = capacity(plane, namespace, "work").unwrap();
+    assert_eq!(reason, "QueuedByKueue");
+    assert!(
+        message.contains("insufficient"),
+        "between Workload reads the condition keeps Kueue's words: {message}"
+    );
     let created = operator.metric("jobtide_jobs_created_total");
     assert!(
         (created - 6.0).abs() < 0.5,
@@ -402,6 +412,34 @@ async fn a_local_queue_that_does_not_exist_is_inadmissible_and_no_more_jobs_are_
     produce(&kafka, "lost", 3).await;
     polls_pass(&operator, 5.0, log);
     assert_eq!(items(plane, "jobs", namespace).len(), 2, "{}", log());
+    // Polls between Workload reads (a Job changed: an `update` poll, which doesn't list
+    // Workloads) keep Kueue's verdict: no flip to QueuedByKueue and back, one event.
+    let updates = operator.metric("jobtide_polls_total{kind=\"update\"}");
+    let mut touch = 0;
+    wait_for(
+        "two update polls",
+        Duration::from_mins(1),
+        || {
+            touch += 1;
+            ok(
+                plane.kubectl().args([
+                    "annotate",
+                    "jobs",
+                    "--all",
+                    "-n",
+                    namespace,
+                    "--overwrite",
+                    &format!("jobtide.test/touch={touch}"),
+                ]),
+                None,
+            );
+            std::thread::sleep(Duration::from_millis(300));
+            (operator.metric("jobtide_polls_total{kind=\"update\"}") >= updates + 2.0).then_some(())
+        },
+        log,
+    );
+    let (_, reason, _) = capacity(plane, namespace, "lost").unwrap();
+    assert_eq!(reason, "KueueInadmissible", "{}", log());
     let events = items(plane, "events.events.k8s.io", namespace);
     let warnings: Vec<&Value> = events
         .iter()
@@ -409,4 +447,13 @@ async fn a_local_queue_that_does_not_exist_is_inadmissible_and_no_more_jobs_are_
         .collect();
     assert_eq!(warnings.len(), 1, "one event: {events:#?}");
     assert_eq!(warnings[0]["type"], "Warning");
+    // A repeat would fold into the event's `series`: published once, never again.
+    assert!(warnings[0]["series"].is_null(), "{events:#?}");
+    // The first poll saw no Workload yet (QueuedByKueue); it never came back.
+    for queued in events.iter().filter(|e| e["reason"] == "QueuedByKueue") {
+        assert!(
+            queued["series"].is_null(),
+            "QueuedByKueue again: {events:#?}"
+        );
+    }
 }
