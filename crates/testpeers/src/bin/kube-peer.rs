@@ -36,23 +36,25 @@ fn main() -> ExitCode {
     );
     println!("logs in {}", plane.dir.display());
     println!("export KUBECONFIG={}", plane.admin_kubeconfig.display());
-    let kueue = std::env::var_os("JOBTIDE_KUEUE").map(|binary| {
-        match Kueue::start(&plane, std::path::Path::new(&binary)) {
-            Ok(kueue) => {
-                println!(
-                    "kueue {} ready in {:.1} s, its log: {}",
-                    kueue.version,
-                    kueue.start_time.as_secs_f64(),
-                    kueue.log.display()
-                );
-                Some(kueue)
-            }
-            Err(error) => {
-                eprintln!("kube-peer: starting Kueue failed: {error}");
-                None
-            }
-        }
-    });
+    let kueue = std::env::var_os("JOBTIDE_KUEUE")
+        .filter(|binary| !binary.is_empty())
+        .map(
+            |binary| match Kueue::start(&plane, std::path::Path::new(&binary)) {
+                Ok(kueue) => {
+                    println!(
+                        "kueue {} ready in {:.1} s, its log: {}",
+                        kueue.version,
+                        kueue.start_time.as_secs_f64(),
+                        kueue.log.display()
+                    );
+                    Some(kueue)
+                }
+                Err(error) => {
+                    eprintln!("kube-peer: starting Kueue failed: {error}");
+                    None
+                }
+            },
+        );
     println!("(press Enter or Ctrl-C to stop)");
     // Ctrl-C kills this process: the supervisors kill the control plane with it.
     let _ = std::io::stdin().lock().lines().next();
