@@ -33,7 +33,8 @@ use std::time::Duration;
 use jobtide_devcluster::node::{NodeAgent, NodeConfig};
 use jobtide_kafka::ffi::MockKafka;
 use jobtide_testpeers::{ControlPlane, Kueue};
-use kube_peer::{Operator, apply_chart_rbac, get_json, install_crds, ok, wait_for};
+use kube_peer::capacity::{capacity, polls_pass, produce, start_operator};
+use kube_peer::{Operator, items, ok, wait_for};
 use serde_json::{Value, json};
 
 /// The node the agent registers.
@@ -49,49 +50,22 @@ fn peers() -> Option<(&'static ControlPlane, &'static Kueue)> {
     Some((plane, kueue))
 }
 
-/// jobtide's node agent as this binary's kubelet (8 cpu), on a runtime of its own.
+/// jobtide's node agent as this binary's kubelet (8 cpu).
 fn node(plane: &ControlPlane) -> &'static NodeAgent {
     static NODE_AGENT: OnceLock<NodeAgent> = OnceLock::new();
     NODE_AGENT.get_or_init(|| {
-        let kubeconfig = plane.node_kubeconfig(NODE).unwrap();
         let config = NodeConfig::new(NODE, plane.dir.join("node-volumes"));
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let kubeconfig = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-                let client_config = kube::Config::from_custom_kubeconfig(
-                    kubeconfig,
-                    &kube::config::KubeConfigOptions::default(),
-                )
-                .await
-                .unwrap();
-                let client = kube::Client::try_from(client_config).unwrap();
-                sender.send(NodeAgent::start(client, config).await).unwrap();
-                std::future::pending::<()>().await;
-            });
-        });
-        let agent = receiver.recv().unwrap().unwrap();
-        // The node lifecycle controller lifts the not-ready taint once the node is Ready.
-        wait_for(
-            "the node Ready and untainted",
-            Duration::from_mins(1),
-            || {
-                let node = get_json(plane, &["node", NODE]);
-                let ready = node["status"]["conditions"]
-                    .as_array()?
-                    .iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
-                (ready && node["spec"]["taints"].as_array().is_none_or(Vec::is_empty)).then_some(())
-            },
-            || format!("{:#}", get_json(plane, &["node", NODE])),
-        );
-        agent
+        kube_peer::node::start(plane, config).0
     })
+}
+
+/// The ends of the operator's and Kueue's logs (for failure messages).
+fn logs(operator: &Operator, kueue: &Kueue) -> String {
+    format!(
+        "operator log:\n{}\nkueue log:\n{}",
+        operator.log_tail(),
+        kueue.log_tail()
+    )
 }
 
 fn apply(plane: &ControlPlane, object: &Value) {
@@ -129,25 +103,6 @@ fn scaled_job(
     })
 }
 
-/// The `CapacityAvailable` condition's (status, reason, message).
-fn capacity(plane: &ControlPlane, namespace: &str, name: &str) -> Option<(String, String, String)> {
-    let sj = get_json(plane, &["scaledjob", name, "-n", namespace]);
-    let c = sj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "CapacityAvailable")?
-        .clone();
-    let text = |key: &str| c[key].as_str().unwrap_or_default().to_owned();
-    Some((text("status"), text("reason"), text("message")))
-}
-
-fn items(plane: &ControlPlane, kind: &str, namespace: &str) -> Vec<Value> {
-    get_json(plane, &[kind, "-n", namespace])["items"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 /// Each Workload's `QuotaReserved` (status, reason).
 fn reservations(plane: &ControlPlane, namespace: &str) -> Vec<(String, String)> {
     items(plane, "workloads.kueue.x-k8s.io", namespace)
@@ -167,52 +122,6 @@ fn reservations(plane: &ControlPlane, namespace: &str) -> Vec<(String, String)> 
         .collect()
 }
 
-/// The operator as the chart's ServiceAccount in `namespace`, reading `kafka`.
-fn start_operator(
-    plane: &ControlPlane,
-    namespace: &str,
-    kafka: &MockKafka,
-    dir: &std::path::Path,
-) -> Operator {
-    install_crds(plane);
-    plane.create_namespace(namespace).unwrap();
-    let account = apply_chart_rbac(plane, namespace, namespace);
-    let kubeconfig = plane
-        .service_account_kubeconfig(namespace, &account, Duration::from_hours(1))
-        .unwrap();
-    Operator::start(
-        &kubeconfig,
-        namespace,
-        &kafka.bootstrap_servers(),
-        &format!("{namespace}-operator"),
-        dir,
-        &[],
-    )
-}
-
-async fn produce(kafka: &MockKafka, topic: &str, count: usize) {
-    let records: Vec<_> = (0..count).map(|i| (None, format!("message-{i}"))).collect();
-    jobtide_kafka::tools::produce(
-        &kafka.bootstrap_servers(),
-        topic,
-        &records,
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
-}
-
-/// Waits until the operator has polled `count` more times.
-fn polls_pass(operator: &Operator, count: f64, log: impl Fn() -> String) {
-    let polls = operator.metric("jobtide_polls_total");
-    wait_for(
-        "more polls",
-        Duration::from_mins(1),
-        || (operator.metric("jobtide_polls_total") >= polls + count).then_some(()),
-        log,
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kueue_admits_what_its_quota_holds_and_the_rest_wait_as_queued_backlog_within_the_budget() {
     let Some((plane, kueue)) = peers() else {
@@ -224,13 +133,7 @@ async fn kueue_admits_what_its_quota_holds_and_the_rest_wait_as_queued_backlog_w
     kafka.create_topic("work", 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let operator = start_operator(plane, namespace, &kafka, dir.path());
-    let log = || {
-        format!(
-            "operator log:\n{}\nkueue log:\n{}",
-            operator.log_tail(),
-            kueue.log_tail()
-        )
-    };
+    let log = || logs(&operator, kueue);
     apply(
         plane,
         &json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor",
@@ -381,13 +284,7 @@ async fn a_local_queue_that_does_not_exist_is_inadmissible_and_no_more_jobs_are_
     produce(&kafka, "lost", 2).await;
     let dir = tempfile::tempdir().unwrap();
     let operator = start_operator(plane, namespace, &kafka, dir.path());
-    let log = || {
-        format!(
-            "operator log:\n{}\nkueue log:\n{}",
-            operator.log_tail(),
-            kueue.log_tail()
-        )
-    };
+    let log = || logs(&operator, kueue);
     apply(
         plane,
         &scaled_job(namespace, "lost", "no-such-queue", json!({}), json!({})),
