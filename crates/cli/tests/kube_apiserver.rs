@@ -19,6 +19,10 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test code
 
+#[allow(
+    dead_code,
+    reason = "helpers shared with the other kube_*.rs; not all used here"
+)]
 mod kube_peer;
 
 use std::collections::BTreeMap;

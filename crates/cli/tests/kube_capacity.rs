@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use jobtide_kafka::ffi::MockKafka;
 use jobtide_testpeers::ControlPlane;
-use kube_peer::{Operator, apply_chart_rbac, get_json, install_crds, ok, wait_for};
+use kube_peer::capacity::{capacity, polls_pass, produce, start_operator};
+use kube_peer::{get_json, items, ok, wait_for};
 use serde_json::{Value, json};
 
 /// A ScaledJob on `topic` (one Job per message), its Jobs' pods requesting `cpu`.
@@ -42,71 +43,6 @@ fn scaled_job(namespace: &str, name: &str, topic: &str, cpu: &str, annotations: 
                 "offsetResetPolicy": "earliest", "allowIdleConsumers": "true"}}],
         },
     })
-}
-
-/// The `CapacityAvailable` condition's (status, reason, message).
-fn capacity(plane: &ControlPlane, namespace: &str, name: &str) -> Option<(String, String, String)> {
-    let sj = get_json(plane, &["scaledjob", name, "-n", namespace]);
-    let c = sj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "CapacityAvailable")?
-        .clone();
-    let text = |key: &str| c[key].as_str().unwrap_or_default().to_owned();
-    Some((text("status"), text("reason"), text("message")))
-}
-
-fn jobs(plane: &ControlPlane, namespace: &str) -> Vec<Value> {
-    get_json(plane, &["jobs", "-n", namespace])["items"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-/// The operator as the chart's ServiceAccount in `namespace`, reading `kafka`.
-fn start_operator(
-    plane: &ControlPlane,
-    namespace: &str,
-    kafka: &MockKafka,
-    dir: &std::path::Path,
-) -> Operator {
-    install_crds(plane);
-    plane.create_namespace(namespace).unwrap();
-    let account = apply_chart_rbac(plane, namespace, namespace);
-    let kubeconfig = plane
-        .service_account_kubeconfig(namespace, &account, Duration::from_hours(1))
-        .unwrap();
-    Operator::start(
-        &kubeconfig,
-        namespace,
-        &kafka.bootstrap_servers(),
-        &format!("{namespace}-operator"),
-        dir,
-        &[],
-    )
-}
-
-async fn produce(kafka: &MockKafka, topic: &str, count: usize) {
-    let records: Vec<_> = (0..count).map(|i| (None, format!("message-{i}"))).collect();
-    jobtide_kafka::tools::produce(
-        &kafka.bootstrap_servers(),
-        topic,
-        &records,
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
-}
-
-/// Waits until the operator has polled `count` more times.
-fn polls_pass(operator: &Operator, count: f64, log: impl Fn() -> String) {
-    let polls = operator.metric("jobtide_polls_total");
-    wait_for(
-        "more polls",
-        Duration::from_mins(1),
-        || (operator.metric("jobtide_polls_total") >= polls + count).then_some(()),
-        log,
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,10 +137,10 @@ async fn the_real_scheduler_says_insufficient_cpu_and_no_more_jobs_than_the_budg
         );
     }
     // Budget 2, both Jobs wait: 3 more messages make no Job over several polls.
-    assert_eq!(jobs(plane, namespace).len(), 2, "{}", log());
+    assert_eq!(items(plane, "jobs", namespace).len(), 2, "{}", log());
     produce(&kafka, "big", 3).await;
     polls_pass(&operator, 5.0, log);
-    assert_eq!(jobs(plane, namespace).len(), 2, "{}", log());
+    assert_eq!(items(plane, "jobs", namespace).len(), 2, "{}", log());
     ok(plane.kubectl().args(["delete", "node", node]), None);
 }
 
@@ -255,7 +191,7 @@ async fn the_real_quota_admission_refuses_the_second_job_and_the_operator_does_n
     assert!(message.contains("exceeded quota"), "{message}");
     // Four messages of lag, room for one Job: many polls, one Job, a handful of refusals.
     polls_pass(&operator, 15.0, log);
-    assert_eq!(jobs(plane, namespace).len(), 1, "{}", log());
+    assert_eq!(items(plane, "jobs", namespace).len(), 1, "{}", log());
     let refusals = operator.metric("jobtide_job_create_quota_refusals_total");
     let created = operator.metric("jobtide_jobs_created_total");
     assert!(

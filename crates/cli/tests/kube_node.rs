@@ -35,7 +35,7 @@ use std::time::Duration;
 use jobtide_devcluster::node::{NodeAgent, NodeConfig};
 use jobtide_testpeers::ControlPlane;
 use jobtide_testpeers::kafka::Broker;
-use kube_peer::{Operator, apply_chart_rbac, get_json, install_crds, ok, root, wait_for};
+use kube_peer::{Operator, apply_chart_rbac, get_json, install_crds, items, ok, root, wait_for};
 use serde_json::{Value, json};
 
 /// The node the agent registers.
@@ -54,11 +54,6 @@ fn peers() -> Option<(&'static ControlPlane, &'static Broker)> {
 fn node(plane: &ControlPlane, kafka: &Broker) -> &'static NodeAgent {
     static NODE_AGENT: OnceLock<NodeAgent> = OnceLock::new();
     NODE_AGENT.get_or_init(|| {
-        let kubeconfig = plane.node_kubeconfig(NODE).unwrap();
-        assert_eq!(
-            kubeconfig,
-            plane.dir.join(format!("node-{NODE}.kubeconfig"))
-        );
         let mut config = NodeConfig::new(NODE, plane.dir.join("node-volumes"));
         let jobtide = kube_peer::jobtide();
         config.path_prepend = vec![
@@ -71,56 +66,9 @@ fn node(plane: &ControlPlane, kafka: &Broker) -> &'static NodeAgent {
             "JOBTIDE_BOOTSTRAP_SERVERS".to_owned(),
             kafka.listeners.plaintext.clone(),
         )]);
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let kubeconfig = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-                let client_config = kube::Config::from_custom_kubeconfig(
-                    kubeconfig,
-                    &kube::config::KubeConfigOptions::default(),
-                )
-                .await
-                .unwrap();
-                let client = kube::Client::try_from(client_config).unwrap();
-                sender.send(NodeAgent::start(client, config).await).unwrap();
-                std::future::pending::<()>().await;
-            });
-        });
-        let started = std::time::Instant::now();
-        let agent = receiver.recv().unwrap().unwrap();
-        let registered = started.elapsed();
-        // The node lifecycle controller lifts the not-ready taint once the node is Ready.
-        wait_for(
-            "the node Ready and untainted",
-            Duration::from_mins(1),
-            || {
-                let node = get_json(plane, &["node", NODE]);
-                let ready = node["status"]["conditions"]
-                    .as_array()?
-                    .iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
-                (ready && node["spec"]["taints"].as_array().is_none_or(Vec::is_empty)).then_some(())
-            },
-            || format!("{:#}", get_json(plane, &["node", NODE])),
-        );
-        eprintln!(
-            "node {NODE}: registered in {registered:?}, Ready and untainted after {:?}",
-            started.elapsed()
-        );
+        let (agent, _) = kube_peer::node::start(plane, config);
         agent
     })
-}
-
-fn list(plane: &ControlPlane, kind: &str, namespace: &str) -> Vec<Value> {
-    get_json(plane, &[kind, "-n", namespace])["items"]
-        .as_array()
-        .unwrap()
-        .clone()
 }
 
 fn has_condition(object: &Value, kind: &str) -> bool {
@@ -259,7 +207,7 @@ async fn the_seed_walkthrough_runs_its_jobs_on_the_node_agent_and_history_is_cle
         "five Jobs run, the group committed, three completed Jobs kept",
         Duration::from_mins(3),
         || {
-            let jobs = list(plane, "jobs", namespace);
+            let jobs = items(plane, "jobs", namespace);
             let kept = operator.metric("jobtide_jobs_created_total") >= 5.0
                 && jobs.len() == 3
                 && jobs.iter().all(|j| has_condition(j, "Complete"));
@@ -303,7 +251,7 @@ async fn the_seed_walkthrough_runs_its_jobs_on_the_node_agent_and_history_is_cle
         "only the kept Jobs' pods left",
         Duration::from_mins(1),
         || {
-            let pods = list(plane, "pods", namespace);
+            let pods = items(plane, "pods", namespace);
             (pods.len() == 3
                 && pods.iter().all(|p| {
                     kept_names.contains(
@@ -386,12 +334,12 @@ async fn dispatch_mode_runs_exactly_one_job_per_message_on_the_node_agent() {
         "six completed dispatch Jobs",
         Duration::from_mins(3),
         || {
-            let jobs = list(plane, "jobs", namespace);
+            let jobs = items(plane, "jobs", namespace);
             (jobs.len() == 6 && jobs.iter().all(|j| has_condition(j, "Complete"))).then_some(jobs)
         },
         context,
     );
-    let pods = list(plane, "pods", namespace);
+    let pods = items(plane, "pods", namespace);
     let mut values = BTreeSet::new();
     for job in &jobs {
         let name = job["metadata"]["name"].as_str().unwrap();
@@ -435,7 +383,7 @@ async fn dispatch_mode_runs_exactly_one_job_per_message_on_the_node_agent() {
         );
     }
     assert_eq!(operator.metric("jobtide_dispatch_in_flight"), 0.0);
-    assert_eq!(list(plane, "jobs", namespace).len(), 6, "{}", context());
+    assert_eq!(items(plane, "jobs", namespace).len(), 6, "{}", context());
     operator.assert_running();
     let refused = forbidden(&operator);
     assert!(
@@ -486,7 +434,7 @@ async fn a_failing_pod_fails_its_job_through_the_real_job_controller() {
         .clone();
     assert_eq!(reason, "BackoffLimitExceeded", "{failed:#}");
     assert_eq!(failed["status"]["failed"], 1, "{failed:#}");
-    let pods = list(plane, "pods", namespace);
+    let pods = items(plane, "pods", namespace);
     assert_eq!(pods.len(), 1, "backoffLimit 0: one pod");
     let pod = &pods[0];
     assert_eq!(pod["status"]["phase"], "Failed", "{pod:#}");

@@ -52,6 +52,10 @@ pub(crate) struct ScaledJobState {
     pub crash_loop: CrashLoopState,
     /// The last quota refusal of a Job creation, until a Job is created again.
     pub quota_block: Option<crate::capacity::QuotaBlock>,
+    /// What Kueue said about each suspended queue-named Job (by Job name) at the last creating
+    /// poll, which reads the Workloads; the polls in between (a Job's or pod's change) use it,
+    /// so the condition doesn't flip to "no Workload condition yet" between reads.
+    pub kueue_admissions: HashMap<String, jobtide_core::capacity::KueueAdmission>,
     /// Dispatch mode: the running dispatcher (dropping it stops it). Boxed: 472 bytes that a
     /// lag-mode ScaledJob, most of them, would carry empty (the state was 816 bytes, 352 now;
     /// at 10,000 ScaledJobs the map's 16,384 slots are 13 MiB at 816).

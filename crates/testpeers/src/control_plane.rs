@@ -455,7 +455,10 @@ impl ControlPlane {
 }
 
 /// Polls `ready` until it holds, failing when `process` exits or after [`READY_TIMEOUT`].
-fn wait_until(process: &Supervised, mut ready: impl FnMut() -> bool) -> Result<(), PeerError> {
+pub(crate) fn wait_until(
+    process: &Supervised,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), PeerError> {
     let started = Instant::now();
     loop {
         if ready() {
@@ -468,7 +471,7 @@ fn wait_until(process: &Supervised, mut ready: impl FnMut() -> bool) -> Result<(
     }
 }
 
-fn not_ready(process: &Supervised, waited: Duration) -> PeerError {
+pub(crate) fn not_ready(process: &Supervised, waited: Duration) -> PeerError {
     PeerError::NotReady {
         what: match process.exited() {
             Some(status) => format!("{} (exited: {status})", process.name),
@@ -481,7 +484,7 @@ fn not_ready(process: &Supervised, waited: Duration) -> PeerError {
 }
 
 /// Free loopback ports (held together while chosen, so they differ).
-fn free_ports<const N: usize>() -> Result<[u16; N], PeerError> {
+pub(crate) fn free_ports<const N: usize>() -> Result<[u16; N], PeerError> {
     let listeners = (0..N)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<Vec<_>, _>>()

@@ -14,6 +14,8 @@
 //!   - [`kubeconfig`]: the kubeconfig files (client certificate or bearer token);
 //!   - [`supervise`]: child processes that die with the test process, even on SIGKILL;
 //!   - [`control_plane`]: starting the control plane, waiting for it, clients for it.
+//! - [`kueue`]: Kueue's manager on that control plane, built by `scripts/install-kueue`
+//!   (`JOBTIDE_KUEUE`).
 //!
 //! Without its install a peer's tests skip with a printed reason; under `CI=true` they fail.
 //!
@@ -28,12 +30,14 @@ pub mod control_plane;
 pub mod install;
 pub mod kafka;
 pub mod kubeconfig;
+pub mod kueue;
 pub mod peers;
 pub mod pki;
 pub mod supervise;
 
 pub use control_plane::ControlPlane;
 pub use install::KubeInstall;
+pub use kueue::Kueue;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,5 +1,9 @@
 //! Helpers of the tests against the real control plane (`kube_apiserver.rs`): kubectl and helm
-//! runs, the CRDs installed once, the chart's RBAC for a release, `jobtide operator` processes.
+//! runs, the CRDs installed once, the chart's RBAC for a release, `jobtide operator` processes;
+//! [`capacity`]: what the capacity tests share; [`node`]: jobtide's node agent as a kubelet.
+
+pub mod capacity;
+pub mod node;
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -59,6 +63,14 @@ pub fn get_json(plane: &ControlPlane, args: &[&str]) -> Value {
         None,
     );
     serde_json::from_str(&text).expect("kubectl's JSON")
+}
+
+/// The items of `kubectl get <kind> -n <namespace>`.
+pub fn items(plane: &ControlPlane, kind: &str, namespace: &str) -> Vec<Value> {
+    get_json(plane, &[kind, "-n", namespace])["items"]
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 /// `jobtide …`.

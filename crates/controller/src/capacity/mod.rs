@@ -10,6 +10,7 @@ mod kueue;
 mod metrics;
 pub mod watch;
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use jobtide_api::ScaledJob;
@@ -121,9 +122,27 @@ pub(crate) async fn annotate(
             pod.autoscaler = context.autoscaler_events.verdict(&namespace, &pod.name);
         }
     }
-    if creating && facts.iter().any(|job| job.kueue.is_some()) {
+    if !facts.iter().any(|job| job.kueue.is_some()) {
+        return;
+    }
+    let uid = scaled_job.uid().unwrap_or_default();
+    if creating {
         let jobs = context.jobs.of(&Context::owner(scaled_job));
-        kueue::admissions(context, &namespace, &jobs, facts).await;
+        let read = kueue::admissions(context, &namespace, &jobs, facts).await;
+        context.with_state(&uid, |state| state.kueue_admissions = read);
+    }
+    context.with_state(&uid, |state| {
+        apply_admissions(facts, &state.kueue_admissions);
+    });
+}
+
+/// Gives each Kueue-held Job in `facts` its admission as last read (a Job not read yet keeps
+/// "pending, no Workload condition yet").
+fn apply_admissions(facts: &mut [JobFacts], admissions: &HashMap<String, KueueAdmission>) {
+    for job in facts.iter_mut().filter(|job| job.kueue.is_some()) {
+        if let Some(admission) = admissions.get(&job.name) {
+            job.kueue = Some(admission.clone());
+        }
     }
 }
 
@@ -255,6 +274,42 @@ mod tests {
             admission(Some(&inadmissible)),
             KueueAdmission::Inadmissible("LocalQueue team-a doesn't exist".into())
         );
+    }
+
+    #[test]
+    fn polls_between_workload_reads_keep_what_kueue_last_said() {
+        let held = |name: &str| JobFacts {
+            name: name.into(),
+            kueue: Some(KueueAdmission::Pending(None)),
+            ..JobFacts::default()
+        };
+        let mut facts = vec![
+            held("read"),
+            held("created-since"),
+            JobFacts {
+                name: "admitted".into(),
+                ..JobFacts::default()
+            },
+        ];
+        let read = HashMap::from([
+            (
+                "read".to_owned(),
+                KueueAdmission::Inadmissible("LocalQueue team-a doesn't exist".into()),
+            ),
+            (
+                "admitted".to_owned(),
+                KueueAdmission::Pending(Some("stale".into())),
+            ),
+        ]);
+        apply_admissions(&mut facts, &read);
+        assert_eq!(
+            facts[0].kueue,
+            Some(KueueAdmission::Inadmissible(
+                "LocalQueue team-a doesn't exist".into()
+            ))
+        );
+        assert_eq!(facts[1].kueue, Some(KueueAdmission::Pending(None)));
+        assert_eq!(facts[2].kueue, None, "a Job Kueue no longer holds stays so");
     }
 
     #[test]
