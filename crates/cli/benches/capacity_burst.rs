@@ -4,7 +4,7 @@
 //! more pods, each node Ready 10 s after the scale-up decision), librdkafka's mock cluster (topic
 //! of 20 partitions) and the operator, as `jobtide dev --max-parallel-pods 4 --node-pool …` runs
 //! them. Every Job's pod requests 1 cpu; `maxReplicaCount` 20; history limits 300 (no Job is
-//! deleted during a run); pending budget: the default.
+//! deleted while fewer than 300 have failed); pending budget: the default.
 //!
 //! Modes (`BENCH_MODES`, comma-separated; default all three):
 //! - `lag-default`, `lag-accurate`: a `kafka` trigger (`lagThreshold` 1) and the scaling strategy
@@ -15,7 +15,13 @@
 //! Reports per run: Jobs created / messages, and the time from the ScaledJob's creation until 200
 //! Jobs have succeeded (each succeeded Job consumed one message: every message's work is done),
 //! plus the most Jobs waiting for capacity at once; then the median over `BENCH_RUNS` (3) runs.
-//! A run that has not drained after `BENCH_TIMEOUT` seconds (600) is reported as such.
+//! A run that has not drained after `BENCH_TIMEOUT` seconds (600) is reported as such, with the
+//! group's lag left. Per run also (stderr and the last column): Jobs failed (in lag mode, a Job
+//! whose consumer got no message within `jobtide kafka consume`'s 30 s fails), the crash-loop
+//! guard's `CrashLoopBackOff` events, the group's lag at the end (lag modes), and the last line
+//! of the first failed pod's log. The Jobs counted are those listed at the end: once more than
+//! 300 have failed, history cleanup deletes the oldest failed ones, so a count above 300 is a
+//! lower bound of the Jobs created.
 //!
 //! `cargo bench -p jobtide-cli --bench capacity_burst`
 
@@ -32,16 +38,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jobtide_api::ScaledJob;
+use jobtide_api::resolve::TriggerInputs;
+use jobtide_api::trigger::parse_trigger;
 use jobtide_controller::operator::{self, Leadership};
 use jobtide_controller::{Config as OperatorConfig, Context};
+use jobtide_core::lag::PersistentLagMemory;
 use jobtide_devcluster::DevCluster;
 use jobtide_devcluster::autoscaler::{Autoscaler, NodePool};
 use jobtide_devcluster::runner::RunnerConfig;
 use jobtide_kafka::ffi::MockKafka;
+use jobtide_kafka::scaler::measure_trigger;
+use jobtide_kafka::source::SourcePool;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, LogParams, PostParams};
 use kube::{Api, Client, Config};
 use serde_json::json;
 
@@ -52,8 +64,13 @@ const POOL: &str = "min=0,max=4,cpu=4,memory=8Gi,pods=4,delay=10s";
 struct Outcome {
     jobs: usize,
     succeeded: usize,
+    failed: usize,
     drained: Option<Duration>,
     most_waiting: usize,
+    crash_loop_trips: i32,
+    /// The trigger group's lag at the end (lag modes).
+    lag_left: Option<i64>,
+    first_failure: Option<String>,
 }
 
 fn scaled_job(mode: &str, servers: &str) -> ScaledJob {
@@ -93,6 +110,60 @@ fn succeeded(job: &Job) -> bool {
         .as_ref()
         .and_then(|s| s.succeeded)
         .is_some_and(|n| n > 0)
+}
+
+fn failed(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.failed)
+        .is_some_and(|n| n > 0)
+}
+
+/// The lag of the ScaledJob's `kafka` trigger, as the operator measures it (uncapped sum over
+/// the partitions); `None` for dispatch or when the measurement fails.
+async fn lag_left(scaled_job: &ScaledJob) -> Option<i64> {
+    let trigger = &scaled_job.spec.triggers[0];
+    if trigger.type_ != "kafka" {
+        return None;
+    }
+    let config = parse_trigger(0, trigger, &TriggerInputs::default())
+        .config
+        .ok()?;
+    let measured = measure_trigger(
+        &SourcePool::new(),
+        &config,
+        None,
+        &PersistentLagMemory::new(),
+        Duration::from_secs(10),
+    )
+    .await
+    .ok()?;
+    Some(measured.partitions.iter().map(|p| p.lag).sum())
+}
+
+/// How many times the crash-loop guard tripped (its events, with their repeats).
+async fn crash_loop_trips(client: &Client) -> i32 {
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    events.list(&ListParams::default()).await.map_or(0, |list| {
+        list.items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("CrashLoopBackOff"))
+            .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+            .sum()
+    })
+}
+
+/// The last line of the log of the first failed Job's pod.
+async fn first_failure(pods_api: &Api<Pod>, jobs: &[Job]) -> Option<String> {
+    let job = jobs.iter().find(|j| failed(j))?;
+    let name = job.metadata.name.as_deref()?;
+    let pods = pods_api
+        .list(&ListParams::default().labels(&format!("job-name={name}")))
+        .await
+        .ok()?;
+    let pod = pods.items.first()?.metadata.name.clone()?;
+    let log = pods_api.logs(&pod, &LogParams::default()).await.ok()?;
+    log.lines().last().map(str::to_owned)
 }
 
 fn waiting(pod: &Pod) -> bool {
@@ -162,16 +233,13 @@ async fn run(mode: &str, timeout: Duration) -> Outcome {
     }
     let api: Api<ScaledJob> = Api::namespaced(client.clone(), "default");
     let started = Instant::now();
-    api.create(
-        &PostParams::default(),
-        &scaled_job(mode, &kafka.bootstrap_servers()),
-    )
-    .await
-    .unwrap();
+    let manifest = scaled_job(mode, &kafka.bootstrap_servers());
+    api.create(&PostParams::default(), &manifest).await.unwrap();
     let jobs_api: Api<Job> = Api::namespaced(client.clone(), "default");
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), "default");
     let mut most_waiting = 0;
     let mut done;
+    let mut reported = Instant::now();
     let drained = loop {
         let jobs = jobs_api.list(&ListParams::default()).await.unwrap().items;
         let pods = pods_api.list(&ListParams::default()).await.unwrap().items;
@@ -183,16 +251,26 @@ async fn run(mode: &str, timeout: Duration) -> Outcome {
         if started.elapsed() > timeout {
             break None;
         }
+        if reported.elapsed() >= Duration::from_secs(30) {
+            reported = Instant::now();
+            eprintln!(
+                "  {:.0} s: {} Jobs, {done} succeeded, {} failed, lag {:?}",
+                started.elapsed().as_secs_f64(),
+                jobs.len(),
+                jobs.iter().filter(|j| failed(j)).count(),
+                lag_left(&manifest).await
+            );
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     // Jobs the operator goes on creating shortly after the drain count too.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let jobs = jobs_api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .len();
+    let all = jobs_api.list(&ListParams::default()).await.unwrap().items;
+    let jobs = all.len();
+    let failed_jobs = all.iter().filter(|j| failed(j)).count();
+    let lag = lag_left(&manifest).await;
+    let trips = crash_loop_trips(&client).await;
+    let failure = first_failure(&pods_api, &all).await;
     eprintln!(
         "  nodes added by the pool: {}, autoscaler rounds: {}",
         autoscaler.nodes_added(),
@@ -206,8 +284,12 @@ async fn run(mode: &str, timeout: Duration) -> Outcome {
     Outcome {
         jobs,
         succeeded: done,
+        failed: failed_jobs,
         drained,
         most_waiting,
+        crash_loop_trips: trips,
+        lag_left: lag,
+        first_failure: failure,
     }
 }
 
@@ -252,24 +334,43 @@ fn main() {
             eprintln!("{mode}: run {}", run_index + 1);
             let outcome = runtime.block_on(run(mode, timeout));
             eprintln!(
-                "{mode}: run {}: {} Jobs, {} succeeded, drained: {:?}, most pods waiting: {}",
+                "{mode}: run {}: {} Jobs, {} succeeded, {} failed, drained: {:?}, most pods \
+                 waiting: {}, CrashLoopBackOff: {}, lag left: {:?}, a failed pod's last line: {:?}",
                 run_index + 1,
                 outcome.jobs,
                 outcome.succeeded,
+                outcome.failed,
                 outcome.drained,
-                outcome.most_waiting
+                outcome.most_waiting,
+                outcome.crash_loop_trips,
+                outcome.lag_left,
+                outcome.first_failure
+            );
+            let extra = format!(
+                "{} failed, {} CrashLoopBackOff{}",
+                outcome.failed,
+                outcome.crash_loop_trips,
+                outcome
+                    .lag_left
+                    .map(|l| format!(", lag left {l}"))
+                    .unwrap_or_default()
             );
             jobs.push(outcome.jobs as f64);
             waiting.push(outcome.most_waiting as f64);
             match outcome.drained {
                 Some(time) => {
                     times.push(time.as_secs_f64());
-                    each.push(format!("{}, {:.1}", outcome.jobs, time.as_secs_f64()));
+                    each.push(format!(
+                        "{} Jobs, {:.1} s ({extra})",
+                        outcome.jobs,
+                        time.as_secs_f64()
+                    ));
                 }
                 None => each.push(format!(
-                    "{}, not drained in {} s",
+                    "{} Jobs, not drained in {} s: {} succeeded ({extra})",
                     outcome.jobs,
-                    timeout.as_secs()
+                    timeout.as_secs(),
+                    outcome.succeeded
                 )),
             }
         }

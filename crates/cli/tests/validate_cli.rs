@@ -290,10 +290,10 @@ fn errors_in_secret_documents_never_echo_their_data() {
 }
 
 #[test]
-fn a_pending_budget_that_is_not_a_count_is_a_warning_naming_the_annotation() {
+fn a_pending_budget_that_is_not_a_count_is_an_error_naming_the_annotation() {
     let seed = std::fs::read_to_string(repo().join("examples/seed-scaledjob.yaml")).expect("seed");
     let dir = tempfile::tempdir().expect("tempdir");
-    for (value, warned) in [("\"many\"", true), ("\"-1\"", true), ("\"3\"", false)] {
+    for (value, invalid) in [("\"many\"", true), ("\"-1\"", true), ("\"3\"", false)] {
         let manifest = seed.replacen(
             "metadata:\n",
             &format!("metadata:\n  annotations:\n    jobtide.io/pending-budget: {value}\n"),
@@ -310,12 +310,19 @@ fn a_pending_budget_that_is_not_a_count_is_a_warning_naming_the_annotation() {
         let text = String::from_utf8_lossy(&output.stdout);
         assert_eq!(
             text.contains("jobtide.io/pending-budget"),
-            warned,
+            invalid,
             "{value}: {text}"
         );
-        if warned {
+        // An error: validate fails (exit 1), as the operator stops such a ScaledJob.
+        assert_eq!(
+            output.status.code(),
+            Some(i32::from(invalid)),
+            "{value}: {text}"
+        );
+        if invalid {
+            let report: Value = serde_json::from_str(&text).expect("json");
             assert!(
-                text.contains("the default pending budget (10) applies"),
+                report.to_string().contains("is not a non-negative integer"),
                 "{value}: {text}"
             );
         }

@@ -137,12 +137,16 @@ async fn apply(scaled_job: &Arc<ScaledJob>, context: &Arc<Context>) -> Result<Ac
     let stored = read_conditions(scaled_job);
     let mut conditions = stored.clone().unwrap_or_else(Conditions::initial);
     let findings = check_scaled_job(&scaled_job.name_any(), spec);
-    let outcome = if findings.is_valid() {
-        ReconcileOutcome::Ready { paused }
-    } else {
+    let outcome = if !findings.is_valid() {
         ReconcileOutcome::Failed {
             message: "ScaledJob doesn't have correct triggers specification".into(),
         }
+    } else if let Err(message) = capacity::checked_policy(scaled_job) {
+        // jobtide's own annotation: a budget it can't read stops the ScaledJob (as an invalid
+        // spec does) instead of running with one nobody asked for.
+        ReconcileOutcome::Failed { message }
+    } else {
+        ReconcileOutcome::Ready { paused }
     };
     let mut events = Vec::new();
     // KEDA's reconcile steps run when the ScaledJob changed (KEDA reconciles on change; its

@@ -26,6 +26,9 @@ pub(crate) struct Seen {
     pub generation: i64,
     /// The `autoscaling.keda.sh/paused` annotation as written.
     pub paused_annotation: Option<String>,
+    /// The `jobtide.io/pending-budget` annotation as written (an invalid one fails the
+    /// reconcile's checks, so editing it must re-run them).
+    pub pending_budget_annotation: Option<String>,
 }
 
 /// One ScaledJob's remembered state.
@@ -77,6 +80,12 @@ impl Seen {
                 .as_ref()
                 .and_then(|a| a.get(jobtide_core::pause::PAUSED_ANNOTATION))
                 .cloned(),
+            pending_budget_annotation: scaled_job
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(jobtide_core::capacity::PENDING_BUDGET_ANNOTATION))
+                .cloned(),
         }
     }
 }
@@ -126,11 +135,12 @@ mod tests {
         Seen {
             generation,
             paused_annotation: paused.map(str::to_owned),
+            pending_budget_annotation: None,
         }
     }
 
     #[test]
-    fn only_a_generation_or_pause_change_is_a_change() {
+    fn only_a_generation_pause_or_budget_change_is_a_change() {
         let mut state = ScaledJobState::default();
         assert!(state.changed(&seen(1, None)), "the first reconcile");
         state.settle(seen(1, None));
@@ -144,6 +154,11 @@ mod tests {
         assert!(state.changed(&seen(2, Some("true"))), "paused");
         state.settle(seen(2, Some("true")));
         assert!(!state.changed(&seen(2, Some("true"))));
+        let budget = Seen {
+            pending_budget_annotation: Some("ten".into()),
+            ..seen(2, Some("true"))
+        };
+        assert!(state.changed(&budget), "the pending budget's annotation");
     }
 
     #[test]

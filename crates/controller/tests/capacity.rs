@@ -473,3 +473,76 @@ async fn jobs_kueue_holds_are_queued_backlog_and_an_inadmissible_workload_stops_
     );
     operator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_budget_that_is_not_a_count_stops_the_scaled_job_naming_the_field() {
+    let h = harness(4).await;
+    h.kafka.create_topic("budget-typo", 1).unwrap();
+    h.kafka.create_topic("quiet", 1).unwrap();
+    produce(&h.kafka, "budget-typo", 3).await;
+    let operator = start_operator(&h, "capacity", Leadership::Always);
+    let api: Api<ScaledJob> = Api::namespaced(h.client.clone(), "default");
+    // A valid ScaledJob beside it: its polls prove the operator kept polling meanwhile.
+    api.create(
+        &PostParams::default(),
+        &scaled_job(
+            "witness",
+            &h.kafka.bootstrap_servers(),
+            "quiet",
+            "true",
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut sj = scaled_job(
+        "typo",
+        &h.kafka.bootstrap_servers(),
+        "budget-typo",
+        "sleep 1",
+        json!({}),
+    );
+    sj.metadata.annotations = Some([("jobtide.io/pending-budget".into(), "ten".into())].into());
+    api.create(&PostParams::default(), &sj).await.unwrap();
+
+    let expected = "ScaledJob default/typo: metadata.annotations[jobtide.io/pending-budget]: \
+                    \"ten\" is not a non-negative integer (how many Jobs may wait for capacity; \
+                    default 10)";
+    let message = eventually("Ready False naming the annotation", 30, async || {
+        let sj = api.get("typo").await.ok()?;
+        let ready = sj
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.status == "False")?;
+        (ready.reason.as_deref() == Some("ScaledJobCheckFailed")).then_some(ready.message)
+    })
+    .await;
+    assert_eq!(message.as_deref(), Some(expected));
+    assert!(
+        events_of(&h.client, "typo")
+            .await
+            .contains(&("ScaledJobCheckFailed".into(), expected.into())),
+        "{:?}",
+        events_of(&h.client, "typo").await
+    );
+    // Three messages wait, yet no Job is created while the budget can't be read.
+    polls_pass(&operator, 5).await;
+    assert!(jobs_of(&h.client, "typo").await.is_empty());
+
+    // Fixed: Ready again, and Jobs for the lag.
+    api.patch(
+        "typo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"jobtide.io/pending-budget": "2"}}})),
+    )
+    .await
+    .unwrap();
+    eventually("Ready True and Jobs", 30, async || {
+        let sj = api.get("typo").await.ok()?;
+        let ready = condition(&sj, "Ready")? == ("True".into(), "ScaledJobReady".into());
+        (ready && !jobs_of(&h.client, "typo").await.is_empty()).then_some(())
+    })
+    .await;
+    operator.stop().await;
+}

@@ -161,18 +161,26 @@ pub struct CapacityPolicy {
 }
 
 impl CapacityPolicy {
-    /// From the [`PENDING_BUDGET_ANNOTATION`] value: a non-negative integer; anything else
-    /// (absent, negative, not a number) is the default.
-    pub fn from_annotation(value: Option<&str>) -> Self {
-        Self {
-            pending_budget: value
-                .and_then(|v| Self::parse_budget(v).ok())
-                .unwrap_or(DEFAULT_PENDING_BUDGET),
-        }
+    /// The policy with the default budget (no annotation).
+    pub const DEFAULT: Self = Self {
+        pending_budget: DEFAULT_PENDING_BUDGET,
+    };
+
+    /// From the [`PENDING_BUDGET_ANNOTATION`] value: absent is the default, else
+    /// [`Self::parse_budget`].
+    ///
+    /// # Errors
+    /// A value that is not a non-negative integer: the ScaledJob is invalid (the operator says so
+    /// in its `Ready` condition and creates no Job) rather than run with a budget nobody asked
+    /// for.
+    pub fn from_annotation(value: Option<&str>) -> Result<Self, String> {
+        value.map_or(Ok(Self::DEFAULT), |v| {
+            Self::parse_budget(v).map(|pending_budget| Self { pending_budget })
+        })
     }
 
-    /// The [`PENDING_BUDGET_ANNOTATION`] value as a budget, or why it is none (the value itself
-    /// is the manifest's own text, shown as written).
+    /// The [`PENDING_BUDGET_ANNOTATION`] value as a budget, or why it is none, naming the field
+    /// (the value is the manifest's own text, quoted and cut at 64 characters).
     ///
     /// # Errors
     /// Anything but a non-negative integer.
@@ -183,10 +191,12 @@ impl CapacityPolicy {
             .ok()
             .filter(|n| *n >= 0)
             .ok_or_else(|| {
+                let shown: String = value.chars().take(64).collect();
+                let cut = if shown.len() < value.len() { "…" } else { "" };
                 format!(
-                    "metadata.annotations[{PENDING_BUDGET_ANNOTATION}]: {value:?} is not a \
-                     non-negative integer: the default pending budget ({DEFAULT_PENDING_BUDGET}) \
-                     applies"
+                    "metadata.annotations[{PENDING_BUDGET_ANNOTATION}]: {shown:?}{cut} is not a \
+                     non-negative integer (how many Jobs may wait for capacity; default \
+                     {DEFAULT_PENDING_BUDGET})"
                 )
             })
     }

@@ -265,6 +265,8 @@ pub enum MockApi {
     ListOffsets,
     /// Metadata (API key 3).
     Metadata,
+    /// OffsetCommit (API key 8).
+    OffsetCommit,
     /// OffsetFetch (API key 9).
     OffsetFetch,
 }
@@ -276,6 +278,8 @@ pub enum MockError {
     TopicAuthorizationFailed,
     /// GROUP_AUTHORIZATION_FAILED (30).
     GroupAuthorizationFailed,
+    /// REBALANCE_IN_PROGRESS (27).
+    RebalanceInProgress,
 }
 
 impl MockKafka {
@@ -284,6 +288,7 @@ impl MockKafka {
         let key: i16 = match api {
             MockApi::ListOffsets => 2,
             MockApi::Metadata => 3,
+            MockApi::OffsetCommit => 8,
             MockApi::OffsetFetch => 9,
         };
         let code = match error {
@@ -292,6 +297,9 @@ impl MockKafka {
             }
             MockError::GroupAuthorizationFailed => {
                 rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED
+            }
+            MockError::RebalanceInProgress => {
+                rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS
             }
         };
         let errors = vec![code; count];

@@ -3,13 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use rdkafka::{Message, Offset};
 
 /// A failed tool operation, with librdkafka's text.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +155,12 @@ pub enum StartFrom {
 
 /// Consumes up to `max_messages` from `topic` in `group`, committing each message's offset
 /// synchronously after it is read; stops at `max_messages` or after `timeout`.
+///
+/// A commit the group refuses because it is rebalancing (or has moved on to a new generation) is
+/// not a failure: the message is not counted, the consumer seeks back to it and goes on, so it
+/// reads it again if the partition stays its own, else the partition's next owner does. (It
+/// failed the whole consume before: a Job whose commit met a rebalance failed and, in lag mode,
+/// KEDA's rule replaced it — docs/capacity.md.)
 pub async fn consume(
     bootstrap_servers: &str,
     topic: &str,
@@ -218,12 +224,37 @@ pub async fn consume(
             partition: message.partition(),
             offset: message.offset(),
         });
-        consumer
-            .commit_message(&message, CommitMode::Sync)
-            .map_err(failed)?;
+        match consumer.commit_message(&message, CommitMode::Sync) {
+            Ok(()) => {}
+            Err(error) if rebalanced(&error) => {
+                out.pop();
+                // Not ours any more: the seek fails, and the partition's new owner starts at the
+                // committed offset, which is still this message.
+                let _ = consumer.seek(
+                    message.topic(),
+                    message.partition(),
+                    Offset::Offset(message.offset()),
+                    left.min(Duration::from_secs(5)),
+                );
+            }
+            Err(error) => return Err(failed(error)),
+        }
     }
     consumer.unsubscribe();
     Ok(out)
+}
+
+/// Whether a commit was refused because the group is rebalancing or has a new generation.
+fn rebalanced(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    matches!(
+        error,
+        KafkaError::ConsumerCommit(
+            RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+        )
+    )
 }
 
 /// Whether a consumer error is the connection's (reconnecting) rather than the request's.

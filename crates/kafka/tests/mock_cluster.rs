@@ -350,3 +350,69 @@ async fn broker_errors_are_named_and_the_next_poll_recovers() {
     assert_eq!(recovered.total_lag, 2);
     assert_eq!(pool.len(), 1, "the client was not rebuilt");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_refused_by_a_rebalance_is_read_again_not_lost_nor_a_failure() {
+    use jobtide_kafka::ffi::{MockApi, MockError};
+    let mock = MockKafka::start(1).expect("mock");
+    mock.create_topic("rebalancing", 1).expect("topic");
+    let servers = mock.bootstrap_servers();
+    produce(&servers, "rebalancing", &records(3), TIMEOUT)
+        .await
+        .expect("produce");
+    // The first commit meets a rebalance: the consumer reads the same message again and commits
+    // it (committing the next one instead would skip it unprocessed).
+    mock.fail_next(MockApi::OffsetCommit, MockError::RebalanceInProgress, 1);
+    let consumed = consume(
+        &servers,
+        "rebalancing",
+        "g",
+        1,
+        StartFrom::Earliest,
+        TIMEOUT,
+    )
+    .await
+    .expect("a refused commit is not a failure");
+    assert_eq!(consumed.len(), 1);
+    assert_eq!(consumed[0].offset, 0, "{consumed:?}");
+    let measurement = measure(
+        &SourcePool::new(),
+        &target(
+            &mock,
+            "g",
+            Topics::Named(vec!["rebalancing".into()]),
+            earliest(),
+        ),
+        &PersistentLagMemory::new(),
+        TIMEOUT,
+    )
+    .await
+    .expect("measure");
+    assert_eq!(
+        measurement.partitions[0].committed,
+        Some(1),
+        "{measurement:#?}"
+    );
+    assert_eq!(measurement.total_lag, 2);
+
+    // Any other commit error still fails the consume.
+    mock.fail_next(
+        MockApi::OffsetCommit,
+        MockError::GroupAuthorizationFailed,
+        1,
+    );
+    let error = consume(
+        &servers,
+        "rebalancing",
+        "g",
+        1,
+        StartFrom::Earliest,
+        TIMEOUT,
+    )
+    .await
+    .expect_err("an authorization error fails");
+    assert!(
+        error.to_string().contains("GroupAuthorizationFailed"),
+        "{error}"
+    );
+}

@@ -250,7 +250,9 @@ pub(super) async fn live(
                     .as_ref()
                     .and_then(|a| a.get(jobtide_core::capacity::PENDING_BUDGET_ANNOTATION))
                     .map(String::as_str),
-            ),
+            )
+            // An invalid budget stops the ScaledJob: its Ready condition (shown) says why.
+            .unwrap_or(CapacityPolicy::DEFAULT),
         },
     });
     let counts = decision.counts;

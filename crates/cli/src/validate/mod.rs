@@ -394,15 +394,15 @@ fn check(
     let job = check_job_spec(&spec.job_target_ref);
     report.errors.extend(job.errors);
     report.warnings.extend(job.warnings);
-    // jobtide's own annotations: a value the operator can't read falls back to its default.
-    if let Some(Err(warning)) = scaled_job
+    // jobtide's own annotations: a budget the operator can't read stops the ScaledJob.
+    if let Some(Err(error)) = scaled_job
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(jobtide_core::capacity::PENDING_BUDGET_ANNOTATION))
         .map(|v| jobtide_core::capacity::CapacityPolicy::parse_budget(v))
     {
-        report.warnings.push(warning);
+        report.errors.push(error);
     }
     let findings = check_scaled_job(&name, spec);
     report.errors.extend(findings.errors.iter().cloned());

@@ -57,14 +57,29 @@ pub(crate) fn quota_refusal(error: &kube::Error) -> Option<String> {
     }
 }
 
-/// The pending budget of `scaled_job`.
-pub(crate) fn policy(scaled_job: &ScaledJob) -> CapacityPolicy {
+/// The pending budget of `scaled_job`, or why its annotation is invalid (naming the ScaledJob
+/// and the field).
+pub(crate) fn checked_policy(scaled_job: &ScaledJob) -> Result<CapacityPolicy, String> {
     CapacityPolicy::from_annotation(
         scaled_job
             .annotations()
             .get(PENDING_BUDGET_ANNOTATION)
             .map(String::as_str),
     )
+    .map_err(|error| {
+        format!(
+            "ScaledJob {}/{}: {error}",
+            scaled_job.namespace().unwrap_or_default(),
+            scaled_job.name_any()
+        )
+    })
+}
+
+/// The pending budget of a ScaledJob that reached a poll: the reconcile stops one whose
+/// annotation is invalid before it polls ([`checked_policy`]), so the default here is never
+/// what such a ScaledJob runs with.
+pub(crate) fn policy(scaled_job: &ScaledJob) -> CapacityPolicy {
+    checked_policy(scaled_job).unwrap_or(CapacityPolicy::DEFAULT)
 }
 
 /// The Job template's requests as `cpu=2, memory=4Gi` (per container when there are several),

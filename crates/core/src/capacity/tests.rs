@@ -264,15 +264,43 @@ fn the_event_follows_a_change_of_reason_not_of_the_message() {
 }
 
 #[test]
-fn the_budget_annotation_parses_non_negative_integers_only() {
-    assert_eq!(CapacityPolicy::from_annotation(Some("3")).pending_budget, 3);
-    assert_eq!(CapacityPolicy::from_annotation(Some("0")).pending_budget, 0);
-    for bad in [None, Some("-1"), Some("x"), Some("")] {
+fn the_budget_annotation_is_a_non_negative_integer_or_an_error_naming_the_field() {
+    assert_eq!(
+        CapacityPolicy::from_annotation(Some("3"))
+            .unwrap()
+            .pending_budget,
+        3
+    );
+    assert_eq!(
+        CapacityPolicy::from_annotation(Some(" 0 "))
+            .unwrap()
+            .pending_budget,
+        0
+    );
+    assert_eq!(
+        CapacityPolicy::from_annotation(None)
+            .unwrap()
+            .pending_budget,
+        DEFAULT_PENDING_BUDGET
+    );
+    for bad in ["-1", "x", "", "1.5", "99999999999999999999"] {
+        let error = CapacityPolicy::from_annotation(Some(bad)).unwrap_err();
         assert_eq!(
-            CapacityPolicy::from_annotation(bad).pending_budget,
-            DEFAULT_PENDING_BUDGET
+            error,
+            format!(
+                "metadata.annotations[jobtide.io/pending-budget]: {bad:?} is not a non-negative \
+                 integer (how many Jobs may wait for capacity; default 10)"
+            )
         );
     }
+    // A long or hostile value is quoted (escaped) and cut.
+    let long = format!("{}\n{}", "a".repeat(70), "b");
+    let error = CapacityPolicy::parse_budget(&long).unwrap_err();
+    assert!(
+        error.contains(&format!("\"{}\"…", "a".repeat(64))),
+        "{error}"
+    );
+    assert!(!error.contains('\n'), "{error}");
 }
 
 fn arbitrary_capacity() -> impl Strategy<Value = JobCapacity> {
