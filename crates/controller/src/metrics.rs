@@ -256,7 +256,7 @@ impl Metrics {
         );
         registry.register(
             "jobtide_reconcile_errors",
-            "Failed reconciles, by category (api_forbidden, api_conflict, api_throttled, api_server, api_transport, api_invalid, api_not_found, finalizer, caches_not_ready)",
+            "Failed reconciles, by category (api_forbidden, api_conflict, api_throttled, api_server, api_transport, api_invalid, api_not_found, finalizer, caches_not_ready, kept)",
             reconcile_errors.clone(),
         );
         registry.register(
