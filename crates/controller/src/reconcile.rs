@@ -33,7 +33,7 @@ pub use crate::error::Error;
 use crate::error::{api as api_error, retry_delay};
 use crate::facts;
 use crate::kept_scaled_job::KeptScaledJob;
-use crate::metrics::ScalerLabels;
+use crate::metrics::{ScalerLabels, SharedScalerLabels};
 use crate::state::Seen;
 use crate::status::{joined_distinct, patch_if_changed, read_conditions, write_conditions};
 
@@ -438,14 +438,14 @@ async fn poll(
             .metric_name
             .clone()
             .unwrap_or_else(|| format!("s{index}-{}", trigger.type_));
-        let labels = ScalerLabels {
+        let labels = SharedScalerLabels(Arc::new(ScalerLabels {
             namespace: namespace.clone(),
             metric: metric_name.clone(),
             scaledObject: name.clone(),
             scaler: scaler_name(trigger),
             triggerIndex: index.to_string(),
             r#type: "scaledjob".into(),
-        };
+        }));
         let measured_at = Instant::now();
         let measurement = match (resolved.resolve_error, resolved.parsed.config) {
             (Some(error), _) => Err(("config", error.to_string())),
