@@ -10,25 +10,25 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
-use crate::kept::Kept;
+use crate::kept::{Kept, Packed};
 
 /// A ScaledJob as (namespace, name).
 pub type OwnerKey = (String, String);
 
 /// Objects labelled `scaledjob.keda.sh/name`, indexed by their ScaledJob, kept in their small
-/// form ([`crate::kept`]: only what the polls read).
+/// form ([`crate::kept`]: only what the polls read, as JSON).
 pub struct OwnedCache<K: Kept> {
-    state: RwLock<State<K::Slim>>,
+    state: RwLock<State>,
     ready: watch::Sender<bool>,
+    kind: std::marker::PhantomData<fn() -> K>,
 }
 
-struct State<S> {
-    /// Boxed: a map keeps at least four slots, and a kept object is 570–760 bytes.
-    by_owner: HashMap<OwnerKey, HashMap<String, Box<S>>>,
+struct State {
+    by_owner: HashMap<OwnerKey, HashMap<String, Packed>>,
     /// (namespace, name) → owner, to move an object whose label changed.
     owner_of: HashMap<(String, String), OwnerKey>,
     /// Objects of a re-list in progress; swapped in at its end.
-    relist: Option<Vec<Box<S>>>,
+    relist: Option<Vec<(Identity, Packed)>>,
 }
 
 impl<K: Kept> std::fmt::Debug for OwnedCache<K> {
@@ -46,18 +46,22 @@ impl<K: Kept> Default for OwnedCache<K> {
                 relist: None,
             }),
             ready: watch::Sender::new(false),
+            kind: std::marker::PhantomData,
         }
     }
 }
 
-fn identity(meta: &ObjectMeta) -> Option<((String, String), OwnerKey)> {
+/// An object's (namespace, name) and its owner.
+type Identity = ((String, String), OwnerKey);
+
+fn identity(meta: &ObjectMeta) -> Option<Identity> {
     let namespace = meta.namespace.clone()?;
     let name = meta.name.clone()?;
     let owner = meta.labels.as_ref()?.get(SCALED_JOB_NAME_LABEL)?.clone();
     Some(((namespace.clone(), name), (namespace, owner)))
 }
 
-impl<S> State<S> {
+impl State {
     fn remove(&mut self, key: &(String, String)) {
         if let Some(owner) = self.owner_of.remove(key)
             && let Some(objects) = self.by_owner.get_mut(&owner)
@@ -69,10 +73,7 @@ impl<S> State<S> {
         }
     }
 
-    fn insert(&mut self, object: Box<S>, meta: fn(&S) -> &ObjectMeta) {
-        let Some((key, owner)) = identity(meta(&object)) else {
-            return;
-        };
+    fn insert(&mut self, (key, owner): Identity, object: Packed) {
         self.remove(&key);
         self.by_owner
             .entry(owner.clone())
@@ -82,6 +83,36 @@ impl<S> State<S> {
     }
 }
 
+/// An object's identity and kept form (`None`: not labelled with a ScaledJob). One that can't
+/// be written as JSON (a k8s-openapi object always can) is kept empty: it reads back as its name
+/// and label only ([`restored`]).
+fn kept<K: Kept>(object: &K) -> Option<(Identity, Packed)> {
+    let identity = identity(object.meta())?;
+    let packed = K::keep(object).unwrap_or_else(|error| {
+        tracing::error!(kind = %K::kind(&()), namespace = %identity.0.0, name = %identity.0.1,
+            %error, "could not keep a cached object");
+        Packed::default()
+    });
+    Some((identity, packed))
+}
+
+/// A kept object read back. One that doesn't read (it can't: it was written from one) is logged
+/// and served with its name and label only, the rest `None`: a Job without status counts as
+/// running, so no Job is created in its place.
+fn restored<K: Kept>(owner: &OwnerKey, name: &str, packed: &[u8]) -> Arc<K> {
+    let object = K::restore(packed).unwrap_or_else(|error| {
+        tracing::error!(kind = %K::kind(&()), namespace = %owner.0, name,
+            %error, "a cached object did not read back");
+        let mut object = K::default();
+        let meta = object.meta_mut();
+        meta.name = Some(name.to_owned());
+        meta.namespace = Some(owner.0.clone());
+        meta.labels = Some([(SCALED_JOB_NAME_LABEL.to_owned(), owner.1.clone())].into());
+        object
+    });
+    Arc::new(object)
+}
+
 impl<K: Kept> OwnedCache<K> {
     /// Applies one watch event (a re-list replaces the whole state when it ends).
     pub fn apply(&self, event: &watcher::Event<K>) {
@@ -89,7 +120,11 @@ impl<K: Kept> OwnedCache<K> {
             return;
         };
         match event {
-            watcher::Event::Apply(object) => state.insert(Box::new(K::keep(object)), K::metadata),
+            watcher::Event::Apply(object) => {
+                if let Some(kept) = kept(object) {
+                    state.insert(kept.0, kept.1);
+                }
+            }
             watcher::Event::Delete(object) => {
                 if let Some((key, _)) = identity(object.meta()) {
                     state.remove(&key);
@@ -97,18 +132,19 @@ impl<K: Kept> OwnedCache<K> {
             }
             watcher::Event::Init => state.relist = Some(Vec::new()),
             watcher::Event::InitApply(object) => {
-                let object = Box::new(K::keep(object));
-                match &mut state.relist {
-                    Some(relist) => relist.push(object),
-                    None => state.insert(object, K::metadata),
+                if let Some(kept) = kept(object) {
+                    match &mut state.relist {
+                        Some(relist) => relist.push(kept),
+                        None => state.insert(kept.0, kept.1),
+                    }
                 }
             }
             watcher::Event::InitDone => {
                 let relist = state.relist.take().unwrap_or_default();
                 state.by_owner.clear();
                 state.owner_of.clear();
-                for object in relist {
-                    state.insert(object, K::metadata);
+                for (identity, object) in relist {
+                    state.insert(identity, object);
                 }
                 drop(state);
                 self.ready.send_replace(true);
@@ -126,7 +162,7 @@ impl<K: Kept> OwnedCache<K> {
             .by_owner
             .get(owner)?
             .get(name)
-            .map(|kept| Arc::new(K::restore(kept)))
+            .map(|kept| restored(owner, name, kept))
     }
 
     /// The objects of one ScaledJob, as kept (a poll reads a ScaledJob's few objects; the
@@ -136,10 +172,11 @@ impl<K: Kept> OwnedCache<K> {
             .read()
             .ok()
             .and_then(|state| {
-                state
-                    .by_owner
-                    .get(owner)
-                    .map(|m| m.values().map(|kept| Arc::new(K::restore(kept))).collect())
+                state.by_owner.get(owner).map(|m| {
+                    m.iter()
+                        .map(|(name, kept)| restored(owner, name, kept))
+                        .collect()
+                })
             })
             .unwrap_or_default()
     }
@@ -295,6 +332,15 @@ mod tests {
         cache.apply(&watcher::Event::InitDone);
         assert_eq!(names(&cache, "a"), ["kept"]);
         assert!(cache.is_ready());
+    }
+
+    #[test]
+    fn an_object_that_does_not_read_back_is_served_as_a_job_without_status() {
+        let owner: OwnerKey = ("ns".into(), "a".into());
+        let served: Arc<Job> = restored(&owner, "a-1", b"{not json");
+        assert_eq!(*served, job("a-1", "a"));
+        let kept: Arc<Job> = restored(&owner, "a-1", &Job::keep(&job("a-1", "a")).unwrap());
+        assert_eq!(*kept, job("a-1", "a"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use kube::{Client, Resource};
 
 use crate::cache::{Expectations, OwnedCache, OwnerKey};
 use crate::events::Publisher;
+use crate::kept_scaled_job::KeptScaledJob;
 use crate::metrics::Metrics;
 use crate::objects::AuthObjects;
 use crate::state::ScaledJobState;
@@ -95,7 +96,7 @@ pub struct Context {
     events: Publisher,
     /// Asks the running controller to reconcile a ScaledJob now (a dispatcher whose ledger
     /// moved, so that its status follows); `None` while no controller runs.
-    refresh: Mutex<Option<tokio::sync::mpsc::UnboundedSender<ObjectRef<ScaledJob>>>>,
+    refresh: Mutex<Option<tokio::sync::mpsc::UnboundedSender<ObjectRef<KeptScaledJob>>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -196,7 +197,7 @@ impl Context {
     /// Where [`Self::refresh`] sends (set by the controller while it runs).
     pub(crate) fn set_refresh(
         &self,
-        sender: Option<tokio::sync::mpsc::UnboundedSender<ObjectRef<ScaledJob>>>,
+        sender: Option<tokio::sync::mpsc::UnboundedSender<ObjectRef<KeptScaledJob>>>,
     ) {
         *self
             .refresh
@@ -211,7 +212,10 @@ impl Context {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(sender) = guard.as_ref() {
-            let _ = sender.send(ObjectRef::from_obj(scaled_job));
+            let meta = scaled_job.meta();
+            if let (Some(name), Some(namespace)) = (&meta.name, &meta.namespace) {
+                let _ = sender.send(ObjectRef::new(name).within(namespace));
+            }
         }
     }
 
@@ -230,8 +234,11 @@ impl Context {
     /// Forgets a ScaledJob another replica owns now: its dispatcher stops, its state, its
     /// expectations and its per-ScaledJob metric series go (the new owner starts afresh: the
     /// Jobs are counted from its own full list, a dispatcher rebuilds from the commits).
-    pub(crate) fn release(&self, scaled_job: &ScaledJob) {
-        let owner = Self::owner(scaled_job);
+    pub(crate) fn release(&self, scaled_job: &KeptScaledJob) {
+        let owner = (
+            scaled_job.meta().namespace.clone().unwrap_or_default(),
+            scaled_job.meta().name.clone().unwrap_or_default(),
+        );
         if let Some(gone) = scaled_job
             .meta()
             .uid

@@ -18,6 +18,10 @@ pub enum Error {
     /// Adding or removing the finalizer failed.
     #[error("finalizer finalizer.keda.sh: {0}")]
     Finalizer(String),
+    /// The store's copy of a ScaledJob didn't read back (a bug: it was written from a
+    /// ScaledJob, [`crate::kept_scaled_job`]).
+    #[error("reading back the kept ScaledJob {0}")]
+    Kept(String),
     /// The Job and Pod caches didn't fill in time.
     #[error("the Job and Pod caches are not synced yet")]
     CachesNotReady,
@@ -44,13 +48,15 @@ impl Error {
             },
             Self::Finalizer(_) => "finalizer",
             Self::CachesNotReady => "caches_not_ready",
+            Self::Kept(_) => "kept",
         }
     }
 
     /// Whether retrying the same ScaledJob can't help: the API called the request invalid.
     /// Such a reconcile waits for a change of the ScaledJob.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::Api { cause, .. } if matches!(status_code(cause), Some(400 | 422)))
+        matches!(self, Self::Kept(_))
+            || matches!(self, Self::Api { cause, .. } if matches!(status_code(cause), Some(400 | 422)))
     }
 }
 
@@ -100,6 +106,8 @@ mod tests {
             );
         }
         assert_eq!(Error::CachesNotReady.category(), "caches_not_ready");
+        let kept = Error::Kept("ns/sj: EOF".into());
+        assert_eq!((kept.category(), kept.is_permanent()), ("kept", true));
     }
 
     #[test]

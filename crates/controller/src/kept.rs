@@ -1,29 +1,40 @@
-//! What the Job and Pod caches keep of an object: the fields a poll reads, in a struct of their
-//! own.
+//! What the Job and Pod caches keep of an object: the fields a poll reads, as compact JSON.
 //!
 //! Why not the object with the rest set to `None`: k8s-openapi's structs hold every optional
 //! field inline, so an empty `Job` is 2,592 bytes (its `JobSpec` holds a whole `PodSpec`) and an
-//! empty `Pod` 2,176 (k8s-openapi 0.29, x86_64) before any of their strings. A kept Job is its
-//! metadata, `spec.suspend` and status (about 570 bytes inline), a kept Pod its metadata and
-//! status without the container statuses (about 760). At 10,000 ScaledJobs with a Job and a pod
-//! each that is about 30 MiB less. A poll gets the object back ([`Kept::restore`]): a `Job` or
-//! `Pod` with exactly these fields, the rest `None`, as the cache served before.
+//! empty `Pod` 2,176 (k8s-openapi 0.29, x86_64) before any of their strings, and each label is
+//! two `String`s in a B-tree node. A kept Job is its metadata, `spec.suspend` and status, a kept
+//! Pod its metadata and status without the container statuses, written as the JSON the API
+//! server would send for them: a few hundred bytes each. A poll gets the object back
+//! ([`Kept::restore`]): a `Job` or `Pod` with exactly these fields, the rest `None`, as the
+//! cache served before.
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec, JobStatus};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// An object kept as JSON of what the polls read.
+pub type Packed = Box<[u8]>;
 
 /// An object kind a cache keeps in a smaller form.
-pub trait Kept: Resource + Sized {
-    /// The kept form.
-    type Slim: Send + Sync + 'static;
-    /// What the polls read of `object`.
-    fn keep(object: &Self) -> Self::Slim;
+pub trait Kept:
+    Resource<DynamicType = ()> + Serialize + DeserializeOwned + Default + Sized
+{
+    /// The object with what the polls read only, the rest `None`.
+    fn slim(object: &Self) -> Self;
+
+    /// What the polls read of `object`, packed.
+    fn keep(object: &Self) -> Result<Packed, serde_json::Error> {
+        serde_json::to_vec(&Self::slim(object)).map(Vec::into_boxed_slice)
+    }
+
     /// The object as the polls see it: the kept fields, the rest `None`.
-    fn restore(slim: &Self::Slim) -> Self;
-    /// The kept metadata.
-    fn metadata(slim: &Self::Slim) -> &ObjectMeta;
+    fn restore(packed: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(packed)
+    }
 }
 
 /// The metadata without what nothing here reads: `managedFields` (real API servers send them
@@ -67,54 +78,30 @@ fn kept_metadata(meta: &ObjectMeta) -> ObjectMeta {
 }
 
 /// A Job as kept: metadata, status, and of the spec `suspend` only (Kueue holds suspended Jobs).
-#[derive(Debug)]
-pub struct SlimJob {
-    metadata: ObjectMeta,
-    suspend: Option<bool>,
-    status: Option<JobStatus>,
-}
-
 impl Kept for Job {
-    type Slim = SlimJob;
-
-    fn keep(job: &Self) -> SlimJob {
-        SlimJob {
+    fn slim(job: &Self) -> Self {
+        Self {
             metadata: kept_metadata(&job.metadata),
-            suspend: job.spec.as_ref().and_then(|spec| spec.suspend),
+            spec: job
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.suspend)
+                .map(|suspend| JobSpec {
+                    suspend: Some(suspend),
+                    ..JobSpec::default()
+                }),
             status: job.status.clone(),
         }
-    }
-
-    fn restore(slim: &SlimJob) -> Self {
-        Self {
-            metadata: slim.metadata.clone(),
-            spec: slim.suspend.map(|suspend| JobSpec {
-                suspend: Some(suspend),
-                ..JobSpec::default()
-            }),
-            status: slim.status.clone(),
-        }
-    }
-
-    fn metadata(slim: &SlimJob) -> &ObjectMeta {
-        &slim.metadata
     }
 }
 
 /// A pod as kept: metadata, and its status without the container statuses (a poll reads the
 /// phase, the conditions and the scheduling verdict).
-#[derive(Debug)]
-pub struct SlimPod {
-    metadata: ObjectMeta,
-    status: Option<PodStatus>,
-}
-
 impl Kept for Pod {
-    type Slim = SlimPod;
-
-    fn keep(pod: &Self) -> SlimPod {
-        SlimPod {
+    fn slim(pod: &Self) -> Self {
+        Self {
             metadata: kept_metadata(&pod.metadata),
+            spec: None,
             status: pod.status.as_ref().map(|status| PodStatus {
                 container_statuses: None,
                 init_container_statuses: None,
@@ -122,18 +109,6 @@ impl Kept for Pod {
                 ..status.clone()
             }),
         }
-    }
-
-    fn restore(slim: &SlimPod) -> Self {
-        Self {
-            metadata: slim.metadata.clone(),
-            spec: None,
-            status: slim.status.clone(),
-        }
-    }
-
-    fn metadata(slim: &SlimPod) -> &ObjectMeta {
-        &slim.metadata
     }
 }
 
@@ -153,7 +128,7 @@ mod tests {
             "status": {"active": 1, "conditions": [{"type": "Suspended", "status": "True"}]},
         }))
         .unwrap();
-        let restored = Job::restore(&Job::keep(&job));
+        let restored = Job::restore(&Job::keep(&job).unwrap()).unwrap();
         let expected: Job = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "j", "namespace": "ns", "labels": {"a": "b"},
                 "annotations": {"c": "d"}, "uid": "u", "resourceVersion": "7"},
@@ -166,7 +141,12 @@ mod tests {
             spec: Some(JobSpec::default()),
             ..job
         };
-        assert_eq!(Job::restore(&Job::keep(&unsuspended)).spec, None);
+        assert_eq!(
+            Job::restore(&Job::keep(&unsuspended).unwrap())
+                .unwrap()
+                .spec,
+            None
+        );
     }
 
     #[test]
@@ -179,7 +159,7 @@ mod tests {
                 "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0}]},
         }))
         .unwrap();
-        let restored = Pod::restore(&Pod::keep(&pod));
+        let restored = Pod::restore(&Pod::keep(&pod).unwrap()).unwrap();
         let expected: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"}},
             "status": {"phase": "Pending",

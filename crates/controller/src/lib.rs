@@ -22,6 +22,7 @@ mod facts;
 pub mod http;
 mod job_metrics;
 pub mod kept;
+pub mod kept_scaled_job;
 pub mod lag_history;
 pub mod leader;
 pub mod metrics;

@@ -27,6 +27,21 @@ pub struct ScalerLabels {
     pub r#type: String,
 }
 
+/// One scaler's labels, shared by its series: its four families and the per-ScaledJob list hold
+/// one copy of the six strings between them (at 10,000 ScaledJobs, each label set copied five
+/// times was most of the series' memory).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct SharedScalerLabels(pub Arc<ScalerLabels>);
+
+impl EncodeLabelSet for SharedScalerLabels {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 #[allow(non_snake_case)]
 struct ScaledJobLabels {
@@ -88,10 +103,10 @@ struct DeletedLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    scaler_value: Family<ScalerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    scaler_latency: Family<ScalerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    scaler_active: Family<ScalerLabels, Gauge>,
-    scaler_errors: Family<ScalerLabels, Counter>,
+    scaler_value: Family<SharedScalerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    scaler_latency: Family<SharedScalerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    scaler_active: Family<SharedScalerLabels, Gauge>,
+    scaler_errors: Family<SharedScalerLabels, Counter>,
     scaled_job_errors: Family<ScaledJobLabels, Counter>,
     loop_latency: Family<LoopLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     resources: Family<ResourceLabels, Gauge>,
@@ -116,7 +131,7 @@ pub struct Metrics {
     /// Jobs' ends (both modes).
     pub(crate) jobs: crate::job_metrics::JobMetrics,
     /// The scaler series set per ScaledJob, to delete them when its triggers change or it goes.
-    series: Mutex<HashMap<OwnerKey, Vec<ScalerLabels>>>,
+    series: Mutex<HashMap<OwnerKey, Vec<SharedScalerLabels>>>,
 }
 
 fn seconds_buckets() -> Histogram {
@@ -256,7 +271,7 @@ impl Metrics {
         );
         registry.register(
             "jobtide_reconcile_errors",
-            "Failed reconciles, by category (api_forbidden, api_conflict, api_throttled, api_server, api_transport, api_invalid, api_not_found, finalizer, caches_not_ready)",
+            "Failed reconciles, by category (api_forbidden, api_conflict, api_throttled, api_server, api_transport, api_invalid, api_not_found, finalizer, caches_not_ready, kept)",
             reconcile_errors.clone(),
         );
         registry.register(
@@ -316,7 +331,7 @@ impl Metrics {
     /// latency either way.
     pub fn measured(
         &self,
-        labels: &ScalerLabels,
+        labels: &SharedScalerLabels,
         latency_seconds: f64,
         result: Result<(f64, bool), &'static str>,
     ) {
@@ -337,8 +352,8 @@ impl Metrics {
                 self.scaler_errors.get_or_create(labels).inc();
                 self.scaled_job_errors
                     .get_or_create(&ScaledJobLabels {
-                        namespace: labels.namespace.clone(),
-                        scaledJob: labels.scaledObject.clone(),
+                        namespace: labels.0.namespace.clone(),
+                        scaledJob: labels.0.scaledObject.clone(),
                     })
                     .inc();
                 self.scaler_failures
@@ -351,19 +366,31 @@ impl Metrics {
     }
 
     /// Keeps only `current` among the scaler series of `owner` (KEDA deletes them on reconcile).
-    pub fn keep_series(&self, owner: &OwnerKey, current: Vec<ScalerLabels>) {
+    /// A label set already kept stays (the families hold that copy, not `current`'s).
+    pub fn keep_series(&self, owner: &OwnerKey, current: Vec<SharedScalerLabels>) {
         let Ok(mut series) = self.series.lock() else {
             return;
         };
-        let previous = series.insert(owner.clone(), current.clone());
-        for stale in previous.into_iter().flatten() {
-            if !current.contains(&stale) {
-                self.remove_scaler_series(&stale);
+        let previous = series.remove(owner).unwrap_or_default();
+        let current: Vec<_> = current
+            .into_iter()
+            .map(|labels| {
+                previous
+                    .iter()
+                    .find(|kept| **kept == labels)
+                    .cloned()
+                    .unwrap_or(labels)
+            })
+            .collect();
+        for stale in &previous {
+            if !current.contains(stale) {
+                self.remove_scaler_series(stale);
             }
         }
+        series.insert(owner.clone(), current);
     }
 
-    fn remove_scaler_series(&self, labels: &ScalerLabels) {
+    fn remove_scaler_series(&self, labels: &SharedScalerLabels) {
         self.scaler_value.remove(labels);
         self.scaler_latency.remove(labels);
         self.scaler_active.remove(labels);
@@ -568,5 +595,42 @@ impl Collector for KafkaCollector {
             counter.encode(family.encode_family(&RequestLabels { request })?)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels() -> SharedScalerLabels {
+        SharedScalerLabels(Arc::new(ScalerLabels {
+            namespace: "ns".into(),
+            metric: "s0-kafka".into(),
+            scaledObject: "sj".into(),
+            scaler: "kafkaScaler".into(),
+            triggerIndex: "0".into(),
+            r#type: "scaledjob".into(),
+        }))
+    }
+
+    #[test]
+    fn a_scalers_series_share_one_copy_of_its_labels_across_polls() {
+        let metrics = Metrics::new(Arc::new(SourcePool::new()), "test");
+        let owner: OwnerKey = ("ns".into(), "sj".into());
+        let first = labels();
+        metrics.measured(&first, 0.1, Ok((3.0, true)));
+        metrics.keep_series(&owner, vec![first.clone()]);
+        // The next poll builds its labels anew: the kept copy stays, the new one goes.
+        let second = labels();
+        metrics.measured(&second, 0.2, Ok((4.0, true)));
+        metrics.keep_series(&owner, vec![second.clone()]);
+        let kept = metrics.series.lock().unwrap()[&owner].clone();
+        assert!(Arc::ptr_eq(&kept[0].0, &first.0));
+        assert_eq!(Arc::strong_count(&second.0), 1);
+        let text = metrics.encode();
+        assert!(text.contains(r#"keda_scaler_metrics_value{namespace="ns",metric="s0-kafka",scaledObject="sj",scaler="kafkaScaler",triggerIndex="0",type="scaledjob"} 4.0"#), "{text}");
+        // A trigger that went takes its series with it.
+        metrics.keep_series(&owner, Vec::new());
+        assert!(!metrics.encode().contains("keda_scaler_metrics_value{"));
     }
 }

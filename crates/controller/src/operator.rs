@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use jobtide_api::job::SCALED_JOB_NAME_LABEL;
-use jobtide_api::{ClusterTriggerAuthentication, ScaledJob, TriggerAuthentication};
+use jobtide_api::{ClusterTriggerAuthentication, TriggerAuthentication};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Pod, ResourceQuota, Secret};
 use kube::core::PartialObjectMeta;
@@ -20,12 +20,10 @@ use tokio::sync::watch;
 
 use crate::coalesce;
 use crate::context::Context;
+use crate::kept_scaled_job::KeptScaledJob;
 use crate::objects::Kind;
 use crate::reconcile::{error_policy, reconcile};
 use crate::shards::{Members, Sharding};
-
-/// `kubectl apply`'s copy of the object as last applied.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Liveness (the operator's task runs) and readiness (the ScaledJob, Job and Pod caches hold a
 /// full list, or this instance is a standby).
@@ -100,7 +98,7 @@ pub async fn run_controller(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     stop: impl Future<Output = ()>,
     scope: Option<Arc<Members>>,
-) -> Vec<Arc<ScaledJob>> {
+) -> Vec<Arc<KeptScaledJob>> {
     let client = context.client.clone();
     let namespace = context.config.namespace.as_deref();
     let mut scaled_jobs_config = watcher::Config::default();
@@ -174,29 +172,26 @@ pub async fn run_controller(
     // annotations (pause), finalizers, deletion — not when its status does: every poll writes
     // status, and a status write that re-triggered a poll would poll in a loop while active.
     let (store, writer) = reflector::store();
-    let scaled_jobs = watcher(scoped::<ScaledJob>(&client, namespace), scaled_jobs_config)
-        .default_backoff()
-        // Real API servers send managedFields with every object, and `kubectl apply` keeps a
-        // copy of the whole object in an annotation; nothing here reads either.
-        .modify(|sj| {
-            sj.metadata.managed_fields = None;
-            if let Some(annotations) = &mut sj.metadata.annotations {
-                annotations.remove(LAST_APPLIED);
-            }
-        })
-        .try_filter(in_scope(scope.clone(), |sj: &ScaledJob| {
-            sj.metadata.name.as_deref()
-        }))
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(
-            predicates::generation
-                .combine(predicates::labels)
-                .combine(predicates::annotations)
-                .combine(predicates::finalizers)
-                .combine(|sj: &ScaledJob| sj.metadata.deletion_timestamp.as_ref().map(|_| 1)),
-            PredicateConfig::default(),
-        );
+    // The store keeps each ScaledJob in a compact form ([`KeptScaledJob`]: without
+    // managedFields and `kubectl apply`'s copy of the object, spec and status as JSON).
+    let scaled_jobs = watcher(
+        scoped::<KeptScaledJob>(&client, namespace),
+        scaled_jobs_config,
+    )
+    .default_backoff()
+    .try_filter(in_scope(scope.clone(), |sj: &KeptScaledJob| {
+        sj.meta().name.as_deref()
+    }))
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(
+        predicates::generation
+            .combine(predicates::labels)
+            .combine(predicates::annotations)
+            .combine(predicates::finalizers)
+            .combine(|sj: &KeptScaledJob| sj.meta().deletion_timestamp.as_ref().map(|_| 1)),
+        PredicateConfig::default(),
+    );
     // Dispatchers ask for a reconcile when their ledger moved, so that status follows.
     let (refresh, refreshes) = tokio::sync::mpsc::unbounded_channel();
     context.set_refresh(Some(refresh));
@@ -227,10 +222,9 @@ pub async fn run_controller(
         .reconcile_on(changed_objects(&context))
         // A verdict shows at the next poll: an event names a pod, and a pod's ScaledJob is
         // known only from its labels (the pod's own change already re-polled it).
-        .watches_stream(
-            autoscaler_events,
-            |_: CoreEvent| None::<ObjectRef<ScaledJob>>,
-        )
+        .watches_stream(autoscaler_events, |_: CoreEvent| {
+            None::<ObjectRef<KeptScaledJob>>
+        })
         .watches_stream(quotas, quota_blocked(&store, &context))
         .reconcile_on(refreshes)
         .graceful_shutdown_on(shutdown)
@@ -272,9 +266,9 @@ pub async fn run_controller(
 fn job_and_pod_changes(
     jobs: impl futures::Stream<Item = Result<Job, watcher::Error>> + Send + 'static,
     pods: impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
-    store: &reflector::Store<ScaledJob>,
-) -> impl futures::Stream<Item = ObjectRef<ScaledJob>> + Send + 'static {
-    fn owner<K: Resource>(changed: Result<K, watcher::Error>) -> Option<ObjectRef<ScaledJob>> {
+    store: &reflector::Store<KeptScaledJob>,
+) -> impl futures::Stream<Item = ObjectRef<KeptScaledJob>> + Send + 'static {
+    fn owner<K: Resource>(changed: Result<K, watcher::Error>) -> Option<ObjectRef<KeptScaledJob>> {
         match changed {
             Ok(object) => {
                 let meta = object.meta();
@@ -291,10 +285,8 @@ fn job_and_pod_changes(
     let changes = futures::stream::select(jobs.map(owner).boxed(), pods.map(owner).boxed())
         .filter_map(std::future::ready);
     let store = store.clone();
-    coalesce::coalesce(changes, move |scaled_job: &ObjectRef<ScaledJob>| {
-        let dispatch = store
-            .get(scaled_job)
-            .is_some_and(|sj| sj.spec.dispatch_mode());
+    coalesce::coalesce(changes, move |scaled_job: &ObjectRef<KeptScaledJob>| {
+        let dispatch = store.get(scaled_job).is_some_and(|sj| sj.dispatch_mode());
         if dispatch {
             std::time::Duration::ZERO
         } else {
@@ -309,7 +301,7 @@ fn job_and_pod_changes(
 /// ScaledJobs are, and in the cluster object namespace (ClusterTriggerAuthentications read there).
 fn changed_objects(
     context: &Arc<Context>,
-) -> impl futures::Stream<Item = ObjectRef<ScaledJob>> + Send + 'static {
+) -> impl futures::Stream<Item = ObjectRef<KeptScaledJob>> + Send + 'static {
     let client = &context.client;
     let namespace = context.config.namespace.as_deref();
     let cluster = context.config.cluster_object_namespace.as_str();
@@ -353,7 +345,7 @@ fn invalidations<K>(
     kind: Kind,
     scope: Option<&str>,
     context: &Arc<Context>,
-) -> futures::stream::BoxStream<'static, ObjectRef<ScaledJob>>
+) -> futures::stream::BoxStream<'static, ObjectRef<KeptScaledJob>>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default,
@@ -374,7 +366,7 @@ where
                 }
             };
             std::future::ready(Some(futures::stream::iter(stale.into_iter().map(
-                |(namespace, name)| ObjectRef::<ScaledJob>::new(&name).within(&namespace),
+                |(namespace, name)| ObjectRef::<KeptScaledJob>::new(&name).within(&namespace),
             ))))
         })
         .flatten()
@@ -383,9 +375,9 @@ where
 
 /// Maps a changed ResourceQuota to the ScaledJobs of its namespace a quota refusal holds back.
 fn quota_blocked(
-    store: &reflector::Store<ScaledJob>,
+    store: &reflector::Store<KeptScaledJob>,
     context: &Arc<Context>,
-) -> impl Fn(ResourceQuota) -> Vec<ObjectRef<ScaledJob>> + Send + Sync + 'static {
+) -> impl Fn(ResourceQuota) -> Vec<ObjectRef<KeptScaledJob>> + Send + Sync + 'static {
     let store = store.clone();
     let context = Arc::clone(context);
     move |quota: ResourceQuota| {
@@ -393,9 +385,9 @@ fn quota_blocked(
         store
             .state()
             .iter()
-            .filter(|sj| sj.metadata.namespace.as_deref() == namespace)
+            .filter(|sj| sj.meta().namespace.as_deref() == namespace)
             .filter(|sj| {
-                sj.metadata
+                sj.meta()
                     .uid
                     .as_deref()
                     .is_some_and(|uid| context.quota_blocked(uid))
@@ -471,8 +463,8 @@ async fn run_sharded(
             // What another replica owns now is forgotten here (its state, dispatcher, series).
             let next = acting_rx.borrow().clone();
             for scaled_job in held {
-                let name = scaled_job.metadata.name.as_deref().unwrap_or_default();
-                let namespace = scaled_job.metadata.namespace.as_deref().unwrap_or_default();
+                let name = scaled_job.meta().name.as_deref().unwrap_or_default();
+                let namespace = scaled_job.meta().namespace.as_deref().unwrap_or_default();
                 if !next.as_ref().is_some_and(|m| m.owns(namespace, name)) {
                     context.release(&scaled_job);
                 }

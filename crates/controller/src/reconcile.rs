@@ -32,7 +32,8 @@ use crate::context::Context;
 pub use crate::error::Error;
 use crate::error::{api as api_error, retry_delay};
 use crate::facts;
-use crate::metrics::ScalerLabels;
+use crate::kept_scaled_job::KeptScaledJob;
+use crate::metrics::{ScalerLabels, SharedScalerLabels};
 use crate::state::Seen;
 use crate::status::{joined_distinct, patch_if_changed, read_conditions, write_conditions};
 
@@ -40,7 +41,7 @@ use crate::status::{joined_distinct, patch_if_changed, read_conditions, write_co
 pub const FINALIZER: &str = "finalizer.keda.sh";
 
 pub(crate) fn error_policy(
-    scaled_job: Arc<ScaledJob>,
+    scaled_job: Arc<KeptScaledJob>,
     error: &Error,
     context: Arc<Context>,
 ) -> Action {
@@ -66,10 +67,17 @@ pub(crate) fn error_policy(
 }
 
 pub(crate) async fn reconcile(
-    scaled_job: Arc<ScaledJob>,
+    kept: Arc<KeptScaledJob>,
     context: Arc<Context>,
 ) -> Result<Action, Error> {
     let began = Instant::now();
+    let scaled_job = Arc::new(kept.scaled_job().map_err(|error| {
+        Error::Kept(format!(
+            "{}/{}: {error}",
+            kept.namespace().unwrap_or_default(),
+            kept.name_any()
+        ))
+    })?);
     // The first poll after a (re)start counts Jobs only from a full cache (no Job beyond the
     // strategy's decision after a restart mid-burst).
     if !context.caches_ready() {
@@ -434,14 +442,14 @@ async fn poll(
             .metric_name
             .clone()
             .unwrap_or_else(|| format!("s{index}-{}", trigger.type_));
-        let labels = ScalerLabels {
+        let labels = SharedScalerLabels(Arc::new(ScalerLabels {
             namespace: namespace.clone(),
             metric: metric_name.clone(),
             scaledObject: name.clone(),
             scaler: scaler_name(trigger),
             triggerIndex: index.to_string(),
             r#type: "scaledjob".into(),
-        };
+        }));
         let measured_at = Instant::now();
         let measurement = match (resolved.resolve_error, resolved.parsed.config) {
             (Some(error), _) => Err(("config", error.to_string())),
