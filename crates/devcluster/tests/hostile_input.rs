@@ -556,10 +556,12 @@ async fn patches_that_move_an_object_or_change_its_identity_are_refused() {
             server.assert_unchanged(&path, &before).await;
         }
     }
-    // A body over the limit is a Status too.
+    // A body over the limit (3 MiB) is a Status too. Only just over it: the server answers
+    // without reading the rest, and a client still writing a large remainder can see the
+    // connection reset before the answer (it did, once in CI, with 1 MiB left to send).
     let big = format!(
         r#"{{"metadata": {{"name": "big"}}, "data": {{"k": "{}"}}}}"#,
-        "x".repeat(4 * 1024 * 1024)
+        "x".repeat(3 * 1024 * 1024 + 4096)
     );
     let (code, status) = server
         .send(
