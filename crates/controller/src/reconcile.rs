@@ -662,13 +662,8 @@ async fn poll(
     let mut status =
         json!({"conditions": write_conditions(&conditions), "triggersActivity": activity});
     // D19: refreshed once the stored value is `last_active_time_refresh` old, not every poll.
-    let stored = scaled_job
-        .status
-        .as_ref()
-        .and_then(|s| s.last_active_time.as_ref())
-        .map(|t| SystemTime::from(t.0));
     if let Some(at) = decision.last_active_time.filter(|at| {
-        jobtide_core::status::last_active_due(stored, *at, context.config.last_active_time_refresh)
+        crate::status::last_active_due(scaled_job, *at, context.config.last_active_time_refresh)
     }) {
         let at = jiff::Timestamp::try_from(at)
             .ok()

@@ -32,6 +32,21 @@ pub(crate) fn read_conditions(scaled_job: &ScaledJob) -> Option<Conditions> {
 }
 
 /// The conditions in the API's shape.
+/// Whether an active poll at `now` writes `lastActiveTime` (D19): the stored value is read from
+/// `scaled_job` and compared with the operator's refresh period.
+pub(crate) fn last_active_due(
+    scaled_job: &ScaledJob,
+    now: std::time::SystemTime,
+    refresh: std::time::Duration,
+) -> bool {
+    let stored = scaled_job
+        .status
+        .as_ref()
+        .and_then(|s| s.last_active_time.as_ref())
+        .map(|t| std::time::SystemTime::from(t.0));
+    jobtide_core::status::last_active_due(stored, now, refresh)
+}
+
 pub(crate) fn write_conditions(conditions: &Conditions) -> Vec<ApiCondition> {
     conditions
         .by_type()

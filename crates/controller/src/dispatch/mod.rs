@@ -260,15 +260,10 @@ pub(crate) async fn poll(
             "failed": ledger.failed,
         });
     }
-    let stored = scaled_job
-        .status
-        .as_ref()
-        .and_then(|s| s.last_active_time.as_ref())
-        .map(|t| std::time::SystemTime::from(t.0));
     if active
         && creating
-        && jobtide_core::status::last_active_due(
-            stored,
+        && crate::status::last_active_due(
+            scaled_job,
             std::time::SystemTime::now(),
             context.config.last_active_time_refresh,
         )
