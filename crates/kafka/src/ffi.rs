@@ -1,6 +1,6 @@
 //! The one module with `unsafe`: librdkafka calls that rdkafka's safe API doesn't offer.
 //!
-//! - [`list_group_offsets`]: the admin `ListConsumerGroupOffsets` call (an OffsetFetch to the
+//! - [`list_group_offsets`] / [`list_groups_offsets`]: the admin `ListConsumerGroupOffsets` call (an OffsetFetch to the
 //!   group's coordinator) for **any** group from one shared client, with or without a partition
 //!   list. rdkafka only exposes committed offsets of a consumer's own `group.id`, which would
 //!   need one client per group, and cannot ask for "every topic the group committed".
@@ -16,7 +16,7 @@
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString, c_char, c_int};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::client::Client;
@@ -77,56 +77,119 @@ pub fn list_group_offsets<C: ClientContext>(
     partitions: Option<&TopicPartitionList>,
     timeout: Duration,
 ) -> Result<Vec<GroupOffset>, String> {
-    let group_c = CString::new(group).map_err(|_| "group id contains a NUL byte".to_owned())?;
+    list_groups_offsets(client, &[(group, partitions)], timeout)
+        .pop()
+        .unwrap_or_else(|| Err("no answer".into()))
+}
+
+/// Fetches the committed offsets of several groups at once (each as [`list_group_offsets`]):
+/// one admin call per group (librdkafka's `ListConsumerGroupOffsets` takes one group per call),
+/// all in flight together and answered on one queue, so a batch of groups blocks one thread for
+/// at most `timeout` (one blocked thread per group made a poll round of 1,000 groups start
+/// about 100 threads). The answers are in the order of `groups`.
+pub fn list_groups_offsets<C: ClientContext>(
+    client: &Client<C>,
+    groups: &[(&str, Option<&TopicPartitionList>)],
+    timeout: Duration,
+) -> Vec<Result<Vec<GroupOffset>, String>> {
     let timeout_ms = c_int::try_from(timeout.as_millis())
         .unwrap_or(c_int::MAX)
         .max(1);
+    let unanswered = format!("no answer within {} ms", timeout.as_millis());
+    let mut out: Vec<Result<Vec<GroupOffset>, String>> = vec![Err(unanswered); groups.len()];
     let rk = client.native_ptr();
     // SAFETY (whole block): see the module's review notes; every object is owned by an `Owned`
-    // guard or destroyed explicitly, and `rk` outlives the call because `client` is borrowed.
+    // guard kept until the answers are read, and `rk` outlives the call because `client` is
+    // borrowed. An opaque is the request's index, never dereferenced.
     unsafe {
         let queue = Owned {
             ptr: rd::rd_kafka_queue_new(rk),
             destroy: rd::rd_kafka_queue_destroy,
         };
-        let options = Owned {
-            ptr: rd::rd_kafka_AdminOptions_new(
+        let mut held = Vec::with_capacity(groups.len());
+        let mut pending = 0usize;
+        for (index, (group, partitions)) in groups.iter().enumerate() {
+            let Ok(group_c) = CString::new(*group) else {
+                out[index] = Err("group id contains a NUL byte".to_owned());
+                continue;
+            };
+            let options = Owned {
+                ptr: rd::rd_kafka_AdminOptions_new(
+                    rk,
+                    rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS,
+                ),
+                destroy: rd::rd_kafka_AdminOptions_destroy,
+            };
+            let mut errstr = [0 as c_char; 256];
+            rd::rd_kafka_AdminOptions_set_request_timeout(
+                options.ptr,
+                timeout_ms,
+                errstr.as_mut_ptr(),
+                errstr.len(),
+            );
+            rd::rd_kafka_AdminOptions_set_opaque(
+                options.ptr,
+                std::ptr::without_provenance_mut(index),
+            );
+            let tpl = partitions.map_or(std::ptr::null(), |p| p.ptr().cast_const());
+            let request = Owned {
+                ptr: rd::rd_kafka_ListConsumerGroupOffsets_new(group_c.as_ptr(), tpl),
+                destroy: rd::rd_kafka_ListConsumerGroupOffsets_destroy,
+            };
+            let mut requests = [request.ptr];
+            rd::rd_kafka_ListConsumerGroupOffsets(
                 rk,
-                rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS,
-            ),
-            destroy: rd::rd_kafka_AdminOptions_destroy,
-        };
-        let mut errstr = [0 as c_char; 256];
-        rd::rd_kafka_AdminOptions_set_request_timeout(
-            options.ptr,
-            timeout_ms,
-            errstr.as_mut_ptr(),
-            errstr.len(),
-        );
-        let tpl = partitions.map_or(std::ptr::null(), |p| p.ptr().cast_const());
-        let request = Owned {
-            ptr: rd::rd_kafka_ListConsumerGroupOffsets_new(group_c.as_ptr(), tpl),
-            destroy: rd::rd_kafka_ListConsumerGroupOffsets_destroy,
-        };
-        let mut requests = [request.ptr];
-        rd::rd_kafka_ListConsumerGroupOffsets(rk, requests.as_mut_ptr(), 1, options.ptr, queue.ptr);
-        let event = Owned {
-            ptr: rd::rd_kafka_queue_poll(queue.ptr, timeout_ms.saturating_add(1000)),
-            destroy: rd::rd_kafka_event_destroy,
-        };
-        if event.ptr.is_null() {
-            return Err(format!("no answer within {} ms", timeout.as_millis()));
+                requests.as_mut_ptr(),
+                1,
+                options.ptr,
+                queue.ptr,
+            );
+            held.push((group_c, options, request));
+            pending += 1;
         }
-        let code = rd::rd_kafka_event_error(event.ptr);
+        let deadline = Instant::now() + timeout + Duration::from_secs(1);
+        while pending > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let wait = c_int::try_from(left.as_millis())
+                .unwrap_or(c_int::MAX)
+                .max(1);
+            let event = Owned {
+                ptr: rd::rd_kafka_queue_poll(queue.ptr, wait),
+                destroy: rd::rd_kafka_event_destroy,
+            };
+            if event.ptr.is_null() {
+                break;
+            }
+            let index = rd::rd_kafka_event_opaque(event.ptr).addr();
+            if let Some(slot) = out.get_mut(index) {
+                *slot = group_answer(event.ptr);
+                pending -= 1;
+            }
+        }
+        out
+    }
+}
+
+/// The committed offsets in one `ListConsumerGroupOffsets` answer.
+///
+/// # Safety
+/// `event` is a live event from the admin call's queue, destroyed only after this returns.
+unsafe fn group_answer(event: *mut rd::rd_kafka_event_t) -> Result<Vec<GroupOffset>, String> {
+    // SAFETY: see the function's contract; everything read here is owned by the event.
+    unsafe {
+        let code = rd::rd_kafka_event_error(event);
         if code != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-            let detail = c_string(rd::rd_kafka_event_error_string(event.ptr));
+            let detail = c_string(rd::rd_kafka_event_error_string(event));
             return Err(if detail.is_empty() {
                 err_string(code)
             } else {
                 detail
             });
         }
-        let result = rd::rd_kafka_event_ListConsumerGroupOffsets_result(event.ptr);
+        let result = rd::rd_kafka_event_ListConsumerGroupOffsets_result(event);
         if result.is_null() {
             return Err("unexpected admin result type".into());
         }

@@ -5,7 +5,9 @@
 //! [`BATCH_WINDOW`] of each other are merged, so a poll round of many triggers costs:
 //! - **ListOffsets**: one `offsets_for_times` call for every partition asked (log end, and log
 //!   start where needed), which librdkafka sends as one request per partition leader;
-//! - **OffsetFetch**: one per consumer group, for the union of the partitions its triggers ask;
+//! - **OffsetFetch**: one per consumer group, for the union of the partitions its triggers ask
+//!   (librdkafka takes one group per admin call; a batch's calls are all in flight at once and
+//!   wait on one thread);
 //! - **Metadata**: only for the topics in use, cached for [`METADATA_TTL`] (unknown topics are
 //!   asked again every poll, so a topic created later is seen at the next poll).
 //!
@@ -479,8 +481,8 @@ async fn batcher(client: Arc<Client>, mut receiver: mpsc::UnboundedReceiver<Requ
                 tasks.spawn(answer_offsets(Arc::clone(&client), index == 1, waiting));
             }
         }
-        for ((group, _), waiting) in committed {
-            tasks.spawn(answer_committed(Arc::clone(&client), group, waiting));
+        if !committed.is_empty() {
+            tasks.spawn(answer_committed(Arc::clone(&client), committed));
         }
         while tasks.join_next().await.is_some() {}
     }
@@ -525,61 +527,100 @@ async fn answer_offsets(client: Arc<Client>, start: bool, waiting: OffsetsWaitin
     }
 }
 
-async fn answer_committed(client: Arc<Client>, group: String, waiting: CommittedWaiting) {
-    let timeout = waiting
-        .iter()
+/// Answers the committed-offsets requests of a batch, every group's with one admin call, all
+/// calls on one blocking thread ([`ffi::list_groups_offsets`]).
+async fn answer_committed(
+    client: Arc<Client>,
+    committed: BTreeMap<(String, bool), CommittedWaiting>,
+) {
+    let timeout = committed
+        .values()
+        .flatten()
         .map(|(_, t, _)| *t)
         .max()
         .unwrap_or(Duration::from_secs(10));
-    let union: Option<BTreeSet<TopicPartition>> = if waiting.iter().any(|(p, _, _)| p.is_none()) {
-        None
-    } else {
-        Some(
-            waiting
-                .iter()
-                .flat_map(|(p, _, _)| p.iter().flatten().cloned())
-                .collect(),
-        )
-    };
-    let result: CommittedAll = blocking(&client, move |client| {
-        let list = union.map(|parts| {
-            let mut list = TopicPartitionList::new();
-            for (topic, partition) in parts {
-                list.add_partition(&topic, partition);
-            }
-            list
-        });
-        let offsets = ffi::list_group_offsets(client.client(), &group, list.as_ref(), timeout)
-            .map_err(SourceError)?;
-        let mut out = HashMap::new();
-        for offset in offsets {
-            if let Some(error) = offset.error {
-                return Err(SourceError(format!(
-                    "{} partition {}: {error}",
-                    offset.topic, offset.partition
-                )));
-            }
-            out.insert(
-                (offset.topic, offset.partition),
-                (offset.offset >= 0).then_some(offset.offset),
-            );
-        }
-        Ok(Arc::new(out))
+    // Per group: the union of the partitions asked for, or `None` when one asked for all.
+    let asks: Vec<(String, Option<BTreeSet<TopicPartition>>)> = committed
+        .iter()
+        .map(|((group, _), waiting)| {
+            let union = if waiting.iter().any(|(p, _, _)| p.is_none()) {
+                None
+            } else {
+                Some(
+                    waiting
+                        .iter()
+                        .flat_map(|(p, _, _)| p.iter().flatten().cloned())
+                        .collect(),
+                )
+            };
+            (group.clone(), union)
+        })
+        .collect();
+    let answers: Result<Vec<CommittedAll>, SourceError> = blocking(&client, move |client| {
+        let lists: Vec<Option<TopicPartitionList>> = asks
+            .iter()
+            .map(|(_, union)| {
+                union.as_ref().map(|parts| {
+                    let mut list = TopicPartitionList::new();
+                    for (topic, partition) in parts {
+                        list.add_partition(topic, *partition);
+                    }
+                    list
+                })
+            })
+            .collect();
+        let groups: Vec<(&str, Option<&TopicPartitionList>)> = asks
+            .iter()
+            .zip(&lists)
+            .map(|((group, _), list)| (group.as_str(), list.as_ref()))
+            .collect();
+        Ok(ffi::list_groups_offsets(client.client(), &groups, timeout)
+            .into_iter()
+            .map(committed_offsets)
+            .collect())
     })
     .await;
-    for (partitions, _, reply) in waiting {
-        let answer = result.clone().map(|all| match partitions {
-            Some(partitions) => partitions
-                .into_iter()
-                .map(|p| {
-                    let value = all.get(&p).copied().flatten();
-                    (p, value)
-                })
-                .collect(),
-            None => (*all).clone(),
-        });
-        let _ = reply.send(answer);
+    for (index, waiting) in committed.into_values().enumerate() {
+        let result: CommittedAll = match &answers {
+            Ok(answers) => answers
+                .get(index)
+                .cloned()
+                .unwrap_or_else(|| Err(SourceError("no answer".into()))),
+            Err(error) => Err(error.clone()),
+        };
+        for (partitions, _, reply) in waiting {
+            let answer = result.clone().map(|all| match partitions {
+                Some(partitions) => partitions
+                    .into_iter()
+                    .map(|p| {
+                        let value = all.get(&p).copied().flatten();
+                        (p, value)
+                    })
+                    .collect(),
+                None => (*all).clone(),
+            });
+            let _ = reply.send(answer);
+        }
     }
+}
+
+/// One group's answer as offsets by partition (`None`: nothing committed); a partition's error
+/// fails the whole answer.
+fn committed_offsets(answer: Result<Vec<ffi::GroupOffset>, String>) -> CommittedAll {
+    let mut out = HashMap::new();
+    for offset in answer.map_err(SourceError)? {
+        if let Some(error) = offset.error {
+            return Err(SourceError(format!(
+                "{} partition {}: {error}",
+                offset.topic, offset.partition
+            )));
+        }
+        out.insert(
+            (offset.topic, offset.partition),
+            (offset.offset >= 0).then_some(offset.offset),
+        );
+    }
+    Ok(Arc::new(out))
 }
 
 /// The shared sources, keyed by everything that decides which cluster and which identity.

@@ -303,6 +303,48 @@ async fn concurrent_triggers_get_their_own_answers_from_merged_requests() {
     assert_eq!(pool.len(), 1);
 }
 
+/// The committed offsets of a batch's groups are fetched by calls in flight together on one
+/// queue: each answer must reach its own group (five groups, five different commits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_groups_in_one_batch_each_get_their_own_committed_offsets() {
+    let mock = MockKafka::start(3).expect("mock");
+    mock.create_topic("a", 3).expect("topic");
+    let servers = mock.bootstrap_servers();
+    produce(&servers, "a", &records(9), TIMEOUT)
+        .await
+        .expect("produce");
+    for consumed in 1..=5 {
+        let group = format!("g{consumed}");
+        consume(
+            &servers,
+            "a",
+            &group,
+            consumed,
+            StartFrom::Earliest,
+            TIMEOUT,
+        )
+        .await
+        .expect("consume");
+    }
+    let pool = SourcePool::new();
+    let memory = PersistentLagMemory::new();
+    let targets: Vec<LagTarget> = (1..=5)
+        .map(|consumed| {
+            target(
+                &mock,
+                &format!("g{consumed}"),
+                Topics::Named(vec!["a".into()]),
+                earliest(),
+            )
+        })
+        .collect();
+    let m = |i: usize| measure(&pool, &targets[i], &memory, TIMEOUT);
+    let measured = tokio::join!(m(0), m(1), m(2), m(3), m(4));
+    let lags = [measured.0, measured.1, measured.2, measured.3, measured.4]
+        .map(|r| r.expect("measure").total_lag);
+    assert_eq!(lags, [8, 7, 6, 5, 4]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_errors_are_named_and_the_next_poll_recovers() {
     use jobtide_kafka::ffi::{MockApi, MockError};
