@@ -92,6 +92,25 @@ pub(crate) async fn reconcile(
     let api: Api<ScaledJob> = Api::namespaced(context.client.clone(), &namespace);
     let uid = scaled_job.uid();
     let seen = Seen::of(&scaled_job);
+    let version = scaled_job.resource_version();
+    let needs_finalizer = scaled_job.metadata.deletion_timestamp.is_none()
+        && !scaled_job.finalizers().iter().any(|f| f == FINALIZER);
+    if let Some(uid) = &uid {
+        let mut stale = false;
+        context.with_existing_state(uid, |state| {
+            if needs_finalizer {
+                stale = state.finalizer_added_to.is_some()
+                    && state.finalizer_added_to.as_deref() == version.as_deref();
+            } else {
+                state.finalizer_added_to = None;
+            }
+        });
+        if stale {
+            // The watch will deliver the copy with the finalizer, and reconcile it.
+            tracing::debug!(scaled_job = %kept.name_any(), "the store's copy predates the finalizer");
+            return Ok(Action::await_change());
+        }
+    }
     let result = finalizer(&api, FINALIZER, scaled_job, |event| async {
         match event {
             FinalizerEvent::Apply(scaled_job) => apply(&scaled_job, &context).await,
@@ -126,7 +145,14 @@ pub(crate) async fn reconcile(
     if result.is_ok()
         && let Some(uid) = uid
     {
-        context.with_existing_state(&uid, |state| state.settle(seen));
+        if needs_finalizer {
+            // finalizer() added it and awaits the change; no poll ran, nothing to settle.
+            let version = version.map(String::into_boxed_str);
+            context.with_state(&uid, |state| state.finalizer_added_to = version);
+        } else {
+            // (A deleted ScaledJob's state is gone and stays gone.)
+            context.with_existing_state(&uid, |state| state.settle(seen));
+        }
     }
     result
 }
@@ -672,3 +698,7 @@ async fn poll(
     }
     Ok(Polled { status, events })
 }
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;
