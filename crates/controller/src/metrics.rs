@@ -1,6 +1,7 @@
 //! Prometheus metrics: KEDA's names and labels where KEDA has them (keda-compat §9, with D15),
 //! `jobtide_*` for the rest. Labels hold names and fixed categories only, never error text.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -22,9 +23,11 @@ pub struct ScalerLabels {
     pub namespace: String,
     pub metric: String,
     pub scaledObject: String,
-    pub scaler: String,
-    pub triggerIndex: String,
-    pub r#type: String,
+    /// `kafkaScaler` and the like are not copied per ScaledJob (nor are the index and type
+    /// below): at 10,000 ScaledJobs, 30,000 small strings.
+    pub scaler: Cow<'static, str>,
+    pub triggerIndex: Cow<'static, str>,
+    pub r#type: &'static str,
 }
 
 /// One scaler's labels, shared by its series: its four families and the per-ScaledJob list hold
@@ -52,7 +55,7 @@ struct ScaledJobLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LoopLabels {
     namespace: String,
-    r#type: String,
+    r#type: &'static str,
     resource: String,
 }
 
@@ -553,7 +556,7 @@ fn scaled_job_labels(owner: &OwnerKey) -> ScaledJobLabels {
 fn loop_labels(owner: &OwnerKey) -> LoopLabels {
     LoopLabels {
         namespace: owner.0.clone(),
-        r#type: "scaledjob".into(),
+        r#type: "scaledjob",
         resource: owner.1.clone(),
     }
 }
@@ -609,7 +612,7 @@ mod tests {
             scaledObject: "sj".into(),
             scaler: "kafkaScaler".into(),
             triggerIndex: "0".into(),
-            r#type: "scaledjob".into(),
+            r#type: "scaledjob",
         }))
     }
 

@@ -1,5 +1,6 @@
 //! The reconcile: KEDA's reconcile steps (§2.2), then one poll (§2.4) decided by `jobtide-core`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -378,14 +379,24 @@ fn current_jobs(context: &Context, scaled_job: &ScaledJob) -> (Vec<JobFacts>, us
 }
 
 /// The scaler name KEDA puts in metric labels: the trigger's `name`, else its Go type's name.
-fn scaler_name(trigger: &jobtide_api::scaledjob::ScaleTrigger) -> String {
+fn scaler_name(trigger: &jobtide_api::scaledjob::ScaleTrigger) -> Cow<'static, str> {
     match trigger.name.as_deref() {
-        Some(name) if !name.is_empty() => name.to_owned(),
+        Some(name) if !name.is_empty() => name.to_owned().into(),
         _ => match trigger.type_.as_str() {
+            "kafka" => "kafkaScaler".into(),
             "apache-kafka" => "apacheKafkaScaler".into(),
-            other => format!("{}Scaler", other.replace('-', "")),
+            "kafka-dispatch" => "kafkadispatchScaler".into(),
+            other => format!("{}Scaler", other.replace('-', "")).into(),
         },
     }
+}
+
+/// A trigger's index as a label value (the first ten without an allocation each).
+fn trigger_index(index: usize) -> Cow<'static, str> {
+    const FIRST: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    FIRST
+        .get(index)
+        .map_or_else(|| index.to_string().into(), |i| (*i).into())
 }
 
 /// What a poll leaves to write: its part of the status and its events.
@@ -473,8 +484,8 @@ async fn poll(
             metric: metric_name.clone(),
             scaledObject: name.clone(),
             scaler: scaler_name(trigger),
-            triggerIndex: index.to_string(),
-            r#type: "scaledjob".into(),
+            triggerIndex: trigger_index(index),
+            r#type: "scaledjob",
         }));
         let measured_at = Instant::now();
         let measurement = match (resolved.resolve_error, resolved.parsed.config) {

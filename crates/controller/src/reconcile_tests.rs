@@ -76,3 +76,26 @@ async fn a_copy_older_than_the_finalizer_this_operator_added_waits_for_the_watch
     assert!(after.iter().all(|(_, status)| *status == 200), "{after:?}");
     assert!(after[1].0.ends_with("/status"), "{after:?}");
 }
+
+/// The scaler label is KEDA's `<type without dashes>Scaler` (or the trigger's name), whether
+/// or not it is one of the names kept without a copy; the trigger index is its decimal.
+#[test]
+fn scaler_labels_read_as_keda_writes_them() {
+    for (type_, expected) in [
+        ("kafka", "kafkaScaler"),
+        ("apache-kafka", "apacheKafkaScaler"),
+        ("kafka-dispatch", "kafkadispatchScaler"),
+        ("some-other", "someotherScaler"),
+    ] {
+        let trigger: jobtide_api::scaledjob::ScaleTrigger =
+            serde_json::from_value(serde_json::json!({"type": type_, "metadata": {}})).unwrap();
+        assert_eq!(super::scaler_name(&trigger), expected);
+    }
+    let named: jobtide_api::scaledjob::ScaleTrigger =
+        serde_json::from_value(serde_json::json!({"type": "kafka", "name": "lag", "metadata": {}}))
+            .unwrap();
+    assert_eq!(super::scaler_name(&named), "lag");
+    for index in [0, 7, 9, 10, 123] {
+        assert_eq!(super::trigger_index(index), index.to_string());
+    }
+}
