@@ -1,5 +1,6 @@
 //! What the ScaledJob store keeps of a ScaledJob: its metadata as it is, and its spec and status
-//! as compact JSON, read back into a whole `ScaledJob` when it is reconciled.
+//! as compact JSON ([`crate::packing`]: compressed against a typical ScaledJob), read back into
+//! a whole `ScaledJob` when it is reconciled.
 //!
 //! Why: k8s-openapi's structs hold every optional field inline, so an empty `ScaledJob` is 2,760
 //! bytes (its `jobTargetRef` is a `JobSpec` holding a whole `PodSpec`, each container 2,120 bytes)
@@ -13,6 +14,7 @@
 //! decodes each object once and keeps only this form.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use jobtide_api::{ScaledJob, ScaledJobSpec, ScaledJobStatus};
 use k8s_openapi::NamespaceResourceScope;
@@ -20,8 +22,58 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::Deserialize;
 
+use crate::packing::Packer;
+
 /// `kubectl apply`'s copy of the object as last applied.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Packs a ScaledJob's spec and status against a typical one's.
+static PACKER: LazyLock<Packer> =
+    LazyLock::new(|| Packer::new("ScaledJob", &dictionary().unwrap_or_default()));
+
+/// A typical ScaledJob's spec and status (a Kafka trigger with its usual parameters, a Job
+/// template, KEDA's conditions and messages), written as the kept ones are.
+fn dictionary() -> Result<Vec<u8>, serde_json::Error> {
+    let (spec, status): (ScaledJobSpec, Option<ScaledJobStatus>) = serde_json::from_value(
+        serde_json::json!([{
+            "jobTargetRef": {"parallelism": 1, "completions": 1, "activeDeadlineSeconds": 600,
+                "backoffLimit": 6, "template": {"metadata": {"labels": {"app": "worker"}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "worker",
+                    "image": "registry.example.com/worker:1.0.0", "imagePullPolicy": "IfNotPresent",
+                    "command": ["/bin/sh", "-c"], "args": ["process"],
+                    "env": [{"name": "KAFKA_TOPIC", "value": "orders"},
+                        {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "kafka-credentials", "key": "password"}}}],
+                    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                        "limits": {"cpu": "500m", "memory": "512Mi"}}}]}}},
+            "pollingInterval": 30, "successfulJobsHistoryLimit": 5, "failedJobsHistoryLimit": 5,
+            "minReplicaCount": 0, "maxReplicaCount": 100,
+            "scalingStrategy": {"strategy": "default"},
+            "triggers": [{"type": "kafka", "name": "kafka-trigger", "metadata": {
+                "bootstrapServers": "kafka.kafka.svc.cluster.local:9092", "consumerGroup": "my-group",
+                "topic": "orders", "lagThreshold": "5", "activationLagThreshold": "0",
+                "offsetResetPolicy": "earliest", "allowIdleConsumers": "false",
+                "scaleToZeroOnInvalidOffset": "false", "excludePersistentLag": "false",
+                "limitToPartitionsWithLag": "false", "partitionLimitation": "", "sasl": "plaintext",
+                "tls": "enable"}, "authenticationRef": {"name": "keda-trigger-auth-kafka-credential",
+                "kind": "TriggerAuthentication"}}]
+        }, {
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "ScaledJobReady",
+                    "message": jobtide_core::status::POLL_READY_MESSAGE},
+                {"type": "Active", "status": "False", "reason": "ScalerNotActive",
+                    "message": "Scaling is not performed because triggers are not active"},
+                {"type": "Active", "status": "True", "reason": "ScalerActive",
+                    "message": "Scaling is performed because triggers are active"},
+                {"type": "Fallback", "status": "False", "reason": "NoFallbackFound",
+                    "message": "No fallbacks are active on this scaled object"},
+                {"type": "Paused", "status": "False", "reason": "ScaledJobUnpaused",
+                    "message": "pause annotation removed for ScaledJob"}],
+            "lastActiveTime": "2026-01-01T00:00:00Z", "triggersTypes": "kafka",
+            "authenticationsTypes": "keda-trigger-auth-kafka-credential"
+        }]),
+    )?;
+    serde_json::to_vec(&(&spec, &status))
+}
 
 /// A ScaledJob as the operator's store keeps it.
 #[derive(Clone, Debug, Deserialize)]
@@ -33,7 +85,7 @@ pub struct KeptScaledJob {
     metadata: ObjectMeta,
     /// Whether it runs in dispatch mode (its Jobs' changes wake it at once).
     dispatch: bool,
-    /// `(spec, status)` as JSON.
+    /// `(spec, status)` as JSON, packed.
     packed: Box<[u8]>,
 }
 
@@ -60,16 +112,17 @@ impl TryFrom<ScaledJob> for KeptScaledJob {
         Ok(Self {
             metadata,
             dispatch: spec.dispatch_mode(),
-            packed: packed.into_boxed_slice(),
+            packed: PACKER.pack(&packed),
         })
     }
 }
 
 impl KeptScaledJob {
     /// The whole ScaledJob: the kept metadata, spec and status.
-    pub fn scaled_job(&self) -> Result<ScaledJob, serde_json::Error> {
+    pub fn scaled_job(&self) -> Result<ScaledJob, String> {
+        let json = PACKER.unpack(&self.packed)?;
         let (spec, status): (ScaledJobSpec, Option<ScaledJobStatus>) =
-            serde_json::from_slice(&self.packed)?;
+            serde_json::from_slice(&json).map_err(|error| error.to_string())?;
         Ok(ScaledJob {
             metadata: self.metadata.clone(),
             spec,
@@ -169,6 +222,39 @@ mod tests {
         assert!(!kept.dispatch_mode());
         // What the store keeps is smaller than the object it came from.
         assert!(kept.packed.len() < serde_json::to_vec(&original).unwrap().len());
+    }
+
+    #[test]
+    fn the_dictionary_is_a_whole_scaled_job_and_kept_ones_pack_small() {
+        let dictionary = dictionary().unwrap();
+        assert!(dictionary.len() > 1500, "{}", dictionary.len());
+        // The repository's example ScaledJobs (none of them the dictionary's), with the status
+        // their first poll writes.
+        let status = serde_json::json!({"conditions": [
+            {"type": "Ready", "status": "True", "reason": "ScaledJobReady",
+                "message": jobtide_core::status::POLL_READY_MESSAGE},
+            {"type": "Active", "status": "False", "reason": "ScalerNotActive",
+                "message": "Scaling is not performed because triggers are not active"}],
+            "triggersTypes": "kafka"});
+        for example in [
+            "dev-scaledjob.yaml",
+            "dev-dispatch.yaml",
+            "seed-scaledjob.yaml",
+        ] {
+            let path = format!("{}/../../examples/{example}", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut value: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+            value["status"] = status.clone();
+            let json = serde_json::to_vec(&(&value["spec"], &value["status"])).unwrap();
+            let kept: KeptScaledJob = serde_json::from_value(value).unwrap();
+            assert!(
+                kept.packed.len() * 2 < json.len(),
+                "{example}: {} bytes kept of {}",
+                kept.packed.len(),
+                json.len()
+            );
+            kept.scaled_job().unwrap();
+        }
     }
 
     #[test]

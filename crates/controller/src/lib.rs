@@ -28,6 +28,7 @@ pub mod leader;
 pub mod metrics;
 mod objects;
 pub mod operator;
+mod packing;
 pub mod ratelimit;
 mod reconcile;
 pub mod shards;
