@@ -18,7 +18,7 @@ use crate::events::Publisher;
 use crate::kept_scaled_job::KeptScaledJob;
 use crate::metrics::Metrics;
 use crate::objects::AuthObjects;
-use crate::state::ScaledJobState;
+use crate::state::{ScaledJobState, StateKey};
 
 /// The least time a Kafka client nobody uses stays open.
 pub(crate) const MIN_CLIENT_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -92,7 +92,7 @@ pub struct Context {
     /// ResourceQuota changes per namespace.
     pub(crate) quota_changes: crate::capacity::watch::QuotaChanges,
     /// Per ScaledJob (by uid): everything remembered between its reconciles.
-    states: Mutex<HashMap<String, ScaledJobState>>,
+    states: Mutex<HashMap<StateKey, ScaledJobState>>,
     events: Publisher,
     /// Asks the running controller to reconcile a ScaledJob now (a dispatcher whose ledger
     /// moved, so that its status follows); `None` while no controller runs.
@@ -179,7 +179,7 @@ impl Context {
             .states
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(states.entry(uid.to_owned()).or_default())
+        f(states.entry(StateKey::of(uid)).or_default())
     }
 
     /// Runs `f` on the state of the ScaledJob `uid` if it has one (never creates it: a deleted
@@ -189,7 +189,7 @@ impl Context {
             .states
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(state) = states.get_mut(uid) {
+        if let Some(state) = states.get_mut(&StateKey::of(uid)) {
             f(state);
         }
     }
@@ -259,8 +259,8 @@ impl Context {
         self.states
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(uid)
-            .is_some_and(|state| state.quota_block.is_some())
+            .get(&StateKey::of(uid))
+            .is_some_and(|state| state.quota_block().is_some())
     }
 
     /// Drops the state of a deleted ScaledJob, returning it.
@@ -268,7 +268,7 @@ impl Context {
         self.states
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(uid)
+            .remove(&StateKey::of(uid))
     }
 
     /// Closes the Kafka clients no trigger used for three times the longest `pollingInterval`

@@ -95,43 +95,45 @@ async fn fetch(client: &Client, key: &ObjectKey) -> Result<Fetched, kube::Error>
             .get_opt(name)
             .await?
             .map(|secret| {
-                let version = version_of(kind, &secret);
+                let version = version_of(kind, &secret).into();
                 (
                     version,
-                    Value::Secret(jobtide_api::resolve::secret_data(secret)),
+                    Value::secret(jobtide_api::resolve::secret_data(secret)),
                 )
             }),
         Kind::ConfigMap => Api::<ConfigMap>::namespaced(client.clone(), namespace)
             .get_opt(name)
             .await?
             .map(|config_map| {
-                let version = version_of(kind, &config_map);
+                let version = version_of(kind, &config_map).into();
                 (
                     version,
-                    Value::ConfigMap(config_map.data.unwrap_or_default()),
+                    Value::config_map(config_map.data.unwrap_or_default()),
                 )
             }),
         Kind::TriggerAuthentication => {
-            Api::<TriggerAuthentication>::namespaced(client.clone(), namespace)
+            match Api::<TriggerAuthentication>::namespaced(client.clone(), namespace)
                 .get_opt(name)
                 .await?
-                .map(|ta| {
-                    (
-                        version_of(kind, &ta),
-                        Value::Authentication(Box::new(ta.spec)),
-                    )
-                })
+            {
+                Some(ta) => Some((
+                    version_of(kind, &ta).into(),
+                    Value::authentication(&ta.spec).map_err(kube::Error::SerdeError)?,
+                )),
+                None => None,
+            }
         }
         Kind::ClusterTriggerAuthentication => {
-            Api::<ClusterTriggerAuthentication>::all(client.clone())
+            match Api::<ClusterTriggerAuthentication>::all(client.clone())
                 .get_opt(name)
                 .await?
-                .map(|cta| {
-                    (
-                        version_of(kind, &cta),
-                        Value::Authentication(Box::new(cta.spec.0)),
-                    )
-                })
+            {
+                Some(cta) => Some((
+                    version_of(kind, &cta).into(),
+                    Value::authentication(&cta.spec.0).map_err(kube::Error::SerdeError)?,
+                )),
+                None => None,
+            }
         }
     })
 }
@@ -148,8 +150,8 @@ impl Recording<'_> {
     fn read(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
         let key = ObjectKey {
             kind,
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
+            namespace: namespace.into(),
+            name: name.into(),
         };
         let lookup = self.objects.get(&key);
         let mut reads = self.reads.borrow_mut();
@@ -171,17 +173,11 @@ impl Recording<'_> {
 
 impl ObjectLookup for Recording<'_> {
     fn secret(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, Secret>> {
-        match self.read(Kind::Secret, namespace, name)? {
-            Value::Secret(data) => Some(data),
-            _ => None,
-        }
+        self.read(Kind::Secret, namespace, name)?.to_secret()
     }
 
     fn config_map(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
-        match self.read(Kind::ConfigMap, namespace, name)? {
-            Value::ConfigMap(data) => Some(data),
-            _ => None,
-        }
+        self.read(Kind::ConfigMap, namespace, name)?.to_config_map()
     }
 
     fn trigger_authentication(
@@ -189,16 +185,12 @@ impl ObjectLookup for Recording<'_> {
         namespace: &str,
         name: &str,
     ) -> Option<TriggerAuthenticationSpec> {
-        match self.read(Kind::TriggerAuthentication, namespace, name)? {
-            Value::Authentication(spec) => Some(*spec),
-            _ => None,
-        }
+        self.read(Kind::TriggerAuthentication, namespace, name)?
+            .to_authentication()
     }
 
     fn cluster_trigger_authentication(&self, name: &str) -> Option<TriggerAuthenticationSpec> {
-        match self.read(Kind::ClusterTriggerAuthentication, "", name)? {
-            Value::Authentication(spec) => Some(*spec),
-            _ => None,
-        }
+        self.read(Kind::ClusterTriggerAuthentication, "", name)?
+            .to_authentication()
     }
 }

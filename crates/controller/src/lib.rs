@@ -26,6 +26,7 @@ pub mod kept_scaled_job;
 pub mod lag_history;
 pub mod leader;
 pub mod metrics;
+mod object_value;
 mod objects;
 pub mod operator;
 mod packing;

@@ -499,9 +499,7 @@ async fn poll(
                     .to_owned(),
             )),
             (None, Ok(config)) => {
-                let previous = context.with_state(&uid, |state| {
-                    state.memories.get(&index).cloned().unwrap_or_default()
-                });
+                let previous = context.with_state(&uid, |state| state.memory(index));
                 match measure_trigger(
                     &context.pool,
                     &config,
@@ -514,7 +512,7 @@ async fn poll(
                 {
                     Ok(measured) => {
                         context.with_state(&uid, |state| {
-                            state.memories.insert(index, measured.memory.clone());
+                            state.set_memory(index, measured.memory.clone());
                         });
                         context.record_lag(
                             scaled_job,
@@ -562,7 +560,7 @@ async fn poll(
             .get(crashloop::DISABLE_ANNOTATION)
             .map(String::as_str),
     );
-    let guard_state = context.with_state(&uid, |state| state.crash_loop.clone());
+    let guard_state = context.with_state(&uid, |state| state.crash_loop());
     let decision = tracing::info_span!("decide").in_scope(|| {
         decide_poll(&PollInput {
             triggers: &triggers,
@@ -598,7 +596,7 @@ async fn poll(
     if matches!(verdict, Verdict::BackingOff { tripped: true, .. }) {
         context.metrics.crash_loop_tripped();
     }
-    context.with_state(&uid, |state| state.crash_loop = guard_state);
+    context.with_state(&uid, |state| state.set_crash_loop(guard_state));
     tracing::debug!(
         scaled_job = %name,
         %namespace,

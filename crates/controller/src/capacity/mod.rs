@@ -144,10 +144,12 @@ pub(crate) async fn annotate(
     if creating {
         let jobs = context.jobs.of(&Context::owner(scaled_job));
         let read = kueue::admissions(context, &namespace, &jobs, facts).await;
-        context.with_state(&uid, |state| state.kueue_admissions = read);
+        context.with_state(&uid, |state| state.set_kueue_admissions(read));
     }
     context.with_state(&uid, |state| {
-        apply_admissions(facts, &state.kueue_admissions);
+        if let Some(admissions) = state.kueue_admissions() {
+            apply_admissions(facts, admissions);
+        }
     });
 }
 
@@ -192,7 +194,7 @@ pub(crate) async fn assess_dispatch(
 
 /// The quota refusal in force for `uid`, as `core` reads it.
 pub(crate) fn refusal(context: &Context, uid: &str, namespace: &str) -> Option<QuotaRefusal> {
-    let block = context.with_state(uid, |state| state.quota_block.clone())?;
+    let block = context.with_state(uid, |state| state.quota_block().cloned())?;
     Some(block.refusal(context.quota_changes.of(namespace), Instant::now()))
 }
 
@@ -200,17 +202,17 @@ pub(crate) fn refusal(context: &Context, uid: &str, namespace: &str) -> Option<Q
 pub(crate) fn refused(context: &Context, uid: &str, namespace: &str, message: String) {
     let changes = context.quota_changes.of(namespace);
     context.with_state(uid, |state| {
-        state.quota_block = Some(QuotaBlock {
+        state.set_quota_block(Some(QuotaBlock {
             message,
             at: Instant::now(),
             changes,
-        });
+        }));
     });
 }
 
 /// A Job was created: no quota refusal is in force any more.
 pub(crate) fn created(context: &Context, uid: &str) {
-    context.with_existing_state(uid, |state| state.quota_block = None);
+    context.with_existing_state(uid, |state| state.set_quota_block(None));
 }
 
 /// Kueue's admission for a Job whose Workload shows `conditions` (`None`: no Workload found).
