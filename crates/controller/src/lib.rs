@@ -28,6 +28,7 @@ pub mod leader;
 pub mod metrics;
 mod objects;
 pub mod operator;
+mod owned_index;
 pub mod ratelimit;
 mod reconcile;
 pub mod shards;
