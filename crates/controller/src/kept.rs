@@ -9,7 +9,11 @@
 //! ([`Kept::restore`]): a `Job` or `Pod` with exactly these fields, the rest `None`, as the
 //! cache served before.
 
+use std::collections::BTreeMap;
+
+use jobtide_api::facts::KUEUE_QUEUE_NAME_LABEL;
 use jobtide_api::job::SCALED_JOB_NAME_LABEL;
+use jobtide_core::dispatch::{ATTEMPT_LABEL, DISPATCH_LABEL, OFFSET_LABEL, PARTITION_LABEL};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -78,11 +82,42 @@ fn kept_metadata(meta: &ObjectMeta) -> ObjectMeta {
     }
 }
 
-/// A Job as kept: metadata, status, and of the spec `suspend` only (Kueue holds suspended Jobs).
+/// The Job labels a poll reads: its ScaledJob's, Kueue's queue name
+/// (`jobtide_api::facts::kueue_suspended`) and a dispatched Job's coordinates
+/// (`JobCoordinates::from_labels`). The rest (the template's own labels, often several
+/// `app.kubernetes.io/*`) are not read of a cached Job.
+const JOB_LABELS_READ: [&str; 6] = [
+    SCALED_JOB_NAME_LABEL,
+    KUEUE_QUEUE_NAME_LABEL,
+    PARTITION_LABEL,
+    OFFSET_LABEL,
+    ATTEMPT_LABEL,
+    DISPATCH_LABEL,
+];
+
+/// Only the `labels` a poll reads.
+fn labels_read(
+    labels: Option<&BTreeMap<String, String>>,
+    read: &[&str],
+) -> Option<BTreeMap<String, String>> {
+    labels.map(|labels| {
+        labels
+            .iter()
+            .filter(|(key, _)| read.contains(&key.as_str()))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
+    })
+}
+
+/// A Job as kept: metadata (with [`JOB_LABELS_READ`] only), status, and of the spec `suspend`
+/// only (Kueue holds suspended Jobs).
 impl Kept for Job {
     fn slim(job: &Self) -> Self {
         Self {
-            metadata: kept_metadata(&job.metadata),
+            metadata: ObjectMeta {
+                labels: labels_read(job.metadata.labels.as_ref(), &JOB_LABELS_READ),
+                ..kept_metadata(&job.metadata)
+            },
             spec: job
                 .spec
                 .as_ref()
@@ -115,13 +150,7 @@ const POD_LABELS_READ: [&str; 3] = [
 impl Kept for Pod {
     fn slim(pod: &Self) -> Self {
         let meta = &pod.metadata;
-        let labels = meta.labels.as_ref().map(|labels| {
-            labels
-                .iter()
-                .filter(|(key, _)| POD_LABELS_READ.contains(&key.as_str()))
-                .map(|(key, value)| (key.clone(), value.clone()))
-                .collect()
-        });
+        let labels = labels_read(meta.labels.as_ref(), &POD_LABELS_READ);
         Self {
             metadata: ObjectMeta {
                 name: meta.name.clone(),
@@ -158,9 +187,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_kept_job_restores_its_metadata_suspend_and_status_without_the_rest() {
+    fn a_kept_job_restores_its_metadata_with_the_labels_read_suspend_and_status_without_the_rest() {
         let job: Job = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "j", "namespace": "ns", "labels": {"a": "b"},
+            "metadata": {"name": "j", "namespace": "ns",
+                "labels": {"a": "b", SCALED_JOB_NAME_LABEL: "sj", KUEUE_QUEUE_NAME_LABEL: "q",
+                    PARTITION_LABEL: "1", OFFSET_LABEL: "2", ATTEMPT_LABEL: "3", DISPATCH_LABEL: "0000abcd"},
                 "annotations": {"c": "d"}, "uid": "u", "resourceVersion": "7",
                 "managedFields": [{"manager": "kubectl"}],
                 "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "x", "uid": "y"}]},
@@ -171,13 +202,25 @@ mod tests {
         .unwrap();
         let restored = Job::restore(&Job::keep(&job).unwrap()).unwrap();
         let expected: Job = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "j", "namespace": "ns", "labels": {"a": "b"},
+            "metadata": {"name": "j", "namespace": "ns",
+                "labels": {SCALED_JOB_NAME_LABEL: "sj", KUEUE_QUEUE_NAME_LABEL: "q",
+                    PARTITION_LABEL: "1", OFFSET_LABEL: "2", ATTEMPT_LABEL: "3", DISPATCH_LABEL: "0000abcd"},
                 "annotations": {"c": "d"}, "uid": "u", "resourceVersion": "7"},
             "spec": {"suspend": true, "template": {}},
             "status": {"active": 1, "conditions": [{"type": "Suspended", "status": "True"}]},
         }))
         .unwrap();
         assert_eq!(restored, expected);
+        // What the polls read of a Job's labels survives.
+        assert_eq!(
+            jobtide_api::facts::kueue_suspended(&restored),
+            jobtide_api::facts::kueue_suspended(&job)
+        );
+        let coordinates = |job: &Job| {
+            jobtide_core::dispatch::JobCoordinates::from_labels(job.metadata.labels.as_ref()?)
+        };
+        assert!(coordinates(&job).is_some());
+        assert_eq!(coordinates(&restored), coordinates(&job));
         let unsuspended = Job {
             spec: Some(JobSpec::default()),
             ..job
