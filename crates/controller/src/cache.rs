@@ -11,22 +11,22 @@ use kube::runtime::watcher;
 use tokio::sync::watch;
 
 use crate::kept::{Kept, Packed};
+use crate::owned_index::{Index, joined, split};
 
 /// A ScaledJob as (namespace, name).
 pub type OwnerKey = (String, String);
 
 /// Objects labelled `scaledjob.keda.sh/name`, indexed by their ScaledJob, kept in their small
-/// form ([`crate::kept`]: only what the polls read, as JSON).
+/// form ([`crate::kept`]: only what the polls read, as JSON; [`crate::owned_index`]: the index).
 pub struct OwnedCache<K: Kept> {
     state: RwLock<State>,
     ready: watch::Sender<bool>,
     kind: std::marker::PhantomData<fn() -> K>,
 }
 
+#[derive(Default)]
 struct State {
-    by_owner: HashMap<OwnerKey, HashMap<String, Packed>>,
-    /// (namespace, name) → owner, to move an object whose label changed.
-    owner_of: HashMap<(String, String), OwnerKey>,
+    index: Index,
     /// Objects of a re-list in progress; swapped in at its end.
     relist: Option<Vec<(Identity, Packed)>>,
 }
@@ -40,47 +40,31 @@ impl<K: Kept> std::fmt::Debug for OwnedCache<K> {
 impl<K: Kept> Default for OwnedCache<K> {
     fn default() -> Self {
         Self {
-            state: RwLock::new(State {
-                by_owner: HashMap::new(),
-                owner_of: HashMap::new(),
-                relist: None,
-            }),
+            state: RwLock::new(State::default()),
             ready: watch::Sender::new(false),
             kind: std::marker::PhantomData,
         }
     }
 }
 
-/// An object's (namespace, name) and its owner.
-type Identity = ((String, String), OwnerKey);
-
-fn identity(meta: &ObjectMeta) -> Option<Identity> {
-    let namespace = meta.namespace.clone()?;
-    let name = meta.name.clone()?;
-    let owner = meta.labels.as_ref()?.get(SCALED_JOB_NAME_LABEL)?.clone();
-    Some(((namespace.clone(), name), (namespace, owner)))
+/// An object's key `"namespace/name"` and its ScaledJob's `"namespace/scaledjob"` (`None`: not
+/// labelled with one).
+struct Identity {
+    key: String,
+    owner: Option<String>,
 }
 
-impl State {
-    fn remove(&mut self, key: &(String, String)) {
-        if let Some(owner) = self.owner_of.remove(key)
-            && let Some(objects) = self.by_owner.get_mut(&owner)
-        {
-            objects.remove(&key.1);
-            if objects.is_empty() {
-                self.by_owner.remove(&owner);
-            }
-        }
-    }
-
-    fn insert(&mut self, (key, owner): Identity, object: Packed) {
-        self.remove(&key);
-        self.by_owner
-            .entry(owner.clone())
-            .or_default()
-            .insert(key.1.clone(), object);
-        self.owner_of.insert(key, owner);
-    }
+fn identity(meta: &ObjectMeta) -> Option<Identity> {
+    let namespace = meta.namespace.as_deref()?;
+    let owner = meta
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(SCALED_JOB_NAME_LABEL))
+        .map(|owner| joined(namespace, owner));
+    Some(Identity {
+        key: joined(namespace, meta.name.as_deref()?),
+        owner,
+    })
 }
 
 /// An object's identity and kept form (`None`: not labelled with a ScaledJob). One that can't
@@ -88,26 +72,35 @@ impl State {
 /// and label only ([`restored`]).
 fn kept<K: Kept>(object: &K) -> Option<(Identity, Packed)> {
     let identity = identity(object.meta())?;
+    identity.owner.as_ref()?;
     let packed = K::keep(object).unwrap_or_else(|error| {
-        tracing::error!(kind = %K::kind(&()), namespace = %identity.0.0, name = %identity.0.1,
-            %error, "could not keep a cached object");
+        tracing::error!(kind = %K::kind(&()), key = %identity.key, %error,
+            "could not keep a cached object");
         Packed::default()
     });
     Some((identity, packed))
 }
 
+impl State {
+    fn insert(&mut self, identity: &Identity, packed: Packed) {
+        if let Some(owner) = &identity.owner {
+            self.index.insert(&identity.key, owner, packed);
+        }
+    }
+}
+
 /// A kept object read back. One that doesn't read (it can't: it was written from one) is logged
 /// and served with its name and label only, the rest `None`: a Job without status counts as
 /// running, so no Job is created in its place.
-fn restored<K: Kept>(owner: &OwnerKey, name: &str, packed: &[u8]) -> Arc<K> {
+fn restored<K: Kept>(key: &str, owner: &str, packed: &[u8]) -> Arc<K> {
     let object = K::restore(packed).unwrap_or_else(|error| {
-        tracing::error!(kind = %K::kind(&()), namespace = %owner.0, name,
-            %error, "a cached object did not read back");
+        tracing::error!(kind = %K::kind(&()), key, %error, "a cached object did not read back");
+        let (namespace, name) = split(key);
         let mut object = K::default();
         let meta = object.meta_mut();
         meta.name = Some(name.to_owned());
-        meta.namespace = Some(owner.0.clone());
-        meta.labels = Some([(SCALED_JOB_NAME_LABEL.to_owned(), owner.1.clone())].into());
+        meta.namespace = Some(namespace.to_owned());
+        meta.labels = Some([(SCALED_JOB_NAME_LABEL.to_owned(), split(owner).1.to_owned())].into());
         object
     });
     Arc::new(object)
@@ -120,31 +113,35 @@ impl<K: Kept> OwnedCache<K> {
             return;
         };
         match event {
-            watcher::Event::Apply(object) => {
-                if let Some(kept) = kept(object) {
-                    state.insert(kept.0, kept.1);
+            watcher::Event::Apply(object) => match kept(object) {
+                Some((identity, packed)) => state.insert(&identity, packed),
+                // No longer labelled: no longer this cache's (the watch selects by the label, so
+                // it sends a delete instead; this is in case it doesn't).
+                None => {
+                    if let Some(identity) = identity(object.meta()) {
+                        state.index.remove(&identity.key);
+                    }
                 }
-            }
+            },
             watcher::Event::Delete(object) => {
-                if let Some((key, _)) = identity(object.meta()) {
-                    state.remove(&key);
+                if let Some(identity) = identity(object.meta()) {
+                    state.index.remove(&identity.key);
                 }
             }
             watcher::Event::Init => state.relist = Some(Vec::new()),
             watcher::Event::InitApply(object) => {
-                if let Some(kept) = kept(object) {
+                if let Some((identity, packed)) = kept(object) {
                     match &mut state.relist {
-                        Some(relist) => relist.push(kept),
-                        None => state.insert(kept.0, kept.1),
+                        Some(relist) => relist.push((identity, packed)),
+                        None => state.insert(&identity, packed),
                     }
                 }
             }
             watcher::Event::InitDone => {
                 let relist = state.relist.take().unwrap_or_default();
-                state.by_owner.clear();
-                state.owner_of.clear();
-                for (identity, object) in relist {
-                    state.insert(identity, object);
+                state.index = Index::default();
+                for (identity, packed) in relist {
+                    state.insert(&identity, packed);
                 }
                 drop(state);
                 self.ready.send_replace(true);
@@ -155,30 +152,23 @@ impl<K: Kept> OwnedCache<K> {
     /// The object `name` in `namespace`, as kept.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
         let state = self.state.read().ok()?;
-        let owner = state
-            .owner_of
-            .get(&(namespace.to_owned(), name.to_owned()))?;
-        state
-            .by_owner
-            .get(owner)?
-            .get(name)
-            .map(|kept| restored(owner, name, kept))
+        let key = joined(namespace, name);
+        let (owner, packed) = state.index.get(&key)?;
+        Some(restored(&key, owner, packed))
     }
 
     /// The objects of one ScaledJob, as kept (a poll reads a ScaledJob's few objects; the
     /// restored copies live as long as it does).
     pub fn of(&self, owner: &OwnerKey) -> Vec<Arc<K>> {
-        self.state
-            .read()
-            .ok()
-            .and_then(|state| {
-                state.by_owner.get(owner).map(|m| {
-                    m.iter()
-                        .map(|(name, kept)| restored(owner, name, kept))
-                        .collect()
-                })
-            })
-            .unwrap_or_default()
+        let Ok(state) = self.state.read() else {
+            return Vec::new();
+        };
+        let owner = joined(&owner.0, &owner.1);
+        state
+            .index
+            .of(&owner)
+            .map(|(key, packed)| restored(key, &owner, packed))
+            .collect()
     }
 
     /// Marks the cache as not synced until the next full list ends (a new watch starts).
@@ -322,24 +312,49 @@ mod tests {
     }
 
     #[test]
+    fn a_delete_or_an_unlabelled_update_removes_the_object_whatever_its_last_label() {
+        let cache = OwnedCache::default();
+        cache.apply(&watcher::Event::Apply(job("a-1", "a")));
+        cache.apply(&watcher::Event::Apply(job("a-2", "a")));
+        let mut unlabelled = job("a-1", "a");
+        unlabelled.metadata.labels = None;
+        cache.apply(&watcher::Event::Delete(unlabelled.clone()));
+        assert_eq!(names(&cache, "a"), ["a-2"]);
+        assert!(cache.get("ns", "a-1").is_none());
+        unlabelled.metadata.name = Some("a-2".into());
+        cache.apply(&watcher::Event::Apply(unlabelled));
+        assert!(names(&cache, "a").is_empty());
+    }
+
+    #[test]
+    fn get_serves_one_object_by_namespace_and_name() {
+        let cache = OwnedCache::default();
+        cache.apply(&watcher::Event::Apply(job("a-1", "a")));
+        assert_eq!(cache.get("ns", "a-1").as_deref(), Some(&job("a-1", "a")));
+        assert!(cache.get("other", "a-1").is_none());
+    }
+
+    #[test]
     fn a_relist_replaces_the_state_when_it_ends() {
         let cache = OwnedCache::default();
         cache.apply(&watcher::Event::Apply(job("gone", "a")));
         cache.apply(&watcher::Event::Init);
         cache.apply(&watcher::Event::InitApply(job("kept", "a")));
+        cache.apply(&watcher::Event::InitApply(job("moved", "b")));
         // Until the re-list ends, the old state is served.
         assert_eq!(names(&cache, "a"), ["gone"]);
         cache.apply(&watcher::Event::InitDone);
         assert_eq!(names(&cache, "a"), ["kept"]);
+        assert_eq!(names(&cache, "b"), ["moved"]);
+        assert!(cache.get("ns", "gone").is_none());
         assert!(cache.is_ready());
     }
 
     #[test]
     fn an_object_that_does_not_read_back_is_served_as_a_job_without_status() {
-        let owner: OwnerKey = ("ns".into(), "a".into());
-        let served: Arc<Job> = restored(&owner, "a-1", b"{not json");
+        let served: Arc<Job> = restored("ns/a-1", "ns/a", b"{not json");
         assert_eq!(*served, job("a-1", "a"));
-        let kept: Arc<Job> = restored(&owner, "a-1", &Job::keep(&job("a-1", "a")).unwrap());
+        let kept: Arc<Job> = restored("ns/a-1", "ns/a", &Job::keep(&job("a-1", "a")).unwrap());
         assert_eq!(*kept, job("a-1", "a"));
     }
 

@@ -5,12 +5,17 @@
 //! empty `Pod` 2,176 (k8s-openapi 0.29, x86_64) before any of their strings, and each label is
 //! two `String`s in a B-tree node. A kept Job is its metadata, `spec.suspend` and status, a kept
 //! Pod its metadata and status without the container statuses, written as the JSON the API
-//! server would send for them: a few hundred bytes each. A poll gets the object back
+//! server would send for them: a few hundred bytes each (a pod only the fields the polls read). A poll gets the object back
 //! ([`Kept::restore`]): a `Job` or `Pod` with exactly these fields, the rest `None`, as the
 //! cache served before.
 
+use std::collections::BTreeMap;
+
+use jobtide_api::facts::KUEUE_QUEUE_NAME_LABEL;
+use jobtide_api::job::SCALED_JOB_NAME_LABEL;
+use jobtide_core::dispatch::{ATTEMPT_LABEL, DISPATCH_LABEL, OFFSET_LABEL, PARTITION_LABEL};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::Serialize;
@@ -77,11 +82,42 @@ fn kept_metadata(meta: &ObjectMeta) -> ObjectMeta {
     }
 }
 
-/// A Job as kept: metadata, status, and of the spec `suspend` only (Kueue holds suspended Jobs).
+/// The Job labels a poll reads: its ScaledJob's, Kueue's queue name
+/// (`jobtide_api::facts::kueue_suspended`) and a dispatched Job's coordinates
+/// (`JobCoordinates::from_labels`). The rest (the template's own labels, often several
+/// `app.kubernetes.io/*`) are not read of a cached Job.
+const JOB_LABELS_READ: [&str; 6] = [
+    SCALED_JOB_NAME_LABEL,
+    KUEUE_QUEUE_NAME_LABEL,
+    PARTITION_LABEL,
+    OFFSET_LABEL,
+    ATTEMPT_LABEL,
+    DISPATCH_LABEL,
+];
+
+/// Only the `labels` a poll reads.
+fn labels_read(
+    labels: Option<&BTreeMap<String, String>>,
+    read: &[&str],
+) -> Option<BTreeMap<String, String>> {
+    labels.map(|labels| {
+        labels
+            .iter()
+            .filter(|(key, _)| read.contains(&key.as_str()))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
+    })
+}
+
+/// A Job as kept: metadata (with [`JOB_LABELS_READ`] only), status, and of the spec `suspend`
+/// only (Kueue holds suspended Jobs).
 impl Kept for Job {
     fn slim(job: &Self) -> Self {
         Self {
-            metadata: kept_metadata(&job.metadata),
+            metadata: ObjectMeta {
+                labels: labels_read(job.metadata.labels.as_ref(), &JOB_LABELS_READ),
+                ..kept_metadata(&job.metadata)
+            },
             spec: job
                 .spec
                 .as_ref()
@@ -95,18 +131,52 @@ impl Kept for Job {
     }
 }
 
-/// A pod as kept: metadata, and its status without the container statuses (a poll reads the
-/// phase, the conditions and the scheduling verdict).
+/// The pod labels a poll reads: its ScaledJob's, and its Job's under either name (the Job
+/// controller sets both; `jobtide_api::facts` and `job_metrics` read them).
+const POD_LABELS_READ: [&str; 3] = [
+    SCALED_JOB_NAME_LABEL,
+    "job-name",
+    "batch.kubernetes.io/job-name",
+];
+
+/// A pod as kept: exactly what the polls read (`jobtide_api::facts::pod_facts`,
+/// `job_metrics::JobTimes`): its name, namespace and [`POD_LABELS_READ`]; its
+/// phase, start time, reason and message; its conditions' type, status, reason and message.
+/// Not its spec, container statuses, IPs, QoS class, uid, resource version, creation time,
+/// annotations, finalizers or condition times: none is read, and on a real cluster they are most of a pod
+/// (a Job controller's pod carries five conditions with their times, the owner's template labels
+/// and a tracking finalizer). A poll that reads another field adds it here (the test below
+/// shows what the polls read survives).
 impl Kept for Pod {
     fn slim(pod: &Self) -> Self {
+        let meta = &pod.metadata;
+        let labels = labels_read(meta.labels.as_ref(), &POD_LABELS_READ);
         Self {
-            metadata: kept_metadata(&pod.metadata),
+            metadata: ObjectMeta {
+                name: meta.name.clone(),
+                namespace: meta.namespace.clone(),
+                labels,
+                ..ObjectMeta::default()
+            },
             spec: None,
             status: pod.status.as_ref().map(|status| PodStatus {
-                container_statuses: None,
-                init_container_statuses: None,
-                ephemeral_container_statuses: None,
-                ..status.clone()
+                phase: status.phase.clone(),
+                start_time: status.start_time.clone(),
+                reason: status.reason.clone(),
+                message: status.message.clone(),
+                conditions: status.conditions.as_ref().map(|conditions| {
+                    conditions
+                        .iter()
+                        .map(|c| PodCondition {
+                            type_: c.type_.clone(),
+                            status: c.status.clone(),
+                            reason: c.reason.clone(),
+                            message: c.message.clone(),
+                            ..PodCondition::default()
+                        })
+                        .collect()
+                }),
+                ..PodStatus::default()
             }),
         }
     }
@@ -117,9 +187,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_kept_job_restores_its_metadata_suspend_and_status_without_the_rest() {
+    fn a_kept_job_restores_its_metadata_with_the_labels_read_suspend_and_status_without_the_rest() {
         let job: Job = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "j", "namespace": "ns", "labels": {"a": "b"},
+            "metadata": {"name": "j", "namespace": "ns",
+                "labels": {"a": "b", SCALED_JOB_NAME_LABEL: "sj", KUEUE_QUEUE_NAME_LABEL: "q",
+                    PARTITION_LABEL: "1", OFFSET_LABEL: "2", ATTEMPT_LABEL: "3", DISPATCH_LABEL: "0000abcd"},
                 "annotations": {"c": "d"}, "uid": "u", "resourceVersion": "7",
                 "managedFields": [{"manager": "kubectl"}],
                 "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "x", "uid": "y"}]},
@@ -130,13 +202,25 @@ mod tests {
         .unwrap();
         let restored = Job::restore(&Job::keep(&job).unwrap()).unwrap();
         let expected: Job = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "j", "namespace": "ns", "labels": {"a": "b"},
+            "metadata": {"name": "j", "namespace": "ns",
+                "labels": {SCALED_JOB_NAME_LABEL: "sj", KUEUE_QUEUE_NAME_LABEL: "q",
+                    PARTITION_LABEL: "1", OFFSET_LABEL: "2", ATTEMPT_LABEL: "3", DISPATCH_LABEL: "0000abcd"},
                 "annotations": {"c": "d"}, "uid": "u", "resourceVersion": "7"},
             "spec": {"suspend": true, "template": {}},
             "status": {"active": 1, "conditions": [{"type": "Suspended", "status": "True"}]},
         }))
         .unwrap();
         assert_eq!(restored, expected);
+        // What the polls read of a Job's labels survives.
+        assert_eq!(
+            jobtide_api::facts::kueue_suspended(&restored),
+            jobtide_api::facts::kueue_suspended(&job)
+        );
+        let coordinates = |job: &Job| {
+            jobtide_core::dispatch::JobCoordinates::from_labels(job.metadata.labels.as_ref()?)
+        };
+        assert!(coordinates(&job).is_some());
+        assert_eq!(coordinates(&restored), coordinates(&job));
         let unsuspended = Job {
             spec: Some(JobSpec::default()),
             ..job
@@ -149,23 +233,68 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_kept_pod_restores_its_metadata_and_status_without_spec_or_container_statuses() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"}},
+    /// A pod as the Job controller and kubelet leave it: every field the kept form drops set.
+    fn full_pod(phase: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "sj-abcde-x1", "namespace": "ns", "uid": "u", "resourceVersion": "9",
+                "generateName": "sj-abcde-", "creationTimestamp": "2026-11-28T09:58:00Z",
+                "labels": {SCALED_JOB_NAME_LABEL: "sj", "job-name": "sj-abcde",
+                    "batch.kubernetes.io/job-name": "sj-abcde", "controller-uid": "c",
+                    "batch.kubernetes.io/controller-uid": "c", "app": "worker"},
+                "annotations": {"a": "b"}, "finalizers": ["batch.kubernetes.io/job-tracking"],
+                "managedFields": [{"manager": "kubelet"}],
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "sj-abcde", "uid": "c"}]},
             "spec": {"containers": [{"name": "c", "image": "i"}]},
-            "status": {"phase": "Pending",
-                "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}],
+            "status": {"phase": phase, "startTime": "2026-11-28T09:59:00Z",
+                "hostIP": "10.0.0.1", "hostIPs": [{"ip": "10.0.0.1"}], "podIP": "10.1.0.7",
+                "podIPs": [{"ip": "10.1.0.7"}], "qosClass": "BestEffort", "nominatedNodeName": "n",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                        "message": "0/3 nodes are available", "lastProbeTime": null,
+                        "lastTransitionTime": "2026-11-28T09:58:01Z"},
+                    {"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-28T09:59:01Z"}],
                 "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0}]},
         }))
-        .unwrap();
-        let restored = Pod::restore(&Pod::keep(&pod).unwrap()).unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn a_kept_pod_restores_what_the_polls_read_and_nothing_else() {
+        let restored = Pod::restore(&Pod::keep(&full_pod("Pending")).unwrap()).unwrap();
         let expected: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"}},
-            "status": {"phase": "Pending",
-                "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]},
+            "metadata": {"name": "sj-abcde-x1", "namespace": "ns",
+                "labels": {SCALED_JOB_NAME_LABEL: "sj", "job-name": "sj-abcde",
+                    "batch.kubernetes.io/job-name": "sj-abcde"}},
+            "status": {"phase": "Pending", "startTime": "2026-11-28T09:59:00Z",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                        "message": "0/3 nodes are available"},
+                    {"type": "Ready", "status": "True"}]},
         }))
         .unwrap();
         assert_eq!(restored, expected);
+    }
+
+    #[test]
+    fn the_polls_read_the_same_of_a_kept_pod_as_of_the_full_one() {
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "sj-abcde", "namespace": "ns",
+                "creationTimestamp": "2026-11-28T09:57:00Z"},
+            "status": {"completionTime": "2026-11-28T10:00:00Z"},
+        }))
+        .unwrap();
+        for phase in ["Pending", "Running", "Succeeded", "Failed"] {
+            let full = std::sync::Arc::new(full_pod(phase));
+            let kept = std::sync::Arc::new(Pod::restore(&Pod::keep(&full).unwrap()).unwrap());
+            assert_eq!(
+                jobtide_api::facts::jobs_facts(&[&job], std::slice::from_ref(&kept)),
+                jobtide_api::facts::jobs_facts(&[&job], std::slice::from_ref(&full)),
+            );
+            let now = std::time::SystemTime::now();
+            assert_eq!(
+                crate::job_metrics::JobTimes::of(&job, &[kept], now),
+                crate::job_metrics::JobTimes::of(&job, &[full], now),
+            );
+        }
     }
 }

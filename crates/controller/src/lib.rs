@@ -29,6 +29,7 @@ pub mod metrics;
 mod object_value;
 mod objects;
 pub mod operator;
+mod owned_index;
 mod packing;
 pub mod ratelimit;
 mod reconcile;

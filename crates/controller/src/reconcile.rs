@@ -100,10 +100,11 @@ pub(crate) async fn reconcile(
         let mut stale = false;
         context.with_existing_state(uid, |state| {
             if needs_finalizer {
-                stale = state.finalizer_added_to.is_some()
-                    && state.finalizer_added_to.as_deref() == version.as_deref();
+                stale = state
+                    .finalizer_added_to()
+                    .is_some_and(|added| Some(added) == version.as_deref());
             } else {
-                state.finalizer_added_to = None;
+                state.set_finalizer_added_to(None);
             }
         });
         if stale {
@@ -149,7 +150,7 @@ pub(crate) async fn reconcile(
         if needs_finalizer {
             // finalizer() added it and awaits the change; no poll ran, nothing to settle.
             let version = version.map(String::into_boxed_str);
-            context.with_state(&uid, |state| state.finalizer_added_to = version);
+            context.with_state(&uid, |state| state.set_finalizer_added_to(version));
         } else {
             // (A deleted ScaledJob's state is gone and stays gone.)
             context.with_existing_state(&uid, |state| state.settle(seen));

@@ -81,11 +81,6 @@ pub(crate) struct Seen {
 pub(crate) struct ScaledJobState {
     /// The trigger types registered in the metrics (`None`: not registered).
     pub registered: Option<Vec<String>>,
-    /// The `resourceVersion` of the copy this operator added KEDA's finalizer to, until the
-    /// store shows a newer one: a reconcile of that same copy (a Job's change re-polls before
-    /// the watch delivered the finalizer) must not add it again — the API server would refuse
-    /// the patch (422), as it did for 3–15 of 10,000 first reconciles.
-    pub finalizer_added_to: Option<Box<str>>,
     /// The generation the scale loop's scalers were built for; `None` while the loop is stopped
     /// (paused) or before it first started.
     pub loop_generation: Option<i64>,
@@ -127,11 +122,17 @@ struct Rare {
     /// poll, which reads the Workloads; the polls in between (a Job's or pod's change) use it,
     /// so the condition doesn't flip to "no Workload condition yet" between reads.
     kueue_admissions: HashMap<String, jobtide_core::capacity::KueueAdmission>,
+    /// The `resourceVersion` of the copy this operator added KEDA's finalizer to, until the
+    /// store shows a newer one: a reconcile of that same copy (a Job's change re-polls before
+    /// the watch delivered the finalizer) must not add it again — the API server would refuse
+    /// the patch (422), as it did for 3–15 of 10,000 first reconciles.
+    finalizer_added_to: Option<Box<str>>,
 }
 
 impl Rare {
     fn is_empty(&self) -> bool {
-        self.memories.is_empty()
+        self.finalizer_added_to.is_none()
+            && self.memories.is_empty()
             && self.crash_loop == CrashLoopState::default()
             && self.quota_block.is_none()
             && self.kueue_admissions.is_empty()
@@ -219,6 +220,20 @@ impl ScaledJobState {
             return;
         }
         self.change_rare(|rare| rare.quota_block = block);
+    }
+
+    /// The `resourceVersion` of the copy this operator last added the finalizer to (see
+    /// `Rare::finalizer_added_to`).
+    pub fn finalizer_added_to(&self) -> Option<&str> {
+        self.rare.as_ref()?.finalizer_added_to.as_deref()
+    }
+
+    /// Records (or with `None` forgets) the copy the finalizer was added to.
+    pub fn set_finalizer_added_to(&mut self, version: Option<Box<str>>) {
+        if self.rare.is_none() && version.is_none() {
+            return;
+        }
+        self.change_rare(|rare| rare.finalizer_added_to = version);
     }
 
     /// Kueue's admissions as the last creating poll read them (by Job name).
