@@ -7,9 +7,11 @@
 //! Pod its metadata and status without the container statuses, written as the JSON the API
 //! server would send for them: a few hundred bytes each (a pod only the fields the polls read). A poll gets the object back
 //! ([`Kept::restore`]): a `Job` or `Pod` with exactly these fields, the rest `None`, as the
-//! cache served before.
+//! cache served before. The JSON is compressed against a typical object of its kind
+//! ([`crate::packing`]).
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use jobtide_api::facts::KUEUE_QUEUE_NAME_LABEL;
 use jobtide_api::job::SCALED_JOB_NAME_LABEL;
@@ -21,6 +23,8 @@ use kube::Resource;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::packing::Packer;
+
 /// An object kept as JSON of what the polls read.
 pub type Packed = Box<[u8]>;
 
@@ -31,14 +35,18 @@ pub trait Kept:
     /// The object with what the polls read only, the rest `None`.
     fn slim(object: &Self) -> Self;
 
+    /// The kind's packer (its dictionary: a typical kept object).
+    fn packer() -> &'static Packer;
+
     /// What the polls read of `object`, packed.
     fn keep(object: &Self) -> Result<Packed, serde_json::Error> {
-        serde_json::to_vec(&Self::slim(object)).map(Vec::into_boxed_slice)
+        Ok(Self::packer().pack(&serde_json::to_vec(&Self::slim(object))?))
     }
 
     /// The object as the polls see it: the kept fields, the rest `None`.
-    fn restore(packed: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(packed)
+    fn restore(packed: &[u8]) -> Result<Self, String> {
+        let json = Self::packer().unpack(packed)?;
+        serde_json::from_slice(&json).map_err(|error| error.to_string())
     }
 }
 
@@ -111,7 +119,77 @@ fn labels_read(
 
 /// A Job as kept: metadata (with [`JOB_LABELS_READ`] only), status, and of the spec `suspend`
 /// only (Kueue holds suspended Jobs).
+/// A typical object of a kind, kept: the dictionary its kept objects are packed against.
+fn dictionary<K: Kept>(typical: serde_json::Value) -> Vec<u8> {
+    serde_json::from_value::<K>(typical)
+        .and_then(|object| serde_json::to_vec(&K::slim(&object)))
+        .unwrap_or_default()
+}
+
+static JOBS: LazyLock<Packer> = LazyLock::new(|| {
+    let time = "2026-01-01T00:00:00Z";
+    let reached = "Reached expected number of succeeded pods";
+    let limit = "Job has reached the specified backoff limit";
+    let labels =
+        serde_json::json!({SCALED_JOB_NAME_LABEL: "orders", KUEUE_QUEUE_NAME_LABEL: "user-queue"});
+    Packer::new(
+        "Job",
+        &dictionary::<Job>(serde_json::json!({
+            "metadata": {"name": "orders-abcde", "namespace": "default", "generateName": "orders-",
+                "uid": "6f2c1a7e-3b4d-4c5e-8f9a-0b1c2d3e4f50", "resourceVersion": "123456",
+                "creationTimestamp": time, "labels": labels,
+                "annotations": {"scaledjob.keda.sh/generation": "1"}},
+            "spec": {"suspend": false},
+            "status": {"startTime": time, "completionTime": time, "active": 1, "ready": 1,
+                "succeeded": 1, "failed": 1, "terminating": 0, "uncountedTerminatedPods": {},
+                "conditions": [
+                    {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
+                        "message": reached, "lastProbeTime": time, "lastTransitionTime": time},
+                    {"type": "Complete", "status": "True", "reason": "CompletionsReached",
+                        "message": reached, "lastProbeTime": time, "lastTransitionTime": time},
+                    {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+                        "message": limit, "lastProbeTime": time, "lastTransitionTime": time},
+                    {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                        "message": limit, "lastProbeTime": time, "lastTransitionTime": time},
+                    {"type": "Suspended", "status": "True", "reason": "JobSuspended",
+                        "message": "Job suspended", "lastProbeTime": time, "lastTransitionTime": time}]}
+        })),
+    )
+});
+
+static PODS: LazyLock<Packer> = LazyLock::new(|| {
+    let time = "2026-01-01T00:00:00Z";
+    let conditions: Vec<serde_json::Value> = [
+        ("PodReadyToStartContainers", "False", ""),
+        ("Initialized", "True", "PodCompleted"),
+        ("Ready", "False", "PodCompleted"),
+        ("ContainersReady", "False", "PodCompleted"),
+        ("PodScheduled", "True", ""),
+        ("PodScheduled", "False", "Unschedulable"),
+    ]
+    .into_iter()
+    .map(|(type_, status, reason)| {
+        serde_json::json!({"type": type_, "status": status, "reason": reason,
+            "lastTransitionTime": time})
+    })
+    .collect();
+    Packer::new(
+        "Pod",
+        &dictionary::<Pod>(serde_json::json!({
+            "metadata": {"name": "orders-abcde-fgh12", "namespace": "default",
+                "labels": {SCALED_JOB_NAME_LABEL: "orders", "job-name": "orders-abcde",
+                    "batch.kubernetes.io/job-name": "orders-abcde"}},
+            "status": {"phase": "Succeeded", "startTime": time, "conditions": conditions,
+                "reason": "Evicted", "message": "0/3 nodes are available: 3 Insufficient cpu."}
+        })),
+    )
+});
+
 impl Kept for Job {
+    fn packer() -> &'static Packer {
+        &JOBS
+    }
+
     fn slim(job: &Self) -> Self {
         Self {
             metadata: ObjectMeta {
@@ -148,6 +226,10 @@ const POD_LABELS_READ: [&str; 3] = [
 /// and a tracking finalizer). A poll that reads another field adds it here (the test below
 /// shows what the polls read survives).
 impl Kept for Pod {
+    fn packer() -> &'static Packer {
+        &PODS
+    }
+
     fn slim(pod: &Self) -> Self {
         let meta = &pod.metadata;
         let labels = labels_read(meta.labels.as_ref(), &POD_LABELS_READ);
@@ -185,6 +267,61 @@ impl Kept for Pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A finished Job and its pod as a real API server (1.33) shows them, none of it the
+    /// dictionaries' own names or times.
+    #[test]
+    fn kept_jobs_and_pods_pack_against_their_dictionaries() {
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "payments-x7k2p", "namespace": "billing", "generateName": "payments-",
+                "uid": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "resourceVersion": "98765",
+                "creationTimestamp": "2026-11-30T12:34:56Z",
+                "labels": {"scaledjob.keda.sh/name": "payments", "app.kubernetes.io/managed-by": "keda-operator"},
+                "annotations": {"scaledjob.keda.sh/generation": "4"}},
+            "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}},
+            "status": {"startTime": "2026-11-30T12:34:56Z", "completionTime": "2026-11-30T12:35:40Z",
+                "succeeded": 1, "ready": 0, "terminating": 0, "uncountedTerminatedPods": {},
+                "conditions": [
+                    {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
+                        "message": "Reached expected number of succeeded pods",
+                        "lastProbeTime": "2026-11-30T12:35:40Z", "lastTransitionTime": "2026-11-30T12:35:40Z"},
+                    {"type": "Complete", "status": "True", "reason": "CompletionsReached",
+                        "message": "Reached expected number of succeeded pods",
+                        "lastProbeTime": "2026-11-30T12:35:40Z", "lastTransitionTime": "2026-11-30T12:35:40Z"}]},
+        }))
+        .unwrap();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "payments-x7k2p-9qz4m", "namespace": "billing",
+                "labels": {"scaledjob.keda.sh/name": "payments", "job-name": "payments-x7k2p",
+                    "batch.kubernetes.io/job-name": "payments-x7k2p"}},
+            "status": {"phase": "Succeeded", "startTime": "2026-11-30T12:34:57Z",
+                "conditions": [
+                    {"type": "PodReadyToStartContainers", "status": "False", "lastTransitionTime": "2026-11-30T12:35:41Z"},
+                    {"type": "Initialized", "status": "True", "reason": "PodCompleted", "lastTransitionTime": "2026-11-30T12:34:57Z"},
+                    {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": "2026-11-30T12:35:40Z"},
+                    {"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastTransitionTime": "2026-11-30T12:35:40Z"},
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-11-30T12:34:57Z"}]},
+        }))
+        .unwrap();
+        let job_json = serde_json::to_vec(&Job::slim(&job)).unwrap();
+        let kept_job = Job::keep(&job).unwrap();
+        assert!(
+            kept_job.len() * 5 < job_json.len() * 2,
+            "{} of {}",
+            kept_job.len(),
+            job_json.len()
+        );
+        assert_eq!(Job::restore(&kept_job).unwrap(), Job::slim(&job));
+        let pod_json = serde_json::to_vec(&Pod::slim(&pod)).unwrap();
+        let kept_pod = Pod::keep(&pod).unwrap();
+        assert!(
+            kept_pod.len() * 5 < pod_json.len() * 2,
+            "{} of {}",
+            kept_pod.len(),
+            pod_json.len()
+        );
+        assert_eq!(Pod::restore(&kept_pod).unwrap(), Pod::slim(&pod));
+    }
 
     #[test]
     fn a_kept_job_restores_its_metadata_with_the_labels_read_suspend_and_status_without_the_rest() {

@@ -30,7 +30,7 @@ mod object_value;
 mod objects;
 pub mod operator;
 mod owned_index;
-mod packing;
+pub mod packing;
 pub mod ratelimit;
 mod reconcile;
 pub mod shards;

@@ -28,7 +28,7 @@ const RAW: u8 = 0;
 const ZSTD: u8 = 1;
 
 /// Packs and unpacks one kind's JSON (see the module docs).
-pub(crate) struct Packer {
+pub struct Packer {
     kind: &'static str,
     contexts: Option<Mutex<(Compressor<'static>, Decompressor<'static>)>>,
 }
