@@ -312,6 +312,8 @@ mod tests {
             job_json.len()
         );
         assert_eq!(Job::restore(&kept_job).unwrap(), Job::slim(&job));
+        // The figures docs/operator.md quotes (`-- --nocapture`).
+        eprintln!("Job: {} bytes kept of {}", kept_job.len(), job_json.len());
         let pod_json = serde_json::to_vec(&Pod::slim(&pod)).unwrap();
         let kept_pod = Pod::keep(&pod).unwrap();
         assert!(
@@ -321,6 +323,7 @@ mod tests {
             pod_json.len()
         );
         assert_eq!(Pod::restore(&kept_pod).unwrap(), Pod::slim(&pod));
+        eprintln!("pod: {} bytes kept of {}", kept_pod.len(), pod_json.len());
     }
 
     #[test]

@@ -254,6 +254,12 @@ mod tests {
                 json.len()
             );
             kept.scaled_job().unwrap();
+            // The figures docs/operator.md quotes (`-- --nocapture`).
+            eprintln!(
+                "{example}: {} bytes kept of {}",
+                kept.packed.len(),
+                json.len()
+            );
         }
     }
 
