@@ -103,16 +103,13 @@ fn gssapi_is_off_unless_enabled_and_then_kinit_gets_the_principal_as_one_argumen
 
     let record = dir.path().join("kinit-argv");
     let kinit = dir.path().join("kinit");
-    std::fs::write(
+    jobtide_testpeers::script::write_executable(
         &kinit,
-        format!(
+        &format!(
             "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}.tmp' && mv '{0}.tmp' '{0}'\n",
             record.display()
         ),
-    )
-    .expect("fake kinit");
-    std::fs::set_permissions(&kinit, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    );
     let output = jobtide()
         .args(["explain", "--timeout", "2", "--enable-gssapi", "-f"])
         .arg(&file)

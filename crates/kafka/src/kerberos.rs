@@ -177,15 +177,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let record = dir.path().join("argv");
         let fake = dir.path().join("kinit");
-        std::fs::write(
+        jobtide_testpeers::script::write_executable(
             &fake,
-            format!(
+            &format!(
                 "#!/bin/sh\nprintf '%s\\n' \"$KRB5_CONFIG\" \"$@\" > '{}'\n",
                 record.display()
             ),
-        )
-        .expect("write fake kinit");
-        make_executable(&fake);
+        );
         let spec = KinitSpec {
             principal: "x;touch /tmp/pwned;@R".into(),
             keytab: dir.path().join("kt"),
@@ -207,10 +205,5 @@ mod tests {
                 "x;touch /tmp/pwned;@R",
             ]
         );
-    }
-
-    fn make_executable(path: &Path) {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
 }

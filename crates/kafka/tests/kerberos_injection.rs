@@ -26,9 +26,7 @@ fn wait_for(path: &Path, within: Duration) -> bool {
 }
 
 fn executable(path: &Path, script: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, script).expect("write script");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    jobtide_testpeers::script::write_executable(path, script);
 }
 
 fn hostile_username(marker: &Path) -> String {

@@ -17,6 +17,8 @@
 //! - [`kueue`]: Kueue's manager on that control plane, built by `scripts/install-kueue`
 //!   (`JOBTIDE_KUEUE`).
 //!
+//! - [`script`]: executable scripts a test writes and runs at once, without `ETXTBSY`.
+//!
 //! Without its install a peer's tests skip with a printed reason; under `CI=true` they fail.
 //!
 //! # Guarantees (the control plane)
@@ -33,6 +35,7 @@ pub mod kubeconfig;
 pub mod kueue;
 pub mod peers;
 pub mod pki;
+pub mod script;
 pub mod supervise;
 
 pub use control_plane::ControlPlane;
