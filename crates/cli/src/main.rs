@@ -1,5 +1,6 @@
 //! The `jobtide` binary. Thin by design: everything happens in [`cli::Cli::parse_and_run`].
 
+mod allocator;
 mod cli;
 mod crd;
 mod dev;
