@@ -5,8 +5,9 @@
 //! a`), so the log says which replica wrote which ScaledJob when: every poll of an active
 //! ScaledJob writes its status (`lastActiveTime`, with `--last-active-time-refresh-seconds 0`).
 //!
-//! Asserted from that log: no ScaledJob is written by two replicas at once (its writers follow
-//! each other, never back and forth); none goes unwritten longer than a takeover (a lease, two
+//! Asserted from that log: no ScaledJob is written by two replicas at once (while replicas join,
+//! it moves only to a joiner ranking higher for it; after the kill, only from its owner among the
+//! three to its owner among the survivors); none goes unwritten longer than a takeover (a lease, two
 //! retry periods, a polling interval and a controller's start); no duplicate Job (each holds
 //! exactly its `maxReplicaCount` Jobs and the log shows no more creations). The in-process
 //! version with a dispatch ScaledJob and a joining replica is
@@ -168,6 +169,13 @@ impl Writes {
     }
 }
 
+/// Who wrote, in turn: consecutive writes by one replica count once.
+fn in_turn<'a>(writes: &[&'a Write]) -> Vec<&'a str> {
+    let mut order: Vec<&str> = writes.iter().map(|w| w.replica.as_str()).collect();
+    order.dedup();
+    order
+}
+
 async fn eventually(what: &str, seconds: u64, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     while !check() {
@@ -310,18 +318,35 @@ async fn three_sharded_processes_share_the_scaled_jobs_and_survive_a_sigkill_wit
             .iter()
             .filter(|w| w.scaled_job == n && !w.job_created)
             .collect();
-        // Never two replicas at once: its writers follow each other, never back and forth.
-        let mut order: Vec<&str> = Vec::new();
-        for write in &mine {
-            if order.last() != Some(&write.replica.as_str()) {
-                assert!(
-                    !order.contains(&write.replica.as_str()),
-                    "{n}: written by {} again after {order:?} (two replicas at once)",
-                    write.replica
-                );
-                order.push(&write.replica);
-            }
+        // Never two replicas at once. Before the kill members only join, so a ScaledJob only
+        // moves to a member ranking higher for it (the first replica to find no other member
+        // Lease acts on everything at once, then hands each ScaledJob to the joiners that rank
+        // higher); after it, it moves at most once, from its owner among the three to its owner
+        // among the survivors. Either way its writers follow each other, never back and forth.
+        let (joining, leaving): (Vec<&Write>, Vec<&Write>) =
+            mine.iter().partition(|w| w.at < killed_at);
+        let before = in_turn(&joining);
+        for pair in before.windows(2) {
+            let both = BTreeSet::from([pair[0].to_owned(), pair[1].to_owned()]);
+            assert_eq!(
+                owner_of(&n, &both),
+                pair[1],
+                "{n}: went from {} to {}, which ranks lower for it, while members only joined \
+                 (writers {before:?}: two replicas at once)",
+                pair[0],
+                pair[1]
+            );
         }
+        let after = in_turn(&leaving);
+        let mut expected = vec![owner_of(&n, &three), owner_of(&n, &survivors)];
+        expected.dedup();
+        assert!(
+            after.iter().all(|w| expected.contains(&w.to_string()))
+                && after.windows(2).all(|p| p[0] == expected[0]),
+            "{n}: after the kill written by {after:?}, expected {expected:?} in that order \
+             (two replicas at once)"
+        );
+        let order = [before, after].concat();
         // Never unpolled longer than a takeover.
         let longest = mine
             .windows(2)
