@@ -67,6 +67,10 @@ pub(crate) fn error_policy(
     Action::requeue(delay)
 }
 
+/// How soon a reconcile of a copy older than this operator's last write looks again (the
+/// watch delivers the newer copy within milliseconds).
+pub(crate) const STALE_COPY_RETRY: Duration = Duration::from_millis(250);
+
 pub(crate) async fn reconcile(
     kept: Arc<KeptScaledJob>,
     context: Arc<Context>,
@@ -97,20 +101,19 @@ pub(crate) async fn reconcile(
     let needs_finalizer = scaled_job.metadata.deletion_timestamp.is_none()
         && !scaled_job.finalizers().iter().any(|f| f == FINALIZER);
     if let Some(uid) = &uid {
+        // A copy this operator already wrote over (its finalizer or its status) is stale: look
+        // again once the watch has delivered the newer one (a status write alone triggers no
+        // reconcile, so waiting for a change would end the ScaledJob's polls).
         let mut stale = false;
         context.with_existing_state(uid, |state| {
-            if needs_finalizer {
-                stale = state
-                    .finalizer_added_to()
-                    .is_some_and(|added| Some(added) == version.as_deref());
-            } else {
-                state.set_finalizer_added_to(None);
+            stale = version.is_some() && state.written_over() == version.as_deref();
+            if !stale {
+                state.set_written_over(None);
             }
         });
         if stale {
-            // The watch will deliver the copy with the finalizer, and reconcile it.
-            tracing::debug!(scaled_job = %kept.name_any(), "the store's copy predates the finalizer");
-            return Ok(Action::await_change());
+            tracing::debug!(scaled_job = %kept.name_any(), "the store's copy predates this operator's last write");
+            return Ok(Action::requeue(STALE_COPY_RETRY));
         }
     }
     let result = finalizer(&api, FINALIZER, scaled_job, |event| async {
@@ -150,7 +153,7 @@ pub(crate) async fn reconcile(
         if needs_finalizer {
             // finalizer() added it and awaits the change; no poll ran, nothing to settle.
             let version = version.map(String::into_boxed_str);
-            context.with_state(&uid, |state| state.set_finalizer_added_to(version));
+            context.with_state(&uid, |state| state.set_written_over(version));
         } else {
             // (A deleted ScaledJob's state is gone and stays gone.)
             context.with_existing_state(&uid, |state| state.settle(seen));
@@ -281,7 +284,16 @@ async fn write_status(
 ) -> Result<(), Error> {
     match patch_if_changed(api, scaled_job, status).await {
         Ok(written) => {
-            context.metrics.status_write(written);
+            context.metrics.status_write(written.is_some());
+            // A later reconcile of this same copy (a Job's change re-polls before the watch
+            // delivered the new status) would patch its old conditions back over the new ones.
+            let version = scaled_job.metadata.resource_version.as_deref();
+            if let (Some(uid), Some(written)) = (scaled_job.uid(), written)
+                && version.is_some_and(|version| version != written)
+            {
+                let version = version.map(Box::from);
+                context.with_state(&uid, |state| state.set_written_over(version));
+            }
             Ok(())
         }
         Err(error) => {

@@ -10,7 +10,9 @@ use kube::api::PostParams;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
-use super::{FINALIZER, reconcile};
+use kube::runtime::controller::Action;
+
+use super::{FINALIZER, STALE_COPY_RETRY, reconcile};
 use crate::kept_scaled_job::KeptScaledJob;
 use crate::{Config, Context};
 
@@ -18,8 +20,11 @@ use crate::{Config, Context};
 /// before the watch delivered that: the store's copy is the one without it. Adding it again
 /// is refused by the API server (the JSON patch's test of the finalizers fails, 422): the
 /// reconcile waits for the watch instead, and the copy with the finalizer reconciles as usual.
+/// The same holds for a copy older than the status this operator wrote: patching that copy's
+/// conditions again would put back what the first write changed (an unpaused ScaledJob was
+/// seen `Paused` again, its Jobs created, when a Job's change re-polled the older copy).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_copy_older_than_the_finalizer_this_operator_added_waits_for_the_watch() {
+async fn a_copy_older_than_this_operators_last_write_waits_for_the_watch() {
     let cluster = DevCluster::start("127.0.0.1:0".parse().unwrap(), None)
         .await
         .unwrap();
@@ -65,16 +70,53 @@ async fn a_copy_older_than_the_finalizer_this_operator_added_waits_for_the_watch
         .await
         .unwrap();
     assert_eq!(patches().len(), 1, "the finalizer added: {:?}", patches());
-    reconcile(stale, Arc::clone(&context)).await.unwrap();
+    let again = reconcile(stale, Arc::clone(&context)).await.unwrap();
     assert_eq!(patches().len(), 1, "no second patch: {:?}", patches());
+    assert_eq!(
+        again,
+        Action::requeue(STALE_COPY_RETRY),
+        "it looks again soon"
+    );
 
     let fresh = Arc::new(kept.get("sj").await.unwrap());
     assert!(fresh.finalizers().iter().any(|f| f == FINALIZER));
-    reconcile(fresh, Arc::clone(&context)).await.unwrap();
+    reconcile(Arc::clone(&fresh), Arc::clone(&context))
+        .await
+        .unwrap();
     let after = patches();
     assert_eq!(after.len(), 2, "the status written: {after:?}");
     assert!(after.iter().all(|(_, status)| *status == 200), "{after:?}");
     assert!(after[1].0.ends_with("/status"), "{after:?}");
+    // That copy has no status: reconciled again, it would be written again. (A status write
+    // triggers no reconcile: the one that looks again must be scheduled.)
+    let again = reconcile(fresh, Arc::clone(&context)).await.unwrap();
+    assert_eq!(
+        again,
+        Action::requeue(STALE_COPY_RETRY),
+        "it looks again soon"
+    );
+    assert_eq!(
+        patches().len(),
+        2,
+        "no status patch of the older copy: {:?}",
+        patches()
+    );
+
+    let written = Arc::new(kept.get("sj").await.unwrap());
+    reconcile(written, Arc::clone(&context)).await.unwrap();
+    assert_eq!(
+        patches().len(),
+        2,
+        "its status is what it shows: {:?}",
+        patches()
+    );
+    let status = api.get("sj").await.unwrap().status.unwrap();
+    let paused = status
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Paused");
+    assert_eq!(paused.map(|c| c.status), Some("True".to_owned()));
 }
 
 /// The scaler label is KEDA's `<type without dashes>Scaler` (or the trigger's name), whether

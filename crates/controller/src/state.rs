@@ -122,16 +122,18 @@ struct Rare {
     /// poll, which reads the Workloads; the polls in between (a Job's or pod's change) use it,
     /// so the condition doesn't flip to "no Workload condition yet" between reads.
     kueue_admissions: HashMap<String, jobtide_core::capacity::KueueAdmission>,
-    /// The `resourceVersion` of the copy this operator added KEDA's finalizer to, until the
-    /// store shows a newer one: a reconcile of that same copy (a Job's change re-polls before
-    /// the watch delivered the finalizer) must not add it again — the API server would refuse
-    /// the patch (422), as it did for 3–15 of 10,000 first reconciles.
-    finalizer_added_to: Option<Box<str>>,
+    /// The `resourceVersion` of the copy this operator last wrote over (added KEDA's finalizer
+    /// to, or patched the status of), until the store shows a newer one. A reconcile of that
+    /// same copy (a Job's change re-polls before the watch delivered the write) waits for the
+    /// newer one: it would add the finalizer again — the API server refuses the patch (422), as
+    /// it did for 3–15 of 10,000 first reconciles — or patch the copy's old conditions back
+    /// over the new ones (an unpaused ScaledJob was seen Paused again).
+    written_over: Option<Box<str>>,
 }
 
 impl Rare {
     fn is_empty(&self) -> bool {
-        self.finalizer_added_to.is_none()
+        self.written_over.is_none()
             && self.memories.is_empty()
             && self.crash_loop == CrashLoopState::default()
             && self.quota_block.is_none()
@@ -222,18 +224,18 @@ impl ScaledJobState {
         self.change_rare(|rare| rare.quota_block = block);
     }
 
-    /// The `resourceVersion` of the copy this operator last added the finalizer to (see
-    /// `Rare::finalizer_added_to`).
-    pub fn finalizer_added_to(&self) -> Option<&str> {
-        self.rare.as_ref()?.finalizer_added_to.as_deref()
+    /// The `resourceVersion` of the copy this operator last wrote over (see
+    /// `Rare::written_over`).
+    pub fn written_over(&self) -> Option<&str> {
+        self.rare.as_ref()?.written_over.as_deref()
     }
 
-    /// Records (or with `None` forgets) the copy the finalizer was added to.
-    pub fn set_finalizer_added_to(&mut self, version: Option<Box<str>>) {
+    /// Records (or with `None` forgets) the copy this operator wrote over.
+    pub fn set_written_over(&mut self, version: Option<Box<str>>) {
         if self.rare.is_none() && version.is_none() {
             return;
         }
-        self.change_rare(|rare| rare.finalizer_added_to = version);
+        self.change_rare(|rare| rare.written_over = version);
     }
 
     /// Kueue's admissions as the last creating poll read them (by Job name).

@@ -86,25 +86,26 @@ pub(crate) fn changes(current: &Value, patch: &Value) -> bool {
     }
 }
 
-/// Sends `status` as a merge patch of the status subresource unless it changes nothing;
-/// whether it was sent.
+/// Sends `status` as a merge patch of the status subresource unless it changes nothing; the
+/// `resourceVersion` the API server answered with when it was sent, `None` when it wasn't.
 pub(crate) async fn patch_if_changed(
     api: &Api<ScaledJob>,
     scaled_job: &ScaledJob,
     status: Value,
-) -> Result<bool, kube::Error> {
+) -> Result<Option<String>, kube::Error> {
     let current = serde_json::to_value(&scaled_job.status).unwrap_or(Value::Null);
     if !changes(&current, &status) {
-        return Ok(false);
+        return Ok(None);
     }
     let name = scaled_job.metadata.name.as_deref().unwrap_or_default();
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
-    )
-    .await?;
-    Ok(true)
+    let written = api
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await?;
+    Ok(Some(written.metadata.resource_version.unwrap_or_default()))
 }
 
 #[cfg(test)]
