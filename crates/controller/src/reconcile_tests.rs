@@ -7,10 +7,9 @@ use jobtide_api::ScaledJob;
 use jobtide_devcluster::DevCluster;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::PostParams;
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-
-use kube::runtime::controller::Action;
 
 use super::{FINALIZER, STALE_COPY_RETRY, reconcile};
 use crate::kept_scaled_job::KeptScaledJob;
